@@ -1,0 +1,5 @@
+import sys
+
+from visionqc.cli import main
+
+sys.exit(main())
