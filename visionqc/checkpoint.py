@@ -111,10 +111,8 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
     for key in ("name", "version", "no_defect_class"):
         _require(isinstance(data.get(key), str) and data[key].strip(), f"'{key}' must be a non-empty string")
     arch = data.get("architecture") or {}
-    _require(
-        isinstance(arch, dict) and arch.get("backbone") == BACKBONE,
-        f"'architecture.backbone' must be {BACKBONE!r}, found {arch.get('backbone') if isinstance(arch, dict) else arch!r}",
-    )
+    backbone = arch.get("backbone") if isinstance(arch, dict) else arch
+    _require(backbone == BACKBONE, f"'architecture.backbone' must be {BACKBONE!r}, found {backbone!r}")
     inp = data.get("input")
     _require(isinstance(inp, dict), "'input' must be an object with size and normalization")
     size = inp.get("size")
