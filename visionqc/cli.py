@@ -72,6 +72,54 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_NOTHING_READ
 
 
+EXIT_STORE_ERROR = 4
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from visionqc.ingest import run_batch
+    from visionqc.store import Store, StoreError
+    from visionqc.uploads import iter_paths
+
+    predictor = _load_predictor(args)
+    if predictor is None:
+        return EXIT_BAD_MODEL
+
+    def progress(done: int, total: int | None) -> None:
+        if not args.quiet and done % 50 == 0:
+            print(f"... {done} file(s) processed", file=sys.stderr, flush=True)
+
+    try:
+        store = Store(config.data_dir())
+        result = run_batch(
+            store,
+            predictor,
+            iter_paths(args.paths),
+            station=args.station,
+            operator=args.operator,
+            note=args.note,
+            source="cli",
+            progress=progress,
+            batch_id=args.resume,
+        )
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
+    summary = result.summary
+    print(f"batch {result.batch_id} in {store.db_path}")
+    skipped = f" (skipped {result.skipped} already in the batch)" if result.skipped else ""
+    print(f"  new inspections: {result.inspected}{skipped}")
+    for action, n in summary["by_action"].items():
+        print(f"  {action}: {n}")
+    print(f"  needs review: {summary['needs_review']}")
+    print(f"  duplicates (seen before, not counted again): {len(result.duplicates)}")
+    for dup in result.duplicates:
+        print(f"    {dup.file_name} = inspection {dup.inspection_id}")
+    print(f"  failed: {len(result.failures)}")
+    for failure in result.failures:
+        print(f"could not read {failure.file_name}: {failure.reason}", file=sys.stderr)
+    return EXIT_OK if result.inspected or result.duplicates or result.skipped else EXIT_NOTHING_READ
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m visionqc",
@@ -99,6 +147,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "inspect",
+        help="classify images into the inspection database (VISIONQC_HOME)",
+        description="Classify images (files, folders searched recursively, or zip archives) as one batch and "
+        "store every inspection in the database under VISIONQC_HOME (default ./visionqc-data), the one the app "
+        "reads; both may run at the same time. Prints counts by action, needs review, duplicates (images "
+        "inspected before, by SHA-256, which are not classified or counted again) and each file that could "
+        "not be read, with its reason. --resume continues a batch that was interrupted.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or .zip archives")
+    p.add_argument("--station", help="inspection station, e.g. 'Line 2'")
+    p.add_argument("--operator", help="who ran the batch")
+    p.add_argument("--note", help="free-text note stored with the batch")
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
+    p.add_argument("--resume", metavar="BATCH_ID", help="add to this open batch, skipping files it already holds")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_inspect)
     return parser
 
 

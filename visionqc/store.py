@@ -814,7 +814,7 @@ class Store:
             sql += " LIMIT ?"
             params = [*params, int(limit)]
         with self.connect() as con:
-            table = con.execute(sql, params).to_arrow_table()
+            table = con.sql(sql, params=params).to_arrow_table()
         ids = table.column("inspection_id").to_numpy()
         if table.num_rows == 0:
             return ids, np.zeros((0, 0), dtype=np.float32)
