@@ -1,3 +1,62 @@
+"""History: find any past inspection, review and tag many at once, export the filtered set as CSV."""
+
 import streamlit as st
 
+from visionqc import app_state as ui
+from visionqc.ui_filters import history_filters
+
 st.title("History")
+store = ui.get_store()
+card = ui.active_card()
+timezone = ui.browser_timezone()
+
+with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
+    flt = history_filters(store, card, key="history", timezone=timezone)
+
+sort_col, order_col, size_col, page_col = st.columns([2, 1, 1, 1])
+sort = sort_col.selectbox(
+    "Sort by", list(ui.SORT_CHOICES), key="history_sort", help="Sorts the whole result, not only this page."
+)
+descending = order_col.radio("Order", ["Descending", "Ascending"], horizontal=True, key="history_order")
+page_size = size_col.selectbox("Rows per page", [25, 50, 100, 200], index=1, key="history_page_size")
+total = store.count(flt)
+pages = max(1, -(-total // page_size))
+ui.keep_page_in_range("history_page", pages, (flt, sort, descending, page_size))
+page = page_col.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="history_page")
+page = min(int(page), pages)
+
+rows, total = store.search(
+    flt, sort=ui.SORT_CHOICES[sort], descending=descending == "Descending", page=page - 1, page_size=page_size
+)
+first = (page - 1) * page_size + 1 if total else 0
+st.markdown(f"**{total:,} inspections match** · showing {first:,}–{first + len(rows) - 1 if total else 0:,}")
+event = st.dataframe(
+    ui.inspections_table(rows, timezone=timezone, history=True),
+    column_config=ui.table_column_config(card, timezone=timezone),
+    hide_index=True,
+    row_height=64,
+    on_select="rerun",
+    selection_mode="multi-row",
+    key=ui.HISTORY_TABLE,
+)
+selected = rows.iloc[[i for i in ui.selected_rows(event) if i < len(rows)]]
+
+st.download_button(
+    f"Download all {total:,} matching inspections as CSV",
+    data=lambda: store.export_csv(flt, sort=ui.SORT_CHOICES[sort], descending=descending == "Descending"),
+    file_name="visionqc-history.csv",
+    mime="text/csv",
+    icon=":material/download:",
+    on_click="ignore",
+    disabled=total == 0,
+    key="history_csv",
+)
+
+if selected.empty:
+    st.caption("Select rows (the boxes at the left of the table) to tag, review or delete them, or to see one large.")
+    st.stop()
+st.subheader(f"{len(selected)} selected")
+ui.render_bulk_actions(store, selected, key="history_bulk")
+if len(selected) == 1:
+    st.divider()
+    ui.render_inspection_detail(store, int(selected.iloc[0]["inspection_id"]), card, key="history")

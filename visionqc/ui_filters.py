@@ -1,0 +1,201 @@
+"""The History filters as Streamlit widgets, returning the store's :class:`~visionqc.store.HistoryFilter`.
+
+History renders them; Explore (or any page) can call :func:`history_filters` with its own ``key`` so each
+page keeps its own choices. Options come from the active model's classes plus what the database holds, so
+labels of an older model stay filterable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+import streamlit as st
+
+from visionqc import palette
+from visionqc.store import HistoryFilter, Store
+
+NO_VALUE = palette.NO_SEVERITY  # "—": shown for "no severity / no location" (defect-free images)
+
+TAG_HELP = (
+    "How the three tag boxes work: **All of** keeps rows that carry *every* listed tag (AND). "
+    "**Any of** keeps rows that carry *at least one* of the listed tags (OR). "
+    "**None of** drops every row that carries *any* of the listed tags (NOT). "
+    "The boxes combine with AND, and an empty box does not filter. Example: All of `retrain`, "
+    "Any of `scratch`, `dent`, None of `ignore` = rows tagged retrain, and scratch or dent, and not ignore."
+)
+FILTERS_HELP = (
+    "All filters combine with AND; choosing several values in one box means *any of them* (OR). Labels are the "
+    "effective ones: the latest review if the row was reviewed, else the model's prediction."
+)
+REVIEW_CHOICES = {"Any": None, "Needs review": True, "Does not": False}
+REVIEWED_CHOICES = {"Any": None, "Reviewed": True, "Not reviewed": False}
+
+
+def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> list[str]:
+    """Distinct options in first-seen order; values the user already chose stay available."""
+    seen: dict[str, None] = {}
+    for group in (*groups, selected):
+        for value in group:
+            if value is not None and value != "":
+                seen.setdefault(str(value), None)
+    return list(seen)
+
+
+def _card_classes(card, task: str) -> list[str]:
+    if card is None:
+        return []
+    try:
+        return list(card.classes(task))
+    except KeyError:
+        return []
+
+
+def _none_for_dash(values: Iterable[str]) -> tuple[str | None, ...]:
+    return tuple(None if v == NO_VALUE else v for v in values)
+
+
+def clear_filters(key: str = "history") -> None:
+    """Reset every filter widget of ``key`` (use as a button's on_click)."""
+    for name in list(st.session_state.keys()):
+        if str(name).startswith(f"{key}_f_"):
+            del st.session_state[name]
+
+
+def history_filters(store: Store, card=None, *, key: str = "history", timezone: str = "UTC") -> HistoryFilter:
+    """Render the filter widgets (in the current container) and return the filter they describe.
+
+    ``card`` is the active model's card (or ``None``); ``timezone`` is the IANA zone whose calendar days
+    the date range means. Widget keys start with ``f"{key}_f_"``.
+    """
+    k = f"{key}_f_"
+    state = st.session_state
+    st.caption(FILTERS_HELP)
+
+    row1 = st.columns(4)
+    date_from = row1[0].date_input("From (day)", value=None, key=k + "date_from", format="YYYY-MM-DD")
+    date_to = row1[1].date_input("To (day, inclusive)", value=None, key=k + "date_to", format="YYYY-MM-DD")
+    confidence = row1[2].slider(
+        "Defect confidence (%)",
+        min_value=0,
+        max_value=100,
+        value=(0, 100),
+        step=1,
+        key=k + "confidence",
+        help="The model's confidence in its defect type. Both ends are inclusive.",
+    )
+    file_name = row1[3].text_input(
+        "File name contains", key=k + "file_name", help="Case-insensitive; part of the name is enough."
+    )
+
+    row2 = st.columns(4)
+    defects = row2[0].multiselect(
+        "Defect types",
+        _options(_card_classes(card, "defect"), store.distinct_values("defect"), selected=state.get(k + "defects", [])),
+        key=k + "defects",
+    )
+    severities = row2[1].multiselect(
+        "Severities",
+        _options(
+            palette.order_severities(
+                [*_card_classes(card, "severity"), *store.distinct_values("severity")],
+            ),
+            [NO_VALUE],
+            selected=state.get(k + "severities", []),
+        ),
+        key=k + "severities",
+        help=f"“{NO_VALUE}” = no severity (defect-free images).",
+    )
+    locations = row2[2].multiselect(
+        "Locations",
+        _options(
+            _card_classes(card, "location"),
+            store.distinct_values("location"),
+            [NO_VALUE],
+            selected=state.get(k + "locations", []),
+        ),
+        key=k + "locations",
+        help=f"“{NO_VALUE}” = no location (defect-free images).",
+    )
+    actions = row2[3].multiselect(
+        "Actions",
+        _options(
+            palette.order_actions([*palette.ACTION_ORDER, *store.distinct_values("action")]),
+            selected=state.get(k + "actions", []),
+        ),
+        key=k + "actions",
+    )
+
+    row3 = st.columns(4)
+    needs_review = row3[0].radio(
+        "Needs review", list(REVIEW_CHOICES), horizontal=True, key=k + "needs_review", help="The model's flag."
+    )
+    reviewed = row3[1].radio(
+        "Reviewed",
+        list(REVIEWED_CHOICES),
+        horizontal=True,
+        key=k + "reviewed",
+        help="Reviewed = a person corrected or confirmed the labels.",
+    )
+    batches = store.list_batches()
+    batch_labels = {
+        row.batch_id: _batch_label(row.batch_id, row.station, row.inspected) for row in batches.itertuples()
+    }
+    batch_ids = row3[2].multiselect(
+        "Batches",
+        _options(batch_labels, selected=state.get(k + "batches", [])),
+        key=k + "batches",
+        format_func=lambda b: batch_labels.get(b, b),
+    )
+    row3[3].button(
+        "Clear filters", key=k + "clear", on_click=clear_filters, args=(key,), icon=":material/filter_alt_off:"
+    )
+
+    tag_options = _options(store.distinct_values("tag"))
+    row4 = st.columns(3)
+    tags_all = row4[0].multiselect(
+        "Tags: all of (AND)",
+        _options(tag_options, selected=state.get(k + "tags_all", [])),
+        key=k + "tags_all",
+        help=TAG_HELP,
+    )
+    tags_any = row4[1].multiselect(
+        "Tags: any of (OR)",
+        _options(tag_options, selected=state.get(k + "tags_any", [])),
+        key=k + "tags_any",
+        help=TAG_HELP,
+    )
+    tags_none = row4[2].multiselect(
+        "Tags: none of (NOT)",
+        _options(tag_options, selected=state.get(k + "tags_none", [])),
+        key=k + "tags_none",
+        help=TAG_HELP,
+    )
+
+    low, high = confidence
+    return HistoryFilter(
+        date_from=date_from if isinstance(date_from, date) else None,
+        date_to=date_to if isinstance(date_to, date) else None,
+        timezone=timezone,
+        defects=tuple(defects),
+        severities=_none_for_dash(severities),
+        locations=_none_for_dash(locations),
+        actions=tuple(actions),
+        confidence_min=low / 100 if low > 0 else None,
+        confidence_max=high / 100 if high < 100 else None,
+        needs_review=REVIEW_CHOICES[needs_review],
+        reviewed=REVIEWED_CHOICES[reviewed],
+        batches=tuple(batch_ids),
+        file_name=file_name or "",
+        tags_all=tuple(tags_all),
+        tags_any=tuple(tags_any),
+        tags_none=tuple(tags_none),
+    )
+
+
+def _batch_label(batch_id: str, station, inspected) -> str:
+    parts = [batch_id]
+    if isinstance(station, str) and station:
+        parts.append(station)
+    parts.append(f"{int(inspected)} images")
+    return " · ".join(parts)
