@@ -7,7 +7,8 @@ cross-filter carry a point selection named in :data:`SELECTIONS`; ``selected`` h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import altair as alt
 import pandas as pd
@@ -26,7 +27,28 @@ OTHER_TYPES = "other types"
 TOP_N = 10
 WIDTH = 460
 HEIGHT = 260
+# Fit the width to the container (Streamlit) or WIDTH (PNG); the height is the plot's, so a legend or a
+# subtitle never squeezes the bars. Streamlit would otherwise use "fit", which shrinks the plot instead.
+AUTOSIZE = alt.AutoSizeParams(type="fit-x", contains="padding")
 DIMMED = 0.25
+
+
+def selection_name(dimension: str) -> str:
+    """The name of the point selection that sets the cross-filter on ``dimension``."""
+    return SELECTIONS[dimension]
+
+
+def selection_values(selection: Mapping[str, Any] | None, dimension: str) -> list[str]:
+    """The values picked on a chart, from ``st.altair_chart(..., on_select=...)``'s state for one selection.
+
+    Point selections arrive as a list of ``{field: value}`` dicts; the "other types" bucket is not a value.
+    """
+    picked = []
+    for point in selection or []:
+        value = point.get(dimension) if isinstance(point, Mapping) else None
+        if value is not None and value != OTHER_TYPES:
+            picked.append(str(value))
+    return list(dict.fromkeys(picked))
 
 
 def _title(text: str, subtitle: str | None = None) -> alt.TitleParams:
@@ -53,7 +75,7 @@ def empty_chart(title: str, message: str, subtitle: str | None = None) -> alt.Ch
         alt.Chart(frame, title=_title(title, subtitle))
         .mark_text(fontSize=13, color="#666666")
         .encode(text="message:N")
-        .properties(width=WIDTH, height=HEIGHT)
+        .properties(autosize=AUTOSIZE, width=WIDTH, height=HEIGHT)
     )
 
 
@@ -113,7 +135,7 @@ def defect_severity_bars(
         )
         .transform_calculate(severity_rank=_rank_expression(domain))
         .add_params(pick)
-        .properties(width=WIDTH, height=max(HEIGHT, 24 * len(order)))
+        .properties(autosize=AUTOSIZE, width=WIDTH, height=max(180, 30 * len(order)))
     )
 
 
@@ -159,7 +181,7 @@ def daily_trend(frame: pd.DataFrame, *, subtitle: str | None = None, time_zone: 
     return (
         alt.layer(bars, line, points, title=_title(title, subtitle))
         .resolve_scale(y="independent")
-        .properties(width=WIDTH, height=HEIGHT)
+        .properties(autosize=AUTOSIZE, width=WIDTH, height=HEIGHT)
     )
 
 
@@ -199,7 +221,7 @@ def _ratio_donut(
         )
         .transform_calculate(order=_index_expression(dimension, domain))
         .add_params(pick)
-        .properties(width=WIDTH, height=HEIGHT)
+        .properties(autosize=AUTOSIZE, width=WIDTH, height=HEIGHT)
     )
 
 
@@ -306,7 +328,7 @@ def location_bars(
             ],
         )
         .add_params(pick)
-        .properties(width=WIDTH, height=HEIGHT)
+        .properties(autosize=AUTOSIZE, width=WIDTH, height=HEIGHT)
     )
 
 

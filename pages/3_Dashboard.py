@@ -1,0 +1,162 @@
+"""Dashboard: how are we doing, what is getting worse, where, and what did we do about it.
+
+Numbers come from visionqc.analytics (one DuckDB query per filter state), charts from visionqc.charts,
+exports from visionqc.reports. Clicking a bar or slice sets a cross-filter kept in session state.
+"""
+
+from functools import partial
+from zoneinfo import available_timezones
+
+import streamlit as st
+
+from visionqc import analytics, app_state, charts, reports
+
+CROSS_KEY = "dashboard_cross"  # {dimension: [values]} picked on the charts
+GENERATION_KEY = "dashboard_chart_generation"  # bumped on "clear" so the charts forget their selection
+
+
+def go_to_page(path: str, label: str, icon: str) -> None:
+    """A link to another page; plain text when the page is not registered (the page run on its own)."""
+    try:
+        st.page_link(path, label=label, icon=icon)
+    except st.errors.StreamlitAPIException:
+        st.markdown(f"**{label}** in the sidebar.")
+
+
+st.title("Dashboard")
+store = app_state.get_store()
+st.session_state.setdefault(CROSS_KEY, {})
+st.session_state.setdefault(GENERATION_KEY, 0)
+
+if store.count() == 0:
+    st.info("Nothing has been inspected yet. Classify a batch of photos on the **Inspect** page and come back here.")
+    go_to_page("pages/1_Inspect.py", "Go to Inspect", ":material/photo_camera:")
+    st.stop()
+
+# --- filters ------------------------------------------------------------------------------------
+options = analytics.filter_options(store)
+left, middle, right = st.columns([3, 4, 2])
+with left:
+    period = st.segmented_control(
+        "Period",
+        list(analytics.PERIODS),
+        format_func=lambda p: analytics.PERIODS[p][0],
+        default="30d",
+        key="dashboard_period",
+    )
+    period = period or "30d"
+    start = end = None
+    if period == "custom":
+        picked = st.date_input("Days", value=(), key="dashboard_custom_days")
+        if len(picked) == 2:
+            start, end = picked
+        elif len(picked) == 1:
+            start = end = picked[0]
+with middle:
+    models_col, stations_col = st.columns(2)
+    models = models_col.multiselect("Models", options["models"], placeholder="All models", key="dashboard_models")
+    stations = stations_col.multiselect(
+        "Stations", options["stations"], placeholder="All stations", key="dashboard_stations"
+    )
+with right:
+    zones = sorted(available_timezones() | {analytics.configured_timezone()})
+    time_zone = st.selectbox(
+        "Time zone (day boundary)", zones, index=zones.index(analytics.configured_timezone()), key="dashboard_tz"
+    )
+    include_no_defect = st.toggle("Include “no defect”", key="dashboard_include_no_defect")
+
+dashboard_filter = analytics.DashboardFilter(
+    period=period,
+    start=start,
+    end=end,
+    time_zone=time_zone,
+    models=tuple(models),
+    stations=tuple(stations),
+    include_no_defect=include_no_defect,
+)
+for dimension, values in st.session_state[CROSS_KEY].items():
+    dashboard_filter = dashboard_filter.with_cross(dimension, values)
+data = analytics.dashboard_data(store, dashboard_filter)
+
+
+def clear_cross_filters() -> None:
+    st.session_state[CROSS_KEY] = {}
+    st.session_state[GENERATION_KEY] += 1
+
+
+def apply_selection(chart_key: str, dimension: str) -> None:
+    state = st.session_state.get(chart_key) or {}
+    selection = (state.get("selection") or {}).get(charts.selection_name(dimension))
+    st.session_state[CROSS_KEY] = {
+        **st.session_state[CROSS_KEY],
+        dimension: charts.selection_values(selection, dimension),
+    }
+
+
+st.caption(" · ".join(data.describe()))
+with st.container(horizontal=True):
+    st.button(
+        "Clear chart filters",
+        on_click=clear_cross_filters,
+        disabled=not dashboard_filter.cross_filters,
+        icon=":material/filter_alt_off:",
+    )
+    if st.button("Open in History", icon=":material/history:", help="The same filters on the History page."):
+        analytics.hand_off_to_history(st.session_state, data)
+        st.switch_page("pages/2_History.py")
+    st.download_button(
+        "Download report",
+        data=partial(reports.report_zip, data),
+        file_name=reports.report_file_name(data, "zip"),
+        mime="application/zip",
+        on_click="ignore",
+        icon=":material/download:",
+        type="primary",
+        disabled=data.empty,
+        help="A zip with every chart as PNG and CSV and an HTML page naming the filters and time range.",
+    )
+
+if data.empty:
+    st.warning("No inspections match these filters. Widen the period or clear the model, station or chart filters.")
+
+# --- KPIs ---------------------------------------------------------------------------------------
+for column, card in zip(st.columns([1, 1, 1.1, 1.5, 1.1, 1.1]), analytics.kpi_cards(data.kpis), strict=True):
+    column.metric(border=True, **card)
+
+# --- charts -------------------------------------------------------------------------------------
+generation = st.session_state[GENERATION_KEY]
+chart_sections = reports.sections(data)
+for row in range(0, len(chart_sections), 2):
+    for column, section in zip(st.columns(2), chart_sections[row : row + 2], strict=False):
+        with column, st.container(border=True):
+            key = f"dashboard_chart_{section.key}_{generation}"
+            if section.dimension:
+                st.altair_chart(
+                    section.chart,
+                    key=key,
+                    on_select=partial(apply_selection, key, section.dimension),
+                    selection_mode=charts.selection_name(section.dimension),
+                )
+            else:
+                st.altair_chart(section.chart, key=key)
+            with st.container(horizontal=True):
+                st.download_button(
+                    "PNG",
+                    data=partial(reports.section_png, data, section.key),
+                    file_name=f"{section.key}.png",
+                    mime="image/png",
+                    on_click="ignore",
+                    icon=":material/image:",
+                    key=f"png_{section.key}",
+                    help="The chart at print resolution, with the filters written under its title.",
+                )
+                st.download_button(
+                    "CSV",
+                    data=reports.frame_csv(section.frame),
+                    file_name=f"{section.key}.csv",
+                    mime="text/csv",
+                    on_click="ignore",
+                    icon=":material/table:",
+                    key=f"csv_{section.key}",
+                    help="The numbers behind the chart.",
+                )

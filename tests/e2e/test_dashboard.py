@@ -1,0 +1,47 @@
+"""The Dashboard in a real browser: seeded data renders, a screenshot is taken, and a chart's PNG downloads."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+
+import pytest
+
+from visionqc import config
+
+
+def _seed(home, rows: int) -> None:
+    spec = importlib.util.spec_from_file_location("vq_seed", config.PROJECT_ROOT / "benchmarks" / "seed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.seed_inspections(home, rows, days=60)
+
+
+@pytest.fixture(scope="module")
+def seeded_app(app_server):
+    _seed(app_server.home, 3_000)
+    return app_server
+
+
+def test_dashboard_renders_and_downloads_png(seeded_app, page, wait_for_app, screenshot_dir, tmp_path):
+    page.goto(f"{seeded_app.url}/dashboard")
+    wait_for_app(page)
+    page.get_by_text("Defect rate", exact=True).first.wait_for()
+    # Charts are drawn by Vega in the browser after the script finished.
+    page.locator("[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg").first.wait_for()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(screenshot_dir / "vqc-dashboard.png"), full_page=True)
+
+    body = page.inner_text("body")
+    for text in ("Inspected", "Top defect type", "Open review backlog", "Last 30 days"):
+        assert text in body
+    assert "Traceback" not in body and "Error" not in body.split("Open review backlog")[0]
+
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="PNG").first.click()
+    target = tmp_path / "chart.png"
+    download_info.value.save_as(target)
+    png = target.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width > 800 and height > 400  # print resolution: twice the on-screen size
