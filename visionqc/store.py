@@ -743,24 +743,24 @@ class Store:
         list), ``image_file`` and ``thumb_file`` (absolute paths as strings).
         """
         where, params = build_where(f)
-        order_inner = self._order_by(sort, descending)
-        order_outer = self._order_by(sort, descending, prefix="p.")
-        limit = ""
-        page_params: list[Any] = []
-        if page_size > 0:
-            limit = "LIMIT ? OFFSET ?"
-            page_params = [int(page_size), int(page) * int(page_size)]
-        sql = f"""
-            SELECT p.*, b.station, b.operator, im.path AS image_file, im.thumb_path AS thumb_file,
-                coalesce((SELECT list(t.tag ORDER BY t.tag) FROM tags t WHERE t.inspection_id = p.inspection_id),
-                         []::VARCHAR[]) AS tags
-            FROM (SELECT * FROM inspection_view_all WHERE {where} ORDER BY {order_inner} {limit}) p
-            LEFT JOIN batches b ON b.batch_id = p.batch_id
-            LEFT JOIN images im ON im.sha256 = p.sha256
-            ORDER BY {order_outer}"""
+        order = self._order_by(sort, descending)
+        row_order = self._order_by(sort, descending, prefix="v.")
         with self.connect() as con:
             total = int(con.execute(f"SELECT count(*) FROM inspection_view_all WHERE {where}", params).fetchone()[0])
-            rows = con.execute(sql, params + page_params).df()
+            if page_size > 0:
+                # Sort only ids first, then fetch the page's full rows by id: only one page is materialised.
+                ids = [
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT inspection_id FROM inspection_view_all WHERE {where} "
+                        f"ORDER BY {order} LIMIT ? OFFSET ?",
+                        [*params, int(page_size), int(page) * int(page_size)],
+                    ).fetchall()
+                ]
+                by_id = "inspection_id IN (SELECT unnest(?::BIGINT[]))"
+                rows = con.execute(_rows_sql(by_id, by_id, row_order), [ids, ids]).df()
+            else:
+                rows = con.execute(_rows_sql(where, "TRUE", row_order), params).df()
         for column in ("image_file", "thumb_file"):
             rows[column] = [None if v is None or pd.isna(v) else str(self.home / v) for v in rows[column]]
         return rows, total
@@ -1043,6 +1043,18 @@ class Store:
             )
 
         self._write(work)
+
+
+def _rows_sql(where: str, tag_where: str, order: str) -> str:
+    """Full History rows (view columns, batch station/operator, image paths, sorted tag list)."""
+    return f"""SELECT v.*, b.station, b.operator, im.path AS image_file, im.thumb_path AS thumb_file,
+            coalesce(tg.tags, []::VARCHAR[]) AS tags
+        FROM (SELECT * FROM inspection_view_all WHERE {where}) v
+        LEFT JOIN batches b ON b.batch_id = v.batch_id
+        LEFT JOIN images im ON im.sha256 = v.sha256
+        LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags WHERE {tag_where}
+                   GROUP BY inspection_id) tg ON tg.inspection_id = v.inspection_id
+        ORDER BY {order}"""
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
