@@ -146,7 +146,10 @@ def seeded(store):
 def test_new_store_is_migrated_to_the_latest_schema_once(tmp_path):
     store = Store(tmp_path / "home")
     assert store.schema_version() == SCHEMA_VERSION
-    Store(tmp_path / "home")  # reopening applies nothing twice
+    db = tmp_path / "home" / "visionqc.duckdb"
+    before = (db.stat().st_mtime_ns, db.read_bytes())
+    Store(tmp_path / "home")  # reopening an up-to-date file applies nothing and writes nothing
+    assert (db.stat().st_mtime_ns, db.read_bytes()) == before
     with store.connect() as con:
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
@@ -301,6 +304,8 @@ def test_confirm_marks_reviewed_and_settles_review_actions(seeded):
         store.review([1], "Ana", "approve")
     with pytest.raises(ValueError, match="reviewer"):
         store.review([1], "  ", "confirm")
+    with pytest.raises(ValueError, match="unknown action"):
+        store.review([1], "Ana", "correct", action="Scrap")
 
 
 def test_soft_delete_hides_rows_everywhere_and_restore_brings_them_back(seeded):

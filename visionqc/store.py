@@ -147,7 +147,8 @@ class HistoryFilter:
     - Tags: ``tags_all`` — the row carries **every** listed tag (AND); ``tags_any`` — it carries **at
       least one** of them (OR); ``tags_none`` — it carries **none** of them (NOT). The three combine
       with AND, e.g. all of {retrain}, any of {scratch, dent}, none of {ignore}.
-    - ``ids``: only these inspection ids (e.g. an Explore selection).
+    - ``ids``: only these inspection ids (e.g. an Explore selection); ``None`` does not filter, an empty
+      list matches nothing.
     - ``deleted``: ``"hide"`` (default) leaves soft-deleted rows out, ``"only"`` shows only them,
       ``"all"`` shows both.
     """
@@ -459,10 +460,18 @@ class Store:
             return self._version(con)
 
     def migrate(self) -> int:
-        """Bring the file to :data:`SCHEMA_VERSION` in one transaction; returns the version it was at."""
+        """Bring the file to :data:`SCHEMA_VERSION` in one transaction; returns the version it was at.
+
+        An up-to-date file is only read, so opening a store does not write. The views are recreated
+        whenever a migration runs: a change to :data:`VIEWS` needs a new (possibly empty) migration.
+        """
+        with self.connect() as con:
+            current = self._version(con)
+        if current == SCHEMA_VERSION:
+            return current
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
-            current = self._version(con)
+            current = self._version(con)  # again, inside the transaction: another process may have migrated
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"the database is at schema version {current}, newer than this VisionQC "
@@ -474,8 +483,9 @@ class Store:
                 for statement in statements:
                     con.execute(statement)
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utc_now()])
-            for statement in VIEWS:
-                con.execute(statement)
+            if current < SCHEMA_VERSION:
+                for statement in VIEWS:
+                    con.execute(statement)
             return current
 
         return self._write(work)
@@ -889,6 +899,8 @@ class Store:
         reviewer = (reviewer or "").strip()
         if not reviewer:
             raise ValueError("a review needs the reviewer's name")
+        if action is not None:
+            _check_action(action)
         id_list = sorted({int(i) for i in ids})
         if not id_list:
             return 0
@@ -936,8 +948,6 @@ class Store:
                 updates.append((iid, new_defect, new_sev, new_loc, new_action))
             if not reviews:
                 return 0
-            if action is not None:
-                _check_action(action)
             table = pa.table(
                 {
                     "inspection_id": pa.array([r[0] for r in reviews], pa.int64()),
