@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -561,3 +562,28 @@ def test_review_rows_are_json_for_the_audit_trail(seeded):
         row = con.execute("SELECT kind, action, previous FROM reviews WHERE inspection_id = 8").fetchone()
     assert row[0] == "correct" and row[1] == "Hold"
     assert json.loads(row[2])["action"] == "Review"
+
+
+def test_threads_of_one_process_write_concurrently_without_losing_a_review(seeded):
+    """Streamlit serves each browser session on its own thread; their writes conflict and are retried."""
+    store, _, _ = seeded
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(8):
+                target = [1 + (n + i) % 3]  # overlapping rows: real write conflicts
+                store.review(target, f"reviewer {n}", "correct", severity=("low", "medium", "high")[i % 3])
+                store.add_tags(target, [f"t{n}-{i}"])
+        except BaseException as exc:  # collected, so a failing thread fails the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    with store.connect() as con:
+        assert con.execute("SELECT count(*) FROM reviews").fetchone()[0] == 32
+        assert con.execute("SELECT count(*) FROM tags").fetchone()[0] == 32

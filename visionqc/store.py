@@ -16,9 +16,10 @@ import json
 import os
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,9 @@ DB_FILE = "visionqc.duckdb"
 UTF8_BOM = b"\xef\xbb\xbf"
 REVIEW_KINDS = ("correct", "confirm", "delete", "restore")
 T = TypeVar("T")
+# duckdb.connect() and close() share one database instance per file inside a process; opening while
+# another thread closes the last connection races in DuckDB, so both happen under this lock.
+_INSTANCE_LOCK = threading.Lock()
 
 
 class StoreError(RuntimeError):
@@ -401,7 +405,8 @@ class Store:
         delay = 0.005
         while True:
             try:
-                return duckdb.connect(str(self.db_path))
+                with _INSTANCE_LOCK:
+                    return duckdb.connect(str(self.db_path))
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
                     raise StoreError(f"cannot open the database {self.db_path}: {exc}") from exc
@@ -421,9 +426,10 @@ class Store:
         try:
             yield con
         finally:
-            con.close()
+            with _INSTANCE_LOCK:
+                con.close()
 
-    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 5) -> T:
+    def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 8) -> T:
         """Run ``work`` in one transaction, retrying when another thread's transaction conflicts."""
         for attempt in range(attempts):
             with self.connect() as con:
@@ -433,13 +439,13 @@ class Store:
                     con.execute("COMMIT")
                     return result
                 except duckdb.TransactionException:
-                    con.execute("ROLLBACK")
+                    _rollback(con)
                     if attempt == attempts - 1:
                         raise
                 except BaseException:
-                    con.execute("ROLLBACK")
+                    _rollback(con)
                     raise
-            time.sleep(0.01 * (attempt + 1) * (0.5 + random.random()))
+            time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
 
     # --- schema ---------------------------------------------------------------------------------
@@ -1065,6 +1071,12 @@ def _rows_sql(where: str, tag_where: str, order: str) -> str:
         LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags WHERE {tag_where}
                    GROUP BY inspection_id) tg ON tg.inspection_id = v.inspection_id
         ORDER BY {order}"""
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back if a transaction is still open (a failed COMMIT has already ended it)."""
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK")
 
 
 def _clean_tags(tags: Iterable[str]) -> list[str]:
