@@ -72,6 +72,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_NOTHING_READ
 
 
+def _loss_weights(text: str) -> dict[str, float]:
+    """``1.0,0.7,0.7`` (defect, severity, location) or ``defect=1,severity=0.7,location=0.7``."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        if all("=" in x for x in parts):
+            return {k.strip(): float(v) for k, v in (x.split("=", 1) for x in parts)}
+        values = [float(x) for x in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError("give three weights: defect,severity,location (e.g. 1.0,0.7,0.7)")
+    return dict(zip(("defect", "severity", "location"), values, strict=True))
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give two area shares, e.g. 0.003,0.03") from None
+    if not 0 < low < high < 1:
+        raise argparse.ArgumentTypeError("need 0 < low < high < 1, e.g. 0.003,0.03")
+    return low, high
+
+
 EXIT_STORE_ERROR = 4
 
 
@@ -120,6 +144,70 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK if result.inspected or result.duplicates or result.skipped else EXIT_NOTHING_READ
 
 
+def _read_dataset(args: argparse.Namespace):
+    from visionqc.datasets import load_dataset
+
+    return load_dataset(
+        args.data,
+        labels_csv=args.labels,
+        no_defect_class=args.no_defect_class,
+        severity_thresholds=args.severity_thresholds,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from visionqc.training import TrainConfig, format_report, train
+
+    dataset = _read_dataset(args)
+    cfg = TrainConfig(
+        name=args.name or f"{Path(args.out).name}",
+        version=args.version,
+        seed=args.seed,
+        epochs=args.epochs,
+        phase2=args.phase2,
+        phase2_epochs=args.phase2_epochs,
+        unfreeze_blocks=args.unfreeze_blocks,
+        views=args.views,
+        loss_weights=args.loss_weights,
+        repeats=args.repeats,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        max_per_class=args.max_per_class,
+        progress=not args.quiet,
+    )
+    command = "python -m visionqc " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    card = train(dataset, args.out, cfg, command=command, citation=args.citation)
+    test = card["metrics"].get("test")
+    if test:
+        print(format_report(test))
+    repeated = card["metrics"].get("repeated_splits")
+    if repeated:
+        ba = repeated["defect"]["balanced_accuracy"]
+        print(f"\nrepeated splits ({repeated['splits']}): defect balanced accuracy {ba['mean']:.4f} ± {ba['std']:.4f}")
+    print(f"\nphase {card['training']['phase_chosen']}: {card['training']['phase_reason']}")
+    print(f"model written to {args.out}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from visionqc.checkpoint import ModelLoadError
+    from visionqc.training import evaluate_model_dir, format_report
+
+    dataset = _read_dataset(args)
+    try:
+        report = evaluate_model_dir(args.model, dataset, split=args.split, progress=not args.quiet)
+    except ModelLoadError as exc:
+        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m visionqc",
@@ -166,12 +254,109 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="BATCH_ID", help="add to this open batch, skipping files it already holds")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_inspect)
+
+    data_help = (
+        "labelled images: class folders DIR/<defect>/*.jpg (optional DIR/labels.csv with image,severity,location); "
+        "DIR/images/<defect>/ with DIR/masks/ (PNG, white = defect) or DIR/boxes/ (Pascal VOC XML); "
+        "a CSV manifest (image,defect[,severity,location]); or a COCO JSON file (as CarDD ships it)"
+    )
+
+    def add_dataset_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("data", type=Path, metavar="DATA", help=data_help)
+        p.add_argument(
+            "--labels", type=Path, help="CSV with severity/location for class folders (default DATA/labels.csv)"
+        )
+        p.add_argument(
+            "--no-defect-class",
+            help="the class that means 'no defect' (default: a class named free, ok, "
+            "good, normal, ...; if none exists, a 'no_defect' class that has no training images)",
+        )
+        p.add_argument(
+            "--severity-thresholds",
+            type=_thresholds,
+            default=(0.003, 0.03),
+            metavar="LOW,HIGH",
+            help="defect area shares separating low/medium/high severity when derived from masks or "
+            "boxes (default: %(default)s, i.e. <0.3%% low, 0.3-3%% medium, >=3%% high)",
+        )
+        p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+    p = sub.add_parser(
+        "train",
+        help="train a model from labelled images and write a model directory",
+        description="Train a model (weights + model card) from labelled images. The images are split train / "
+        "validation / test, stratified by defect class with a fixed --seed. Phase 1 trains one linear head per "
+        "task on cached backbone features of each image and a few augmented views; phase 2 fine-tunes the last "
+        "backbone blocks with a cosine schedule and early stopping, and is kept only if it beats phase 1 on "
+        "validation balanced accuracy. Needs-review thresholds are calibrated on the validation split; the test "
+        "split's accuracy, balanced accuracy, macro F1, per-class precision/recall and confusion matrix are "
+        "printed and written to the card, with the mean and spread over repeated splits.",
+    )
+    add_dataset_options(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--name", help="model name in the card (default: the --out folder name)")
+    p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=60, help="phase-1 epochs, with early stopping (default: %(default)s)")
+    p.add_argument(
+        "--phase2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="try phase 2 (last backbone blocks + heads) and keep it if it wins on validation (default: on)",
+    )
+    p.add_argument("--phase2-epochs", type=int, default=15, help="phase-2 epochs (default: %(default)s)")
+    p.add_argument(
+        "--unfreeze-blocks", type=int, default=2, help="last backbone blocks trained in phase 2 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=3,
+        help="cached views per image: the original plus augmented ones (default: %(default)s)",
+    )
+    p.add_argument(
+        "--loss-weights",
+        type=_loss_weights,
+        default={"defect": 1.0, "severity": 0.7, "location": 0.7},
+        metavar="D,S,L",
+        help="multi-task loss weights for defect,severity,location (default: 1.0,0.7,0.7)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (default: %(default)s)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="held-out test share (default: %(default)s)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="repeated random splits for the mean/std of phase 1 in the card; 0 skips (default: %(default)s)",
+    )
+    p.add_argument("--max-per-class", type=int, help="use at most this many images per defect class (quick runs)")
+    p.add_argument("--citation", help="training-data citation for the card (default: from DATA/SOURCE.md)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model on labelled images",
+        description="Classify labelled images with a model and print, per task, accuracy, balanced accuracy, "
+        "macro F1, per-class precision/recall and the confusion matrix. Severity and location are scored on "
+        "defective images whose region is known. DATA takes the same layouts as train.",
+    )
+    add_dataset_options(p)
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--split",
+        choices=["all", "test"],
+        default="all",
+        help="all images, or only the test files recorded in the model card (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.func(args)
     except ValueError as exc:  # user-caused problems (bad policy file, bad dataset) -> message, not traceback

@@ -1,0 +1,123 @@
+"""Training on real images: a short run writes a model that loads and predicts; the pieces, by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visionqc import cli
+from visionqc.checkpoint import load_checkpoint
+from visionqc.datasets import load_dataset
+from visionqc.predict import Predictor
+from visionqc.training import (
+    TrainConfig,
+    augment,
+    balanced_draws,
+    calibrate_confidence_threshold,
+    evaluate_model_dir,
+    multitask_loss,
+    train,
+)
+
+
+@pytest.fixture(scope="module")
+def small_model(magnetic_tile, tmp_path_factory):
+    """Train on 5 real images per class (30 images, 2 views, a few epochs, phase 2 tried) through the CLI."""
+    out = tmp_path_factory.mktemp("model") / "mt-small"
+    argv = [
+        "train", str(magnetic_tile), "--out", str(out), "--max-per-class", "5", "--views", "2",
+        "--epochs", "5", "--phase2-epochs", "2", "--repeats", "2", "--seed", "3", "--quiet",
+        "--loss-weights", "1.0,0.5,0.5", "--name", "mt-small", "--version", "0.1",
+    ]  # fmt: skip
+    assert cli.main(argv) == 0
+    return out
+
+
+def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, magnetic_tile):
+    checkpoint = load_checkpoint(small_model)
+    card = checkpoint.card
+    assert (card.name, card.version) == ("mt-small", "0.1")
+    assert card.input_size == 224 and card.mean == [127.0] * 3 and card.std == [128.0] * 3
+    assert card.task_names == ["defect", "severity", "location"]
+    assert card.classes("severity") == ["low", "medium", "high"]
+    assert card.no_defect_class == "free"
+    assert set(card.confidence_thresholds) == {"defect", "severity", "location"}
+    assert card.ood_threshold is not None and checkpoint.ood_bank is not None
+    training = card.raw["training"]
+    assert training["config"]["loss_weights"] == {"defect": 1.0, "severity": 0.5, "location": 0.5}
+    assert training["command"].startswith("python -m visionqc train ")
+    assert training["phase_chosen"] in (1, 2) and training["phase_reason"]
+    assert training["split"]["seed"] == 3 and len(training["split"]["test_files"]) == 6
+    assert card.raw["training_data"]["citation"].startswith("Source:")
+    test = card.raw["metrics"]["test"]
+    assert test["tasks"]["defect"]["confusion_matrix"]["labels"] == card.classes("defect")
+    assert card.raw["metrics"]["repeated_splits"]["splits"] == 2
+
+    predictor = Predictor(small_model)
+    image = Image.open(next((magnetic_tile / "images" / "crack").glob("*.jpg"))).convert("RGB")
+    (prediction,) = predictor.predict_images([image])
+    assert prediction.defect.label in card.classes("defect")
+    assert sum(prediction.defect.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction.ood_score is not None
+
+
+def test_evaluate_reproduces_the_recorded_test_metrics(small_model, magnetic_tile, capsys):
+    dataset = load_dataset(magnetic_tile)
+    report = evaluate_model_dir(small_model, dataset, split="test", progress=False)
+    recorded = load_checkpoint(small_model).card.raw["metrics"]["test"]
+    assert report["n"] == recorded["n"] == 6
+    assert report["tasks"]["defect"] == recorded["tasks"]["defect"]
+    argv = ["evaluate", str(magnetic_tile), "--model", str(small_model), "--split", "test", "--json", "--quiet"]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["tasks"]["defect"]["accuracy"] == recorded["tasks"]["defect"]["accuracy"]
+
+
+def test_multitask_loss_masks_unknown_labels_and_weights_tasks():
+    logits = {"defect": torch.tensor([[2.0, 0.0], [0.0, 2.0]]), "severity": torch.tensor([[1.0, 0.0], [0.0, 5.0]])}
+    targets = {"defect": torch.tensor([0, 1]), "severity": torch.tensor([0, -1])}  # 2nd image: defect-free
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(logits["defect"], targets["defect"]) + 0.7 * ce(logits["severity"][:1], torch.tensor([0]))
+    got = multitask_loss(logits, targets, {"defect": 1.0, "severity": 0.7})
+    assert got.item() == pytest.approx(expected.item())
+    # nothing known for a task: that task adds nothing (and no NaN)
+    got = multitask_loss(logits, {"defect": targets["defect"], "severity": torch.tensor([-1, -1])}, {})
+    assert got.item() == pytest.approx(ce(logits["defect"], targets["defect"]).item())
+
+
+def test_balanced_draws_give_each_class_an_equal_share():
+    labels = np.array([0] * 90 + [1] * 10)
+    draws = balanced_draws(labels, np.arange(100), torch.Generator().manual_seed(0))
+    assert len(draws) == 100
+    big = torch.cat([balanced_draws(labels, np.arange(100), torch.Generator().manual_seed(s)) for s in range(50)])
+    share_minority = float((torch.from_numpy(labels)[big] == 1).float().mean())
+    assert 0.45 < share_minority < 0.55
+
+
+def test_confidence_threshold_by_hand():
+    conf = np.array([0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    correct = np.array([1, 1, 1, 1, 0, 1, 0, 0], dtype=bool)
+    # accuracy of the top-k: 1, 1, 1, 1, .8, .83, .71, .625 -> >= 0.95 down to k=4 -> threshold 0.8,
+    # which flags 4 of 8; the 25 % cap (np.quantile(conf, 0.25) = 0.575) lowers it to 0.575.
+    assert calibrate_confidence_threshold(conf, correct, 0.95, 0.25) == pytest.approx(0.575)
+    assert calibrate_confidence_threshold(conf, correct, 0.95, 0.6) == pytest.approx(0.8)
+    assert calibrate_confidence_threshold(conf, np.ones(8, dtype=bool), 0.95, 0.25) == pytest.approx(0.4)
+
+
+def test_augment_keeps_most_of_the_image_and_is_seeded(magnetic_tile):
+    image = Image.open(next((magnetic_tile / "images" / "fray").glob("*.jpg"))).convert("RGB")
+    a = augment(image, np.random.default_rng([0, 1, 2]))
+    b = augment(image, np.random.default_rng([0, 1, 2]))
+    assert a.size == b.size and np.array_equal(np.asarray(a), np.asarray(b))
+    assert 0.87 * image.width <= a.width <= image.width and 0.87 * image.height <= a.height <= image.height
+
+
+def test_train_config_defaults_match_the_documented_recipe():
+    cfg = TrainConfig()
+    assert cfg.loss_weights == {"defect": 1.0, "severity": 0.7, "location": 0.7}
+    assert cfg.input_size == 224 and cfg.phase2 and cfg.seed == 0
+    assert callable(train)
