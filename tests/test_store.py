@@ -394,6 +394,8 @@ def test_build_where_is_parameterised(seeded):
     assert store.count() == 10
     with pytest.raises(ValueError):
         build_where(HistoryFilter(deleted="maybe"))
+    with pytest.raises(ValueError, match="time zone"):
+        build_where(HistoryFilter(date_from=date(2026, 1, 1), timezone="Mars/Olympus"))
 
 
 # --- paging, sorting, detail ---------------------------------------------------------------------

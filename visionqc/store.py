@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import duckdb
 import numpy as np
@@ -183,7 +184,11 @@ def _utc_bound(value: date | datetime, tz: str, *, end: bool) -> datetime:
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
     day = value + timedelta(days=1) if end else value
-    local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(tz))
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'") from None
+    local = datetime(day.year, day.month, day.day, tzinfo=zone)
     return local.astimezone(UTC).replace(tzinfo=None)
 
 
@@ -855,7 +860,8 @@ class Store:
         descending: bool = True,
     ) -> bytes | Path:
         """Every matching row as CSV (UTF-8 with BOM, so spreadsheet tools read accents), written by
-        DuckDB's COPY. Returns the bytes, or writes ``path`` and returns it. Tags are joined with ``;``."""
+        DuckDB's COPY. Returns the bytes, or writes ``path`` and returns it. Tags are joined with ``;``;
+        timestamps are UTC."""
         where, params = build_where(f)
         columns = ", ".join(f"v.{c}" for c in EXPORT_COLUMNS)
         order = self._order_by(sort, descending, prefix="v.")
@@ -869,12 +875,14 @@ class Store:
             raw = Path(tmp) / "export.csv"
             with self.connect() as con:
                 con.execute(f"COPY ({query}) TO '{_sql_path(raw)}' (HEADER, DELIMITER ',')", params)
-            data = raw.read_bytes()
-        if path is None:
-            return UTF8_BOM + data
-        target = Path(path)
-        target.write_bytes(UTF8_BOM + data)
-        return target
+            if path is None:
+                return UTF8_BOM + raw.read_bytes()
+            # Stream into the target: a million-row export is a few hundred MB.
+            target = Path(path)
+            with raw.open("rb") as src, target.open("wb") as dst:
+                dst.write(UTF8_BOM)
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            return target
 
     # --- corrections ----------------------------------------------------------------------------
     def review(
