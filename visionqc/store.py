@@ -386,6 +386,65 @@ class FailureRecord:
     created_at: datetime = field(default_factory=utc_now)
 
 
+# Arrow layouts of the chunk tables ingest hands to DuckDB (column names match the tables).
+_IMAGE_SCHEMA = pa.schema(
+    [
+        ("sha256", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("format", pa.string()),
+        ("byte_size", pa.int64()),
+        ("path", pa.string()),
+        ("thumb_path", pa.string()),
+        ("first_seen", pa.timestamp("us")),
+    ]
+)
+_INSPECTION_SCHEMA = pa.schema(
+    [
+        ("inspection_id", pa.int64()),
+        ("batch_id", pa.string()),
+        ("sha256", pa.string()),
+        ("file_name", pa.string()),
+        ("created_at", pa.timestamp("us")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("no_defect_label", pa.string()),
+        ("pred_defect", pa.string()),
+        ("pred_defect_conf", pa.float64()),
+        ("pred_severity", pa.string()),
+        ("pred_severity_conf", pa.float64()),
+        ("pred_location", pa.string()),
+        ("pred_location_conf", pa.float64()),
+        ("pred_action", pa.string()),
+        ("probabilities", pa.string()),
+        ("ood_score", pa.float64()),
+        ("needs_review", pa.bool_()),
+        ("review_reason", pa.string()),
+    ]
+)
+_EMBEDDING_SCHEMA = pa.schema([("inspection_id", pa.int64()), ("vector", pa.list_(pa.float32()))])
+_DUPLICATE_SCHEMA = pa.schema(
+    [
+        ("file_name", pa.string()),
+        ("sha256", pa.string()),
+        ("inspection_id", pa.int64()),
+        ("created_at", pa.timestamp("us")),
+    ]
+)
+_FAILURE_SCHEMA = pa.schema([("file_name", pa.string()), ("reason", pa.string()), ("created_at", pa.timestamp("us"))])
+
+
+def _arrow(schema: pa.Schema, records: Sequence[Any], **columns: list[Any]) -> pa.Table:
+    """An Arrow table of ``schema`` from dataclass records; ``columns`` gives values not read from attributes."""
+    return pa.table(
+        {
+            f.name: pa.array(columns[f.name] if f.name in columns else [getattr(r, f.name) for r in records], f.type)
+            for f in schema
+        },
+        schema=schema,
+    )
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
@@ -581,67 +640,19 @@ class Store:
         """Write one chunk of a batch in a single transaction: all of it lands, or none of it."""
         if not (inspections or duplicates or failures):
             return
-        images = {}
-        for r in inspections:
-            images.setdefault(r.sha256, r)
-        image_table = pa.table(
-            {
-                "sha256": [r.sha256 for r in images.values()],
-                "width": pa.array([r.width for r in images.values()], pa.int32()),
-                "height": pa.array([r.height for r in images.values()], pa.int32()),
-                "format": pa.array([r.format for r in images.values()], pa.string()),
-                "byte_size": pa.array([r.byte_size for r in images.values()], pa.int64()),
-                "path": pa.array([r.path for r in images.values()], pa.string()),
-                "thumb_path": pa.array([r.thumb_path for r in images.values()], pa.string()),
-                "first_seen": pa.array([r.created_at for r in images.values()], pa.timestamp("us")),
-            }
+        images = list({r.sha256: r for r in reversed(inspections)}.values())  # first record of each SHA-256
+        image_table = _arrow(_IMAGE_SCHEMA, images, first_seen=[r.created_at for r in images])
+        inspection_table = _arrow(
+            _INSPECTION_SCHEMA,
+            inspections,
+            batch_id=[batch_id] * len(inspections),
+            probabilities=[json.dumps(r.probabilities) for r in inspections],
         )
-        inspection_table = pa.table(
-            {
-                "inspection_id": pa.array([r.inspection_id for r in inspections], pa.int64()),
-                "batch_id": pa.array([batch_id] * len(inspections), pa.string()),
-                "sha256": pa.array([r.sha256 for r in inspections], pa.string()),
-                "file_name": pa.array([r.file_name for r in inspections], pa.string()),
-                "created_at": pa.array([r.created_at for r in inspections], pa.timestamp("us")),
-                "model_name": pa.array([r.model_name for r in inspections], pa.string()),
-                "model_version": pa.array([r.model_version for r in inspections], pa.string()),
-                "no_defect_label": pa.array([r.no_defect_label for r in inspections], pa.string()),
-                "pred_defect": pa.array([r.pred_defect for r in inspections], pa.string()),
-                "pred_defect_conf": pa.array([r.pred_defect_conf for r in inspections], pa.float64()),
-                "pred_severity": pa.array([r.pred_severity for r in inspections], pa.string()),
-                "pred_severity_conf": pa.array([r.pred_severity_conf for r in inspections], pa.float64()),
-                "pred_location": pa.array([r.pred_location for r in inspections], pa.string()),
-                "pred_location_conf": pa.array([r.pred_location_conf for r in inspections], pa.float64()),
-                "pred_action": pa.array([r.pred_action for r in inspections], pa.string()),
-                "probabilities": pa.array([json.dumps(r.probabilities) for r in inspections], pa.string()),
-                "ood_score": pa.array([r.ood_score for r in inspections], pa.float64()),
-                "needs_review": pa.array([r.needs_review for r in inspections], pa.bool_()),
-                "review_reason": pa.array([r.review_reason for r in inspections], pa.string()),
-            }
+        embedding_table = _arrow(
+            _EMBEDDING_SCHEMA, inspections, vector=[np.asarray(r.embedding, dtype=np.float32) for r in inspections]
         )
-        embedding_table = pa.table(
-            {
-                "inspection_id": pa.array([r.inspection_id for r in inspections], pa.int64()),
-                "vector": pa.array(
-                    [np.asarray(r.embedding, dtype=np.float32) for r in inspections], pa.list_(pa.float32())
-                ),
-            }
-        )
-        duplicate_table = pa.table(
-            {
-                "file_name": pa.array([d.file_name for d in duplicates], pa.string()),
-                "sha256": pa.array([d.sha256 for d in duplicates], pa.string()),
-                "inspection_id": pa.array([d.inspection_id for d in duplicates], pa.int64()),
-                "created_at": pa.array([d.created_at for d in duplicates], pa.timestamp("us")),
-            }
-        )
-        failure_table = pa.table(
-            {
-                "file_name": pa.array([f.file_name for f in failures], pa.string()),
-                "reason": pa.array([f.reason for f in failures], pa.string()),
-                "created_at": pa.array([f.created_at for f in failures], pa.timestamp("us")),
-            }
-        )
+        duplicate_table = _arrow(_DUPLICATE_SCHEMA, duplicates)
+        failure_table = _arrow(_FAILURE_SCHEMA, failures)
 
         def work(con: duckdb.DuckDBPyConnection) -> None:
             con.register("chunk_images", image_table)
