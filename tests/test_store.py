@@ -377,6 +377,8 @@ def test_tag_filters_all_any_none(seeded):
     assert ids_of(store, f(tags_all=("a",), tags_none=("b",))) == [2]
     assert ids_of(store, f(tags_any=("b", "c"), tags_none=("a",))) == [3, 5]
     assert ids_of(store, f(tags_all=("a", "zzz"))) == []
+    assert ids_of(store, f(tags_all=(" a ", "b"))) == [1]  # trimmed like stored tags
+    assert ids_of(store, f(tags_any=("A",))) == []  # case-sensitive
     rows, _ = store.search(f(ids=[1]))
     assert list(rows.iloc[0]["tags"]) == ["a", "b"]
     assert store.remove_tags([1, 2, 3], ["a"]) == 2

@@ -151,7 +151,8 @@ class HistoryFilter:
     - ``file_name``: case-insensitive substring of the file name.
     - Tags: ``tags_all`` — the row carries **every** listed tag (AND); ``tags_any`` — it carries **at
       least one** of them (OR); ``tags_none`` — it carries **none** of them (NOT). The three combine
-      with AND, e.g. all of {retrain}, any of {scratch, dent}, none of {ignore}.
+      with AND, e.g. all of {retrain}, any of {scratch, dent}, none of {ignore}. Tags match exactly
+      (case-sensitive) after trimming spaces, as :meth:`Store.add_tags` stores them.
     - ``ids``: only these inspection ids (e.g. an Explore selection); ``None`` does not filter, an empty
       list matches nothing.
     - ``deleted``: ``"hide"`` (default) leaves soft-deleted rows out, ``"only"`` shows only them,
@@ -204,13 +205,13 @@ def _in_list(column: str, values: Sequence[Any], params: list[Any]) -> str:
     return "(" + " OR ".join(parts) + ")"
 
 
-def _tag_ids(tags: Sequence[str], params: list[Any], *, every: bool) -> str:
-    unique = sorted(set(tags))
-    params.append(unique)
+def _tag_ids(tags: list[str], params: list[Any], *, every: bool) -> str:
+    """Ids of inspections carrying any (``every=False``) or all (``every=True``) of ``tags``."""
+    params.append(tags)
     sql = "SELECT inspection_id FROM tags WHERE tag IN (SELECT unnest(?::VARCHAR[]))"
     if every:
         sql += " GROUP BY inspection_id HAVING count(*) = ?"
-        params.append(len(unique))
+        params.append(len(tags))
     return sql
 
 
@@ -264,12 +265,14 @@ def build_where(f: HistoryFilter) -> tuple[str, list[Any]]:
         cond = _in_list("station", list(f.stations), station_params)
         where.append(f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
         params.extend(station_params)
-    if f.tags_all:
-        where.append(f"inspection_id IN ({_tag_ids(f.tags_all, params, every=True)})")
-    if f.tags_any:
-        where.append(f"inspection_id IN ({_tag_ids(f.tags_any, params, every=False)})")
-    if f.tags_none:
-        where.append(f"inspection_id NOT IN ({_tag_ids(f.tags_none, params, every=False)})")
+    # Tags are compared as stored: trimmed, case-sensitive.
+    for tags, membership, every in (
+        (_clean_tags(f.tags_all), "IN", True),
+        (_clean_tags(f.tags_any), "IN", False),
+        (_clean_tags(f.tags_none), "NOT IN", False),
+    ):
+        if tags:
+            where.append(f"inspection_id {membership} ({_tag_ids(tags, params, every=every)})")
     if f.ids is not None:
         where.append("inspection_id IN (SELECT unnest(?::BIGINT[]))")
         params.append([int(i) for i in f.ids])
