@@ -942,7 +942,6 @@ class Store:
                 [id_list],
             ).fetchall()
             reviews = []
-            updates = []
             for iid, no_defect, cur_defect, cur_sev, cur_loc, cur_action, by, at, deleted_at in current:
                 previous = {
                     "defect": cur_defect,
@@ -973,7 +972,6 @@ class Store:
                     elif cur_action == "Review":
                         new_action = _policy(policy).decide(cur_defect, cur_sev, False, cur_defect != no_defect)
                 reviews.append((iid, kind, new_defect, new_sev, new_loc, new_action, json.dumps(previous)))
-                updates.append((iid, new_defect, new_sev, new_loc, new_action))
             if not reviews:
                 return 0
             table = pa.table(
@@ -993,7 +991,7 @@ class Store:
                 "location, action, ?, previous FROM review_rows ORDER BY inspection_id",
                 [now, reviewer, note or None],
             )
-            changed_ids = [u[0] for u in updates]
+            changed_ids = [r[0] for r in reviews]
             if kind in ("correct", "confirm"):
                 con.execute(
                     """UPDATE inspections SET rev_defect = r.defect, rev_severity = r.severity,
