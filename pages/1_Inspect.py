@@ -51,6 +51,7 @@ if clicked:
         operator=operator,
         note=note,
     )
+    st.rerun()  # redraw with the batch saved: the button now says these files are done
 
 batch_id = st.session_state.get(ui.CURRENT_BATCH)
 if batch_id is None:
@@ -94,6 +95,7 @@ event = st.dataframe(
     column_config=ui.table_column_config(predictor.card, timezone=timezone),
     hide_index=True,
     row_height=64,
+    placeholder=ui.NO_VALUE,
     on_select="rerun",
     selection_mode="single-row",
     key=ui.RESULTS_TABLE,

@@ -29,12 +29,16 @@ rows, total = store.search(
     flt, sort=ui.SORT_CHOICES[sort], descending=descending == "Descending", page=page - 1, page_size=page_size
 )
 first = (page - 1) * page_size + 1 if total else 0
-st.markdown(f"**{total:,} inspections match** · showing {first:,}–{first + len(rows) - 1 if total else 0:,}")
+st.markdown(
+    f"**{total:,} inspection{' matches' if total == 1 else 's match'}** · "
+    f"showing {first:,}–{first + len(rows) - 1 if total else 0:,}"
+)
 event = st.dataframe(
     ui.inspections_table(rows, timezone=timezone, history=True),
     column_config=ui.table_column_config(card, timezone=timezone),
     hide_index=True,
     row_height=64,
+    placeholder=ui.NO_VALUE,
     on_select="rerun",
     selection_mode="multi-row",
     key=ui.HISTORY_TABLE,

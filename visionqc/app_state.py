@@ -232,6 +232,7 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
 
 
 # --- tables ------------------------------------------------------------------------------------------
+NO_VALUE = palette.NO_SEVERITY  # "—" where a label does not apply (severity of a defect-free image)
 TASK_COLUMNS = (("defect", "Defect"), ("severity", "Severity"), ("location", "Location"))
 
 
@@ -283,9 +284,8 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
         labels = [None if v is None or v != v else v for v in rows[task]]
         conf_col = "confidence" if task == "defect" else f"pred_{task}_conf"
         fallback = rows[conf_col] if conf_col in rows else [None] * len(rows)
-        out[title] = [[v] if v else [palette.NO_SEVERITY] for v in labels] if task == "severity" else labels
-        if task != "severity":
-            out[title] = out[title].fillna(palette.NO_SEVERITY)
+        # Severity is a coloured pill (a one-item list); a missing label stays empty and shows the placeholder "—".
+        out[title] = [[v] if v else None for v in labels] if task == "severity" else labels
         out[f"{title} %"] = [
             None if p is None else round(100 * p, 1)
             for p in (
@@ -295,14 +295,14 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
         ]
     out["Action"] = [[a] if isinstance(a, str) else [] for a in rows["action"]]
     out["Needs review"] = rows["needs_review"].fillna(False).astype(bool)
-    out["Why review"] = rows["review_reason"].fillna("")
     out["Reviewed"] = rows["reviewed"].fillna(False).astype(bool)
-    if history:
-        out["Reviewed by"] = rows["reviewed_by"].fillna("")
+    if history:  # Inspect shows one batch: the time, batch and station are in its heading
+        out["Reviewed by"] = rows["reviewed_by"]
         out["Tags"] = [list(t) if t is not None and len(t) else [] for t in rows["tags"]]
+        out["Inspected at"] = _local_times(rows["created_at"], timezone)
         out["Batch"] = rows["batch_id"]
-        out["Station"] = rows["station"].fillna("") if "station" in rows else ""
-    out["Inspected at"] = _local_times(rows["created_at"], timezone)
+        out["Station"] = rows.get("station")
+    out["Why review"] = rows["review_reason"]
     return out
 
 
@@ -316,7 +316,7 @@ def _local_times(values, timezone: str):
 def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
     """Column settings for :func:`inspections_table`: thumbnails, percent confidences, coloured actions."""
     cc = st.column_config
-    severities = palette.order_severities([*(_classes(card, "severity")), None])
+    severities = palette.order_severities(_classes(card, "severity"))
     actions = list(palette.ACTION_ORDER)
     percent = "%.0f%%"
     help_conf = "The model's probability for the label shown (after a correction, for the corrected label)."
@@ -328,7 +328,7 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
         "Severity": cc.MultiselectColumn(
             "Severity",
             options=severities,
-            color=[palette.severity_color(None if s == palette.NO_SEVERITY else s) for s in severities],
+            color=[palette.severity_color(s) for s in severities],
             width="small",
         ),
         "Severity %": cc.NumberColumn("Sev. conf.", format=percent, help=help_conf, width="small"),
@@ -367,19 +367,24 @@ def selected_rows(event) -> list[int]:
 
 
 # --- batch summary --------------------------------------------------------------------------------
+_ACTION_MARKDOWN_COLOR = {"Pass": "green", "Hold": "yellow", "Rework": "orange", "Reject": "red", "Review": "blue"}
+
+
 def render_batch_summary(summary: dict) -> None:
-    """A row of metrics: inspected, one per action, needs review, duplicates, failed."""
-    by_action = summary.get("by_action", {})
-    actions = palette.order_actions([*palette.ACTION_ORDER, *by_action])
-    cells = [("Inspected", summary.get("inspected", 0), "New images classified in this batch.")]
-    cells += [(a, by_action.get(a, 0), f"Images whose action is {a}.") for a in actions]
-    cells += [
-        ("Needs review", summary.get("needs_review", 0), "The model was unsure about these."),
+    """Two rows of metrics: the batch's counts, then how many images got each action."""
+    cells = [
+        ("Inspected", summary.get("inspected", 0), "New images classified in this batch."),
+        ("Needs review", summary.get("needs_review", 0), "The model was unsure about these; a person should look."),
         ("Duplicates", summary.get("duplicates", 0), "Same bytes as an earlier inspection: reported, not re-counted."),
         ("Failed", summary.get("failures", 0), "Files that could not be read; listed below with the reason."),
     ]
     for column, (label, value, help_text) in zip(st.columns(len(cells)), cells, strict=True):
         column.metric(label, f"{value:,}", help=help_text, border=True)
+    by_action = summary.get("by_action", {})
+    actions = palette.order_actions([*palette.ACTION_ORDER, *by_action])
+    for column, action in zip(st.columns(len(actions)), actions, strict=True):
+        color = _ACTION_MARKDOWN_COLOR.get(action, "gray")
+        column.metric(f":{color}[■] {action}", f"{by_action.get(action, 0):,}", border=True)
 
 
 # --- one inspection -------------------------------------------------------------------------------
@@ -481,7 +486,7 @@ def render_inspection_detail(store, inspection_id: int, card=None, *, key: str =
     with left:
         image = detail.get("image_file")
         if image is not None and Path(image).is_file():
-            st.image(str(image), caption=detail["file_name"], width="stretch")
+            st.image(str(image), caption=detail["file_name"], width=_display_width(detail))
         else:
             st.warning("The stored image file is missing from the data folder.")
     with right:
@@ -515,6 +520,14 @@ def render_inspection_detail(store, inspection_id: int, card=None, *, key: str =
     if reviews is not None and len(reviews):
         st.markdown("**Review history** (the model's prediction above is never changed)")
         st.dataframe(reviews_table(reviews), hide_index=True, width="stretch", key=f"{key}_reviews")
+
+
+def _display_width(detail: dict, max_height: int = 560) -> int | str:
+    """Tall photos get a width that fits ``max_height``; others fill their column (never wider than it)."""
+    width, height = detail.get("width") or 1, detail.get("height") or 1
+    if height > 1.3 * width:
+        return max(160, int(max_height * width / height))
+    return "stretch"
 
 
 def _correction_form(store, detail: dict, card, key: str) -> None:

@@ -28,8 +28,8 @@ FILTERS_HELP = (
     "All filters combine with AND; choosing several values in one box means *any of them* (OR). Labels are the "
     "effective ones: the latest review if the row was reviewed, else the model's prediction."
 )
-REVIEW_CHOICES = {"Any": None, "Needs review": True, "Does not": False}
-REVIEWED_CHOICES = {"Any": None, "Reviewed": True, "Not reviewed": False}
+REVIEW_CHOICES = {"Any": None, "Yes": True, "No": False}
+REVIEWED_CHOICES = {"Any": None, "Yes": True, "No": False}
 
 
 def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> list[str]:
@@ -128,14 +128,18 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
 
     row3 = st.columns(4)
     needs_review = row3[0].radio(
-        "Needs review", list(REVIEW_CHOICES), horizontal=True, key=k + "needs_review", help="The model's flag."
+        "Needs review",
+        list(REVIEW_CHOICES),
+        horizontal=True,
+        key=k + "needs_review",
+        help="The model's flag: it was unsure.",
     )
     reviewed = row3[1].radio(
         "Reviewed",
         list(REVIEWED_CHOICES),
         horizontal=True,
         key=k + "reviewed",
-        help="Reviewed = a person corrected or confirmed the labels.",
+        help="Yes = a person corrected or confirmed the labels.",
     )
     batches = store.list_batches()
     batch_labels = {
