@@ -66,7 +66,8 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
     """Render the filter widgets (in the current container) and return the filter they describe.
 
     ``card`` is the active model's card (or ``None``); ``timezone`` is the IANA zone whose calendar days
-    the date range means. Widget keys start with ``f"{key}_f_"``.
+    the date range means. Widget keys start with ``f"{key}_f_"``; the result is also kept in
+    ``st.session_state[f"{key}_filter"]``.
     """
     k = f"{key}_f_"
     state = st.session_state
@@ -177,7 +178,7 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
     )
 
     low, high = confidence
-    return HistoryFilter(
+    result = HistoryFilter(
         date_from=date_from if isinstance(date_from, date) else None,
         date_to=date_to if isinstance(date_to, date) else None,
         timezone=timezone,
@@ -195,6 +196,8 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
         tags_any=tuple(tags_any),
         tags_none=tuple(tags_none),
     )
+    st.session_state[f"{key}_filter"] = result  # other parts of the page (and tests) can read what is shown
+    return result
 
 
 def _batch_label(batch_id: str, station, inspected) -> str:

@@ -1,0 +1,221 @@
+"""The Inspect page through Streamlit's AppTest: real photos and zips through the real file uploader, the shipped
+model, a real DuckDB store in a temporary VISIONQC_HOME."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from visionqc import app_state
+from visionqc.checkpoint import read_card
+from visionqc.config import PROJECT_ROOT
+from visionqc.predict import ACTIONS
+from visionqc.store import Store
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+TIMEOUT = 180
+
+
+def photos(magnetic_tile: Path, n: int, offset: int = 0) -> list[Path]:
+    """``n`` real photos spread over the classes, deterministic."""
+    classes = sorted(p for p in (magnetic_tile / "images").iterdir() if p.is_dir())
+    out = []
+    for i in range(n):
+        files = sorted(classes[(i + offset) % len(classes)].glob("*.jpg"))
+        out.append(files[(i + offset) // len(classes) % len(files)])
+    return out
+
+
+def make_zip(entries: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def app(visionqc_home, default_model_dir, monkeypatch) -> AppTest:
+    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def inspect(at: AppTest, files: list[tuple[str, bytes, str]]) -> str:
+    at.file_uploader(key="inspect_files").set_value(files)
+    at.run()
+    button = at.button(key="inspect_run")
+    assert button.label == f"Inspect {len(files)} file{'s' if len(files) != 1 else ''}"
+    assert not button.disabled
+    button.click().run()
+    assert not at.exception, at.exception
+    return at.session_state[app_state.CURRENT_BATCH]
+
+
+def table_with(at: AppTest, column: str):
+    """The first table on the page that has ``column`` (read-only tables carry no key in AppTest)."""
+    return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def metric(at: AppTest, label: str) -> int:
+    [value] = [m.value for m in at.metric if m.label.split("] ")[-1] == label]
+    return int(value.replace(",", ""))
+
+
+def test_sidebar_shows_the_active_model_and_data_folder(app, visionqc_home):
+    sidebar = " ".join(m.value for m in [*app.sidebar.markdown, *app.sidebar.caption])
+    assert "magnetic-tile" in sidebar
+    assert "blowhole" in sidebar and "free" in sidebar  # classes of the defect task
+    assert str(visionqc_home) in sidebar
+
+
+def test_every_page_file_is_registered_in_name_order(tmp_path):
+    for name in ("2_History.py", "10_Last_one.py", "1_Inspect.py", "5_Review_queue.py", "_private.py"):
+        (tmp_path / name).write_text("import streamlit as st\n")
+    specs = app_state.page_specs(tmp_path)
+    assert [s.title for s in specs] == ["Inspect", "History", "Review queue", "Last one"]
+    assert [s.url_path for s in specs] == ["inspect", "history", "review-queue", "last-one"]
+    assert [s.title for s in app_state.page_specs()][:2] == ["Inspect", "History"]
+
+
+def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, magnetic_tile, visionqc_home):
+    singles = photos(magnetic_tile, 4)
+    zipped = photos(magnetic_tile, 2, offset=7)
+    archive = make_zip({f"shift/{p.name}": p.read_bytes() for p in zipped} | {"copy.jpg": singles[0].read_bytes()})
+    files = [(p.name, p.read_bytes(), "image/jpeg") for p in singles] + [("shift.zip", archive, "application/zip")]
+    batch_id = inspect(app, files)
+
+    assert metric(app, "Inspected") == 6
+    assert metric(app, "Duplicates") == 1
+    assert metric(app, "Failed") == 0
+    assert sum(metric(app, a) for a in ("Pass", "Hold", "Rework", "Reject", "Review")) == 6
+    assert any("inspected before" in w.value for w in app.warning)
+    duplicates = table_with(app, "Inspected earlier as")
+    assert list(duplicates["File"]) == ["shift.zip/copy.jpg"]
+    assert list(duplicates["Inspected earlier as"]) == [singles[0].name]
+
+    table = app.dataframe(key=app_state.RESULTS_TABLE).value
+    expected_names = [p.name for p in singles] + [f"shift.zip/shift/{p.name}" for p in zipped]
+    assert sorted(table["File"]) == sorted(expected_names)
+    assert all(url.startswith("data:image/jpeg;base64,") for url in table["Image"])
+    assert table["Defect %"].between(0, 100).all()
+    assert all(len(a) == 1 and a[0] in ACTIONS for a in table["Action"])
+    for label in ("Defect", "Severity", "Location", "Needs review", "Reviewed"):
+        assert label in table.columns
+
+    # Reruns (any widget change) never classify or save the batch again.
+    app.text_input(key="inspect_note").set_value("after the run").run()
+    app.run()
+    assert app.button(key="inspect_run").disabled
+    store = Store(visionqc_home)
+    assert len(store.list_batches()) == 1
+    assert store.count() == 6
+    assert app.session_state[app_state.CURRENT_BATCH] == batch_id
+
+
+def test_batch_fields_are_saved_and_the_csv_has_every_row(app, magnetic_tile, visionqc_home):
+    app.text_input(key="inspect_station").set_value("Line 2 – Kamera A")
+    app.text_input(key="inspect_operator").set_value("Zoë")
+    app.text_input(key="inspect_note").set_value("night shift")
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 3, offset=20)])
+    store = Store(visionqc_home)
+    batch = store.batch(batch_id)
+    assert (batch["station"], batch["operator"], batch["note"]) == ("Line 2 – Kamera A", "Zoë", "night shift")
+    assert any("Line 2 – Kamera A" in c.value for c in app.caption)
+
+    button = [b for b in app.get("download_button") if b.label == "Download this batch as CSV"]
+    assert button, "the batch CSV download is offered"
+    data = store.batch_csv(batch_id)  # what the button's deferred callable returns
+    assert data.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    assert sorted(r["file_name"] for r in rows) == sorted(app.dataframe(key=app_state.RESULTS_TABLE).value["File"])
+    assert {r["batch_id"] for r in rows} == {batch_id}
+
+
+def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, magnetic_tile, visionqc_home):
+    good, in_zip = photos(magnetic_tile, 2, offset=30)
+    data = good.read_bytes()
+    files = [
+        (good.name, data, "image/jpeg"),
+        ("cut-off.jpg", data[: len(data) // 3], "image/jpeg"),
+        ("notes.png", b"shift notes, not a picture\n", "image/png"),
+        ("evil.zip", make_zip({"../../escape.jpg": data, f"ok/{in_zip.name}": in_zip.read_bytes()}), "application/zip"),
+    ]
+    batch_id = inspect(app, files)
+    assert metric(app, "Inspected") == 2
+    assert metric(app, "Failed") == 3
+    assert any("3 file(s) could not be inspected" in e.value for e in app.error)
+    failures = table_with(app, "Reason")
+    reasons = dict(zip(failures["File"], failures["Reason"], strict=True))
+    assert "truncated" in reasons["cut-off.jpg"]
+    assert "not an image" in reasons["notes.png"]
+    assert "leaves the archive" in reasons["evil.zip/../../escape.jpg"]
+    stored = Store(visionqc_home).batch_failures(batch_id)
+    assert sorted(stored["file_name"]) == sorted(reasons)
+    assert sorted(app.dataframe(key=app_state.RESULTS_TABLE).value["File"]) == sorted(
+        [good.name, f"evil.zip/ok/{in_zip.name}"]
+    )
+
+
+def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_review(
+    app, magnetic_tile, visionqc_home, default_model_dir
+):
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 3, offset=40)])
+    store = Store(visionqc_home)
+    rows = store.batch_rows(batch_id)
+    app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception
+    target = int(rows.iloc[1]["inspection_id"])
+    predicted = rows.iloc[1]["pred_defect"]
+    assert any(c.value.startswith("Model predicted:") for c in app.caption)
+    probabilities = table_with(app, "Probability")
+    defect_probs = probabilities[probabilities["Task"] == "Defect"]
+    assert sorted(defect_probs["Class"]) == sorted(read_card(default_model_dir).classes("defect"))
+    assert defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
+
+    new_defect = "crack" if predicted != "crack" else "blowhole"
+    app.selectbox(key=f"inspect_{target}_defect").set_value(new_defect)
+    app.selectbox(key=f"inspect_{target}_severity").set_value("high")
+    app.text_input(key=f"inspect_{target}_note").set_value("visible crack at the edge")
+    app.text_input(key=f"inspect_{target}_who").set_value("Ana Lead")
+    [save] = [b for b in app.button if b.label == "Save correction"]
+    save.click().run()
+    assert not app.exception
+    assert any(s.value.startswith("Saved:") for s in app.success)
+
+    detail = store.inspection_detail(target)
+    assert (detail["defect"], detail["severity"]) == (new_defect, "high")
+    assert detail["pred_defect"] == predicted, "the model's prediction is kept"
+    review = detail["reviews"].iloc[-1]
+    assert (review["reviewer"], review["kind"], review["note"]) == ("Ana Lead", "correct", "visible crack at the edge")
+    assert review["previous"]["defect"] == predicted
+    history = table_with(app, "Labels before")
+    assert list(history["Who"]) == ["Ana Lead"]
+    table = app.dataframe(key=app_state.RESULTS_TABLE).value
+    assert table.iloc[1]["Defect"] == new_defect and bool(table.iloc[1]["Reviewed"])
+
+
+def test_a_correction_without_a_name_is_refused(app, magnetic_tile, visionqc_home):
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 1, offset=50)])
+    app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.run()
+    [save] = [b for b in app.button if b.label == "Save correction"]
+    save.click().run()
+    assert any("Enter your name" in e.value for e in app.error)
+    assert not Store(visionqc_home).batch_rows(batch_id)["reviewed"].any()
+
+
+def test_without_a_model_the_page_says_why(visionqc_home, tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONQC_MODEL", str(tmp_path / "no-such-model"))
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert any("No model is loaded" in e.value for e in at.error)
+    assert not at.file_uploader
