@@ -3,9 +3,11 @@
 The method is Grad-CAM (Selvaraju et al. 2017) computed on more than one layer and combined, because the
 last feature map of EfficientNet-Lite0 is only 7x7 at a 224 px input: one cell is a seventh of the image,
 too coarse to point at a blowhole. Earlier layers (14x14 after block 10) are sharper but noisier; their
-product with the last layer keeps the sharp detail only where the last layer agrees. Which layers and how
-to combine them was chosen by measuring the pointing game on the held-out magnetic-tile defects (see
-``python -m visionqc localise`` and ``visionqc/localisation.py``).
+product with the last layer keeps the sharp detail only where the last layer agrees. The product is then
+sharpened once more by a class-agnostic, image-guided map at 28x28: how unlike the rest of the image each
+position's block-4 features are (defects are local and rare on a part's surface). Which layers and how to
+combine them was chosen by measuring the pointing game on the held-out magnetic-tile defects (see
+``python -m visionqc localise`` and ``visionqc/localisation.py``; the numbers are in the model card).
 
 The score whose gradient is taken is the defect logit minus the no-defect logit: "what makes this look
 like a crack rather than a good tile", which ignores texture both classes share.
@@ -31,6 +33,8 @@ from visionqc.checkpoint import PRIMARY_TASK
 # Backbone block indices whose outputs feed the heatmap; "head" is the final 1x1 conv (1280 channels).
 # Block 10 is the last block at stride 16 (14x14 at 224 px), block 14 the last at stride 32.
 DEFAULT_LAYERS: tuple[int | str, ...] = (10, "head")
+# Blocks whose features sharpen the class map by local contrast (block 4: stride 8, 28x28 at 224 px).
+DEFAULT_REFINE: tuple[int, ...] = (4,)
 DEFAULT_BOX_THRESHOLD = 0.5  # the box encloses the region around the peak that is at least this hot
 BOX_COLOR = (0, 255, 255)  # cyan: stands out on both the dark and the hot end of the colour map
 
@@ -214,12 +218,16 @@ def heatmap_at_input_size(
     image: Image.Image,
     defect: str | None = None,
     layers: tuple[int | str, ...] = DEFAULT_LAYERS,
+    refine: tuple[int, ...] = DEFAULT_REFINE,
 ) -> tuple[np.ndarray, str]:
     """The heatmap at the network's input size (float32 [S, S] in 0..1) and the defect class it explains."""
     array = predictor.preprocess(image.convert("RGB"))
     target, contrast = _target_class(predictor, array, defect)
     batch = torch.from_numpy(array[None]).permute(0, 3, 1, 2)
-    maps = class_activation_maps(predictor.model, batch, target, contrast, layers)
+    kept: dict[int, torch.Tensor] = {}
+    maps = class_activation_maps(predictor.model, batch, target, contrast, layers, keep=refine, kept=kept)
+    for block in refine:
+        maps[f"contrast{block}"] = feature_contrast(kept[block])
     heat = combine_maps(maps, (array.shape[0], array.shape[1]))[0].numpy().astype(np.float32)
     return heat, predictor.card.classes(PRIMARY_TASK)[target]
 
