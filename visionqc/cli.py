@@ -208,6 +208,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_localise(args: argparse.Namespace) -> int:
+    from visionqc.localisation import localise
+
+    def progress(done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            print(f"  {done}/{total} images", file=sys.stderr, flush=True)
+
+    report, key = localise(
+        args.data, args.model, split=args.split, explain=args.explain, write=not args.dry_run, progress=progress
+    )
+    print(json.dumps(report.card_entry(), indent=2))
+    where = (
+        "not written (--dry-run)" if args.dry_run else f"written to {args.model}/model.json as localisation[{key!r}]"
+    )
+    print(
+        f"{report.images} images: pointing game {report.pointing_game:.3f} "
+        f"({report.pointing_game_tolerant:.3f} within {report.tolerance_px} px), box IoU {report.box_iou_mean:.3f}; "
+        f"{where}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m visionqc",
@@ -350,6 +373,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser(
+        "localise",
+        help="measure how well heatmaps point at real defects (masks or VOC boxes) and record it in the card",
+        description="Compute the heatmap of every defect image in DATA (images/<class>/<name>.jpg with "
+        "masks/<class>/<name>.png or boxes/<class>/<name>.xml) and score it: pointing game (is the hottest "
+        "pixel on the defect) and box IoU. The summary is written into the model card's 'localisation' field.",
+    )
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder with images/ and masks/ or boxes/")
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--split",
+        choices=["auto", "test", "all"],
+        default="auto",
+        help="test = the card's held-out images; all = every image; auto = test if the model was trained on "
+        "DATA, else all (default)",
+    )
+    p.add_argument(
+        "--explain",
+        choices=["true", "predicted"],
+        default="true",
+        help="explain the image's true class (standard) or the predicted one (what the app shows)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the numbers without changing the model card")
+    p.set_defaults(func=cmd_localise)
     return parser
 
 

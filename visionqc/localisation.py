@@ -312,3 +312,62 @@ def write_to_card(model_dir: str | Path, report: LocalisationReport, key: str) -
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def held_out_samples(samples: list[LocalisationSample], root: Path, card_raw: dict) -> list[LocalisationSample]:
+    """The samples in the card's test split (``training.split.test_files``, relative to the dataset root)."""
+    split = (card_raw.get("training") or {}).get("split") or {}
+    test_files = split.get("test_files")
+    if not test_files:
+        raise ValueError("the model card lists no test split (training.split.test_files); use --split all")
+    wanted = {Path(p).as_posix() for p in test_files}
+    return [s for s in samples if s.image.relative_to(root).as_posix() in wanted]
+
+
+def localise(
+    data_dir: str | Path,
+    model_dir: str | Path,
+    split: str = "auto",
+    explain: str = "true",
+    write: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[LocalisationReport, str]:
+    """Measure the model's heatmaps on a dataset with masks or VOC boxes; returns (report, card key).
+
+    ``split``: ``"test"`` = the held-out images named in the card (the dataset the model was trained on),
+    ``"all"`` = every image with ground truth, ``"auto"`` = test if the model was trained on this dataset
+    (same folder name) else all. With ``write``, the summary goes into the card as ``localisation[key]``.
+    """
+    from visionqc.checkpoint import PRIMARY_TASK
+    from visionqc.predict import Predictor
+
+    root = Path(data_dir).resolve()
+    predictor = Predictor(model_dir)
+    card = predictor.card
+    samples = find_samples(root, skip_classes=[card.no_defect_class])
+    trained_on = ((card.raw.get("training_data") or {}).get("name")) or ""
+    if split == "auto":
+        split = "test" if trained_on == root.name else "all"
+    if split == "test":
+        samples = held_out_samples(samples, root, card.raw)
+        if not samples:
+            raise ValueError(f"none of the card's test images has ground truth under {root}")
+    elif split != "all":
+        raise ValueError("split must be 'test', 'all' or 'auto'")
+    unknown = sorted({s.defect for s in samples} - set(card.classes(PRIMARY_TASK)))
+    if unknown and explain == "true":
+        explain_note = f"; classes unknown to the model ({', '.join(unknown)}) explain the predicted class"
+    else:
+        explain_note = ""
+    from visionqc.heatmaps import DEFAULT_LAYERS, DEFAULT_REFINE
+
+    method = (
+        f"Grad-CAM of logit(class) - logit({card.no_defect_class}) on blocks "
+        f"{', '.join(map(str, DEFAULT_LAYERS))}, multiplied, sharpened by feature contrast of block(s) "
+        f"{', '.join(map(str, DEFAULT_REFINE))}; box = region >= 50% of the peak around it{explain_note}"
+    )
+    report = evaluate(predictor, samples, explain=explain, progress=progress, dataset=root.name, method=method)
+    key = f"{root.name} {'test split' if split == 'test' else 'all images'}"
+    if write:
+        write_to_card(model_dir, report, key)
+    return report, key
