@@ -1,0 +1,321 @@
+"""The History page through Streamlit's AppTest, over a real store filled by the real ingest and shipped model.
+
+Every filter is set through its widget and the page's rows are compared with an expectation computed here in
+pandas from the raw rows (not with the store's query builder), so the page, the filter widgets and the SQL are
+checked together.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from visionqc import app_state
+from visionqc.config import PROJECT_ROOT
+from visionqc.ingest import run_batch
+from visionqc.predict import Predictor
+from visionqc.store import HistoryFilter, Store
+from visionqc.uploads import UploadFile
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+TIMEOUT = 180
+UMLAUT_NAME = "Prüfteil-ä-001.jpg"
+TAGS = {0: ["retrain", "edge"], 1: ["retrain"], 2: ["edge"], 3: ["ignore"]}  # row position -> tags
+
+
+def _photos(magnetic_tile: Path, n: int, offset: int) -> list[Path]:
+    classes = sorted(p for p in (magnetic_tile / "images").iterdir() if p.is_dir())
+    out = []
+    for i in range(n):
+        files = sorted(classes[(i + offset) % len(classes)].glob("*.jpg"))
+        out.append(files[(i + offset) // len(classes) % len(files)])
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
+    """30 real inspections in two batches (stations Line 1 / Line 2), some tagged, one corrected, one confirmed."""
+    home = tmp_path_factory.mktemp("history") / "visionqc-data"
+    store = Store(home)
+    predictor = Predictor(default_model_dir)
+    files = _photos(magnetic_tile, 30, offset=60)
+    uploads = [UploadFile(UMLAUT_NAME if i == 0 else p.name, p.read_bytes()) for i, p in enumerate(files)]
+    run_batch(store, predictor, uploads[:18], station="Line 1", operator="Ana")
+    run_batch(store, predictor, uploads[18:], station="Line 2", operator="Bo")
+    ids = [int(i) for i in all_rows(store)["inspection_id"]]
+    for position, tags in TAGS.items():
+        store.add_tags([ids[position]], tags)
+    store.review([ids[4]], "Ana", "correct", defect="crack", severity="high", location="top")
+    store.mark_reviewed([ids[5]], "Bo")
+    return home
+
+
+def all_rows(store: Store) -> pd.DataFrame:
+    rows, _ = store.search(HistoryFilter(), sort="inspection_id", descending=False, page_size=0)
+    return rows
+
+
+@pytest.fixture
+def home(seeded_home, tmp_path, monkeypatch, default_model_dir) -> Path:
+    """A private copy of the seeded data folder, so tests that change rows do not disturb the others."""
+    copy = tmp_path / "visionqc-data"
+    shutil.copytree(seeded_home, copy)
+    monkeypatch.setenv("VISIONQC_HOME", str(copy))
+    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+    return copy
+
+
+@pytest.fixture
+def rows(home) -> pd.DataFrame:
+    return all_rows(Store(home))
+
+
+@pytest.fixture
+def app(home) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/2_History.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def total_shown(at: AppTest) -> int:
+    for md in at.markdown:
+        match = re.match(r"\*\*([\d,]+) inspections? match", md.value)
+        if match:
+            return int(match.group(1).replace(",", ""))
+    raise AssertionError("the page shows no match count")
+
+
+def table(at: AppTest) -> pd.DataFrame:
+    return at.dataframe(key=app_state.HISTORY_TABLE).value
+
+
+def shown_names(at: AppTest) -> list[str]:
+    return sorted(table(at)["File"])
+
+
+def expect(rows: pd.DataFrame, mask) -> list[str]:
+    return sorted(rows[mask]["file_name"])
+
+
+def has_tag(rows: pd.DataFrame, tag: str) -> pd.Series:
+    return rows["tags"].map(lambda tags: tag in list(tags))
+
+
+def check(at: AppTest, expected: list[str]) -> None:
+    at.run()
+    assert not at.exception, at.exception
+    assert total_shown(at) == len(expected)
+    assert shown_names(at) == expected
+
+
+def test_without_filters_every_inspection_is_listed(app, rows):
+    assert len(rows) == 30
+    check(app, sorted(rows["file_name"]))
+    shown = table(app)
+    assert all(url.startswith("data:image/jpeg;base64,") for url in shown["Image"])
+    assert shown["Defect %"].between(0, 100).all()
+    corrected = shown[shown["File"] == rows.iloc[4]["file_name"]].iloc[0]
+    assert corrected["Defect"] == "crack" and corrected["Reviewed by"] == "Ana"
+
+
+def test_filter_by_defect_types(app, rows):
+    chosen = sorted(rows["defect"].unique())[:2]
+    app.multiselect(key="history_f_defects").set_value(chosen)
+    check(app, expect(rows, rows["defect"].isin(chosen)))
+
+
+def test_filter_by_severity_including_none(app, rows):
+    app.multiselect(key="history_f_severities").set_value(["—"])
+    check(app, expect(rows, rows["severity"].isna()))
+    present = sorted(rows["severity"].dropna().unique())
+    app.multiselect(key="history_f_severities").set_value([present[0], "—"])
+    check(app, expect(rows, rows["severity"].isna() | (rows["severity"] == present[0])))
+
+
+def test_filter_by_location(app, rows):
+    common = rows["location"].dropna().value_counts().index[0]
+    app.multiselect(key="history_f_locations").set_value([common])
+    check(app, expect(rows, rows["location"] == common))
+
+
+def test_filter_by_action(app, rows):
+    common = rows["action"].value_counts().index[0]
+    app.multiselect(key="history_f_actions").set_value([common])
+    check(app, expect(rows, rows["action"] == common))
+
+
+def test_filter_by_confidence_range(app, rows):
+    low, high = 30, int(rows["confidence"].median() * 100)
+    app.slider(key="history_f_confidence").set_value((low, high))
+    check(app, expect(rows, (rows["confidence"] >= low / 100) & (rows["confidence"] <= high / 100)))
+
+
+def test_filter_by_date_range(app, rows):
+    today = datetime.now(UTC).date()
+    app.date_input(key="history_f_date_from").set_value(today - timedelta(days=1))
+    app.date_input(key="history_f_date_to").set_value(today)
+    check(app, sorted(rows["file_name"]))
+    app.date_input(key="history_f_date_from").set_value(today + timedelta(days=1))
+    app.date_input(key="history_f_date_to").set_value(today + timedelta(days=2))
+    check(app, [])
+
+
+def test_filter_by_needs_review_and_reviewed(app, rows):
+    app.radio(key="history_f_needs_review").set_value("Yes")
+    check(app, expect(rows, rows["needs_review"]))
+    app.radio(key="history_f_needs_review").set_value("No")
+    check(app, expect(rows, ~rows["needs_review"]))
+    app.radio(key="history_f_needs_review").set_value("Any")
+    app.radio(key="history_f_reviewed").set_value("Yes")
+    check(app, sorted([rows.iloc[4]["file_name"], rows.iloc[5]["file_name"]]))
+    app.radio(key="history_f_reviewed").set_value("No")
+    check(app, expect(rows, ~rows["reviewed"]))
+
+
+def test_filter_by_batch(app, rows):
+    second = rows.iloc[-1]["batch_id"]
+    app.multiselect(key="history_f_batches").set_value([second])
+    check(app, expect(rows, rows["batch_id"] == second))
+    assert total_shown(app) == 12
+
+
+def test_filter_by_file_name_text_is_case_insensitive(app, rows):
+    app.text_input(key="history_f_file_name").set_value("PRÜFTEIL")
+    check(app, [UMLAUT_NAME])
+
+
+def test_tags_all_of_is_and(app, rows):
+    app.multiselect(key="history_f_tags_all").set_value(["retrain", "edge"])
+    check(app, expect(rows, has_tag(rows, "retrain") & has_tag(rows, "edge")))
+    assert total_shown(app) == 1
+
+
+def test_tags_any_of_is_or(app, rows):
+    app.multiselect(key="history_f_tags_any").set_value(["retrain", "edge"])
+    check(app, expect(rows, has_tag(rows, "retrain") | has_tag(rows, "edge")))
+    assert total_shown(app) == 3
+
+
+def test_tags_none_of_is_not(app, rows):
+    app.multiselect(key="history_f_tags_none").set_value(["edge", "ignore"])
+    check(app, expect(rows, ~has_tag(rows, "edge") & ~has_tag(rows, "ignore")))
+    assert total_shown(app) == 27  # untagged rows are kept
+
+
+def test_tag_boxes_combine_with_and(app, rows):
+    app.multiselect(key="history_f_tags_all").set_value(["retrain"])
+    app.multiselect(key="history_f_tags_none").set_value(["edge"])
+    check(app, [rows.iloc[1]["file_name"]])
+    assert any("None of" in (m.help or "") for m in app.multiselect if m.key == "history_f_tags_none")
+
+
+def test_clear_filters_resets_every_filter(app, rows):
+    app.multiselect(key="history_f_tags_all").set_value(["retrain"])
+    app.text_input(key="history_f_file_name").set_value("nothing-matches-this")
+    check(app, [])
+    app.button(key="history_f_clear").click()
+    check(app, sorted(rows["file_name"]))
+
+
+def test_server_side_sorting_and_paging(app, rows):
+    app.selectbox(key="history_sort").set_value("File name")
+    app.radio(key="history_order").set_value("Ascending")
+    app.selectbox(key="history_page_size").set_value(25)
+    app.run()
+    names = sorted(rows["file_name"])
+    assert total_shown(app) == 30
+    assert list(table(app)["File"]) == names[:25], "only one page of rows is on the page"
+    app.number_input(key="history_page").set_value(2)
+    app.run()
+    assert list(table(app)["File"]) == names[25:]
+    # Changing the filter goes back to page 1.
+    app.radio(key="history_order").set_value("Descending")
+    app.run()
+    assert app.number_input(key="history_page").value == 1
+    assert list(table(app)["File"]) == names[::-1][:25]
+
+
+def select(app: AppTest, positions: list[int]) -> None:
+    app.session_state[app_state.HISTORY_TABLE] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+    app.run()
+    assert not app.exception, app.exception
+
+
+def test_detail_view_shows_probabilities_and_review_history(app, rows):
+    app.selectbox(key="history_sort").set_value("File name")
+    app.radio(key="history_order").set_value("Ascending")
+    app.run()
+    corrected = rows.iloc[4]
+    position = list(table(app)["File"]).index(corrected["file_name"])
+    select(app, [position])
+    assert any(c.value.startswith("Model predicted:") for c in app.caption)
+    probabilities = next(df.value for df in app.dataframe if "Probability" in df.value.columns)
+    defect_probs = probabilities[probabilities["Task"] == "Defect"]
+    assert len(defect_probs) == 6 and defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
+    # Severity and location probabilities exist only where the model saw a defect.
+    assert set(probabilities["Task"]) <= {"Defect", "Severity", "Location"}
+    history = next(df.value for df in app.dataframe if "Labels before" in df.value.columns)
+    assert list(history["Who"]) == ["Ana"] and list(history["What"]) == ["corrected"]
+    assert history.iloc[0]["Labels after"].startswith("crack · high · top")
+
+
+def test_bulk_tag_untag_review_and_soft_delete(app, home):
+    store = Store(home)
+    select(app, [0, 1, 2])
+    ids = [int(i) for i in store.search(HistoryFilter(), page_size=3)[0]["inspection_id"]]
+    app.text_input(key="history_bulk_who").set_value("Chris")
+    app.text_input(key="history_bulk_add").set_value("shift-report, line-2")
+    app.button(key="history_bulk_add_btn").click().run()
+    assert any("Tagged 3 inspection(s)" in s.value for s in app.success)
+    assert store.count(HistoryFilter(tags_all=("shift-report", "line-2"))) == 3
+
+    app.multiselect(key="history_bulk_remove").set_value(["line-2"])
+    app.button(key="history_bulk_remove_btn").click().run()
+    assert store.count(HistoryFilter(tags_any=("line-2",))) == 0
+    assert store.count(HistoryFilter(tags_any=("shift-report",))) == 3
+
+    app.button(key="history_bulk_review_btn").click().run()
+    assert store.count(HistoryFilter(ids=ids, reviewed=True)) == 3
+    assert all(store.inspection_detail(i)["reviewed_by"] == "Chris" for i in ids)
+
+    app.button(key="history_bulk_delete_btn").click().run()
+    assert any("Tick" in e.value for e in app.error), "deleting needs an explicit confirmation"
+    assert store.count() == 30
+    app.text_input(key="history_bulk_why").set_value("blurred photos")
+    app.checkbox(key="history_bulk_confirm_delete").check()
+    app.button(key="history_bulk_delete_btn").click().run()
+    assert not app.exception
+    assert store.count() == 27 and total_shown(app) == 27
+    assert store.count(HistoryFilter(deleted="only")) == 3
+    trail = store.inspection_detail(ids[0])["reviews"]
+    assert list(trail["kind"])[-1] == "delete" and list(trail["note"])[-1] == "blurred photos"
+
+
+def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(app, home, rows):
+    app.selectbox(key="history_page_size").set_value(25)
+    app.multiselect(key="history_f_tags_none").set_value(["ignore"])
+    app.run()
+    assert total_shown(app) == 29 and len(table(app)) == 25
+    [button] = [b for b in app.get("download_button") if b.label.startswith("Download all")]
+    assert button.label == "Download all 29 matching inspections as CSV"
+    # The button's data is a deferred callable: it exports the filter the page shows, which it keeps here.
+    data = Store(home).export_csv(app.session_state["history_filter"])
+    assert data.startswith(b"\xef\xbb\xbf")
+    exported = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
+    names = sorted(r["file_name"] for r in exported)
+    assert names == expect(rows, ~has_tag(rows, "ignore")), "every page, not only the first"
+    assert UMLAUT_NAME in names
+    by_name = {r["file_name"]: r for r in exported}
+    assert by_name[UMLAUT_NAME]["tags"] == "edge;retrain"
+    assert by_name[rows.iloc[4]["file_name"]]["defect"] == "crack"
+    assert by_name[rows.iloc[4]["file_name"]]["pred_defect"] == rows.iloc[4]["pred_defect"]
