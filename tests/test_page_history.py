@@ -123,9 +123,12 @@ def test_without_filters_every_inspection_is_listed(app, rows):
     check(app, sorted(rows["file_name"]))
     shown = table(app)
     assert all(url.startswith("data:image/jpeg;base64,") for url in shown["Image"])
-    assert shown["Defect %"].between(0, 100).all()
+    assert shown["Defect %"].dropna().between(0, 100).all() and shown["Defect %"].isna().sum() == 1  # the corrected row
     corrected = shown[shown["File"] == rows.iloc[4]["file_name"]].iloc[0]
     assert corrected["Defect"] == "crack" and corrected["Reviewed by"] == "Ana"
+    assert list(corrected["Status"]) == ["Corrected"]
+    confirmed = shown[shown["File"] == rows.iloc[5]["file_name"]].iloc[0]
+    assert list(confirmed["Status"]) == ["Confirmed"] and confirmed["Defect %"] > 0
 
 
 def test_filter_by_defect_types(app, rows):
@@ -259,11 +262,9 @@ def test_detail_view_shows_probabilities_and_review_history(app, rows):
     position = list(table(app)["File"]).index(corrected["file_name"])
     select(app, [position])
     assert any(c.value.startswith("Model predicted:") for c in app.caption)
-    probabilities = next(df.value for df in app.dataframe if "Probability" in df.value.columns)
-    defect_probs = probabilities[probabilities["Task"] == "Defect"]
+    defect_probs = next(df.value for df in app.dataframe if "Probability" in df.value.columns)
     assert len(defect_probs) == 6 and defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
-    # Severity and location probabilities exist only where the model saw a defect.
-    assert set(probabilities["Task"]) <= {"Defect", "Severity", "Location"}
+    assert "crack ✔" in list(defect_probs["Class"])
     history = next(df.value for df in app.dataframe if "Labels before" in df.value.columns)
     assert list(history["Who"]) == ["Ana"] and list(history["What"]) == ["corrected"]
     assert history.iloc[0]["Labels after"].startswith("crack · high · top")

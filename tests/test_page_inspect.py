@@ -8,6 +8,7 @@ import io
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -107,8 +108,9 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, magnet
     assert all(url.startswith("data:image/jpeg;base64,") for url in table["Image"])
     assert table["Defect %"].between(0, 100).all()
     assert all(len(a) == 1 and a[0] in ACTIONS for a in table["Action"])
-    for label in ("Defect", "Severity", "Location", "Needs review", "Reviewed"):
+    for label in ("Defect", "Severity", "Location", "Action", "Status"):
         assert label in table.columns
+    assert all(list(s) in ([], ["Needs review"]) for s in table["Status"]), "nothing is reviewed yet"
 
     # Reruns (any widget change) never classify or save the batch again.
     app.text_input(key="inspect_note").set_value("after the run").run()
@@ -176,9 +178,11 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     target = int(rows.iloc[1]["inspection_id"])
     predicted = rows.iloc[1]["pred_defect"]
     assert any(c.value.startswith("Model predicted:") for c in app.caption)
-    probabilities = table_with(app, "Probability")
-    defect_probs = probabilities[probabilities["Task"] == "Defect"]
-    assert sorted(defect_probs["Class"]) == sorted(read_card(default_model_dir).classes("defect"))
+    defect_probs = table_with(app, "Probability")  # the first tab: defect type
+    classes = [c.removesuffix(" ✔") for c in defect_probs["Class"]]
+    assert sorted(classes) == sorted(read_card(default_model_dir).classes("defect"))
+    assert f"{predicted} ✔" in list(defect_probs["Class"]), "the current label is marked"
+    assert list(defect_probs["Probability"]) == sorted(defect_probs["Probability"], reverse=True)
     assert defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
 
     new_defect = "crack" if predicted != "crack" else "blowhole"
@@ -200,7 +204,9 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     history = table_with(app, "Labels before")
     assert list(history["Who"]) == ["Ana Lead"]
     table = app.dataframe(key=app_state.RESULTS_TABLE).value
-    assert table.iloc[1]["Defect"] == new_defect and bool(table.iloc[1]["Reviewed"])
+    assert table.iloc[1]["Defect"] == new_defect
+    assert list(table.iloc[1]["Status"]) == ["Corrected"]
+    assert pd.isna(table.iloc[1]["Defect %"]), "no model percentage beside a person's label"
 
 
 def test_a_correction_without_a_name_is_refused(app, magnetic_tile, visionqc_home):

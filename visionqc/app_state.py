@@ -254,20 +254,26 @@ def thumbnail_url(path: str | None) -> str | None:
         return None
 
 
-def _probability(probabilities, task: str, label, fallback) -> float | None:
-    """The model's probability for ``label`` (the effective one, which a review may have changed)."""
-    import json
-
-    if label is None or (isinstance(label, float) and label != label):
+def _confidence(label, predicted, confidence) -> float | None:
+    """The model's confidence, in percent, when the label shown is the model's own; ``None`` once a person
+    changed it (a percentage beside a person's label would read as the person's certainty)."""
+    if label is None or label != predicted or confidence is None or confidence != confidence:
         return None
-    if isinstance(probabilities, str):
-        try:
-            probabilities = json.loads(probabilities)
-        except ValueError:
-            probabilities = None
-    if isinstance(probabilities, dict) and label in probabilities.get(task, {}):
-        return float(probabilities[task][label])
-    return None if fallback is None or fallback != fallback else float(fallback)
+    return round(100 * float(confidence), 1)
+
+
+STATUS_NEEDS_REVIEW, STATUS_CORRECTED, STATUS_CONFIRMED = "Needs review", "Corrected", "Confirmed"
+STATUS_COLORS = {
+    STATUS_NEEDS_REVIEW: palette.action_color("Review"),
+    STATUS_CORRECTED: "#8e44ad",
+    STATUS_CONFIRMED: "#7f8c8d",
+}
+
+
+def _status(needs_review, reviewed, changed: bool) -> list[str]:
+    if reviewed:
+        return [STATUS_CORRECTED if changed else STATUS_CONFIRMED]
+    return [STATUS_NEEDS_REVIEW] if needs_review else []
 
 
 def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
@@ -278,24 +284,24 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
     out = pd.DataFrame(index=rows.index)
     out["Image"] = [thumbnail_url(p) for p in rows["thumb_file"]] if "thumb_file" in rows else None
     out["File"] = rows["file_name"]
+    changed = pd.Series(False, index=rows.index)
     for task, title in TASK_COLUMNS:
         if task not in rows:
             continue
         labels = [None if v is None or v != v else v for v in rows[task]]
-        conf_col = "confidence" if task == "defect" else f"pred_{task}_conf"
-        fallback = rows[conf_col] if conf_col in rows else [None] * len(rows)
+        predicted = [None if v is None or v != v else v for v in rows[f"pred_{task}"]]
+        changed |= pd.Series([a != b for a, b in zip(labels, predicted, strict=True)], index=rows.index)
         # Severity is a coloured pill (a one-item list); a missing label stays empty and shows the placeholder "—".
         out[title] = [[v] if v else None for v in labels] if task == "severity" else labels
         out[f"{title} %"] = [
-            None if p is None else round(100 * p, 1)
-            for p in (
-                _probability(probs, task, label, fb)
-                for probs, label, fb in zip(rows["probabilities"], labels, fallback, strict=True)
-            )
+            _confidence(label, pred, conf)
+            for label, pred, conf in zip(labels, predicted, rows[f"pred_{task}_conf"], strict=True)
         ]
     out["Action"] = [[a] if isinstance(a, str) else [] for a in rows["action"]]
-    out["Needs review"] = rows["needs_review"].fillna(False).astype(bool)
-    out["Reviewed"] = rows["reviewed"].fillna(False).astype(bool)
+    out["Status"] = [
+        _status(bool(n), bool(r), bool(c))
+        for n, r, c in zip(rows["needs_review"].fillna(False), rows["reviewed"].fillna(False), changed, strict=True)
+    ]
     if history:  # Inspect shows one batch: the time, batch and station are in its heading
         out["Reviewed by"] = rows["reviewed_by"]
         out["Tags"] = [list(t) if t is not None and len(t) else [] for t in rows["tags"]]
@@ -319,7 +325,8 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
     severities = palette.order_severities(_classes(card, "severity"))
     actions = list(palette.ACTION_ORDER)
     percent = "%.0f%%"
-    help_conf = "The model's probability for the label shown (after a correction, for the corrected label)."
+    help_conf = "How sure the model is of its label. “—” where a person changed the label or none applies."
+    statuses = list(STATUS_COLORS)
     return {
         "Image": cc.ImageColumn("Image", width="small", help="Click a row to see the photo large."),
         "File": cc.TextColumn("File", width="medium"),
@@ -337,9 +344,14 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
         "Action": cc.MultiselectColumn(
             "Action", options=actions, color=[palette.action_color(a) for a in actions], width="small"
         ),
-        "Needs review": cc.CheckboxColumn("Needs review", help="The model is unsure: a person should look."),
-        "Why review": cc.TextColumn("Why review", width="medium"),
-        "Reviewed": cc.CheckboxColumn("Reviewed", help="A person corrected or confirmed the labels."),
+        "Status": cc.MultiselectColumn(
+            "Review",
+            options=statuses,
+            color=[STATUS_COLORS[s] for s in statuses],
+            width="small",
+            help="Needs review: the model is unsure, a person should look. Corrected / Confirmed: a person did.",
+        ),
+        "Why review": cc.TextColumn("Why the model is unsure", width="medium"),
         "Reviewed by": cc.TextColumn("Reviewed by", width="small"),
         "Tags": cc.ListColumn("Tags", width="small"),
         "Batch": cc.TextColumn("Batch", width="small"),
@@ -392,22 +404,38 @@ def _dash(value) -> str:
     return palette.NO_SEVERITY if value is None or value != value or value == "" else str(value)
 
 
-def probabilities_table(probabilities: dict, effective: dict):
-    """Task / class / probability rows, likeliest first within each task; the effective label marked."""
+def probabilities_table(probabilities: dict[str, float], current: str | None):
+    """One task's classes, likeliest first, with the model's probability in percent; ✔ marks the current label."""
     import pandas as pd
 
-    rows = []
-    for task, probs in probabilities.items():
-        for label, p in sorted(probs.items(), key=lambda kv: -kv[1]):
-            rows.append(
-                {
-                    "Task": task.capitalize(),
-                    "Class": label,
-                    "Probability": round(100 * float(p), 1),
-                    "Label": "✔" if effective.get(task) == label else "",
-                }
-            )
-    return pd.DataFrame(rows, columns=["Task", "Class", "Probability", "Label"])
+    ordered = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    return pd.DataFrame(
+        {
+            "Class": [f"{label} ✔" if label == current else label for label, _ in ordered],
+            "Probability": [round(100 * float(p), 1) for _, p in ordered],
+        }
+    )
+
+
+def render_probabilities(detail: dict, key: str) -> None:
+    """Every class probability, one tab per task (severity and location only where the model saw a defect)."""
+    probabilities = detail.get("probabilities") or {}
+    tasks = [t for t in probabilities if probabilities[t]]
+    if not tasks:
+        return
+    st.caption("The model's probabilities (✔ = the label this image has now)")
+    for task, tab in zip(tasks, st.tabs([t.capitalize() for t in tasks]), strict=True):
+        tab.dataframe(
+            probabilities_table(probabilities[task], detail.get(task)),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "Probability": st.column_config.ProgressColumn(
+                    "Probability", min_value=0, max_value=100, format="%.1f%%"
+                )
+            },
+            key=f"{key}_probs_{task}",
+        )
 
 
 def reviews_table(reviews):
@@ -503,18 +531,7 @@ def render_inspection_detail(store, inspection_id: int, card=None, *, key: str =
             st.caption(f"Reviewed by {detail.get('reviewed_by')} at {detail.get('reviewed_at'):%Y-%m-%d %H:%M} UTC")
         if detail.get("tags"):
             st.caption("Tags: " + ", ".join(detail["tags"]))
-        st.dataframe(
-            probabilities_table(detail.get("probabilities") or {}, {t: detail.get(t) for t, _ in TASK_COLUMNS}),
-            hide_index=True,
-            width="stretch",
-            column_config={
-                "Probability": st.column_config.ProgressColumn(
-                    "Probability", min_value=0, max_value=100, format="%.1f%%"
-                ),
-                "Label": st.column_config.TextColumn("Label", help="✔ = the label this inspection has now"),
-            },
-            key=f"{key}_probs",
-        )
+        render_probabilities(detail, key)
         _correction_form(store, detail, card, key)
     reviews = detail.get("reviews")
     if reviews is not None and len(reviews):

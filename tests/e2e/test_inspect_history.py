@@ -41,13 +41,16 @@ def _zip(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def _upload_and_inspect(page, wait_for_app, files: list[dict]) -> None:
-    page.locator("[data-testid='stFileUploader'] input[type=file]").first.set_input_files(files)
-    button = page.get_by_role("button", name=f"Inspect {len(files)} files")
-    button.wait_for(state="visible")
+def _upload_and_inspect(page, wait_for_app, files: list[dict] | None, count: int | None = None) -> None:
+    """Put ``files`` in the first uploader (``None``: already uploaded), then press "Inspect N files"."""
+    if files is not None:
+        page.locator("[data-testid='stFileUploader'] input[type=file]").first.set_input_files(files)
+    label = f"Inspect {count or len(files)} files"
+    button = page.get_by_role("button", name=label)
+    button.wait_for(state="visible", timeout=60_000)
     page.wait_for_function(
         "name => [...document.querySelectorAll('button')].some(b => b.innerText.includes(name) && !b.disabled)",
-        arg=f"Inspect {len(files)} files",
+        arg=label,
     )
     button.click()
     page.get_by_role("heading", name=re.compile(r"^Batch ")).wait_for(timeout=120_000)
@@ -114,7 +117,7 @@ def test_inspect_correct_then_filter_and_download_history(
     for p in [*photos, *zipped]:
         assert any(p.name in c for c in cells), p.name
     headers = [h.strip() for h in grid.locator("th").all_text_contents()]
-    for title in ("Image", "File", "Defect", "Defect conf.", "Severity", "Location", "Action", "Needs review"):
+    for title in ("Image", "File", "Defect", "Defect conf.", "Severity", "Location", "Action", "Review"):
         assert title in headers, headers
 
     # Select the second row, correct its defect type, save.
@@ -196,3 +199,31 @@ def test_bad_files_are_reported_and_the_rest_saved(app_server, page, wait_for_ap
     assert "escape.jpg" in text and "leaves the archive" in text
     _tall(page, wait_for_app)
     page.screenshot(path=str(screenshot_dir / "visionqc-inspect-bad-files.png"))
+
+
+def test_a_folder_upload_is_inspected_with_its_sub_folders(
+    app_server, page, wait_for_app, screenshot_dir, magnetic_tile, tmp_path
+):
+    folder = tmp_path / "line-3"
+    (folder / "morning").mkdir(parents=True)
+    chosen = _photos(magnetic_tile, 3, offset=19)
+    for i, photo in enumerate(chosen):
+        target = folder / ("morning" if i else "") / photo.name
+        target.write_bytes(photo.read_bytes())
+    (folder / "readme.txt").write_text("not a photo")
+
+    page.goto(app_server.url)
+    wait_for_app(page)
+    page.get_by_role("tab", name=re.compile("A folder")).click()
+    folder_input = page.locator("[data-testid='stFileUploader'] input[type=file]").nth(1)
+    assert folder_input.get_attribute("webkitdirectory") is not None
+    folder_input.set_input_files(folder)
+    _upload_and_inspect(page, wait_for_app, None, count=4)
+
+    assert _metric(page, "Inspected") == 3
+    assert _metric(page, "Failed") == 1
+    cells = " | ".join(_grid_cells(page.locator("[data-testid='stDataFrame']").filter(has_text="readme.txt").first))
+    assert "not an image file type (.txt)" in cells
+    results = _grid_cells(page.locator("[data-testid='stDataFrame']").filter(has_text=chosen[1].name).last)
+    for photo in chosen:
+        assert any(photo.name in c for c in results), photo.name
