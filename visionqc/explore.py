@@ -16,6 +16,7 @@ fixed seed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -444,3 +445,34 @@ def selected_ids(frame: pd.DataFrame, event) -> list[int]:
     (x0, x1), (y0, y1) = sorted(box["x"]), sorted(box["y"])
     inside = frame["x"].between(x0, x1) & frame["y"].between(y0, y1)
     return frame.loc[inside, "inspection_id"].astype(int).tolist()
+
+
+# --- the "most uncertain first" review queue --------------------------------------------------------
+
+
+def review_queue(
+    store, history_filter, confidence_below: float = 0.6, skip: Sequence[int] = (), limit: int = 1
+) -> tuple[list[int], int]:
+    """Inspections waiting for a person, most uncertain first -> (the next ``limit`` ids, how many wait).
+
+    Waiting = not yet reviewed, and flagged needs-review or with defect confidence under
+    ``confidence_below``. Ordered by confidence, lowest first; ids in ``skip`` (skipped this session) are
+    left out of the ids but still counted.
+    """
+    from visionqc.store import build_where
+
+    where, params = build_where(history_filter)
+    waiting = f"({where}) AND NOT reviewed AND (needs_review OR confidence < ?)"
+    params = [*params, float(confidence_below)]
+    with store.connect() as con:
+        total = int(con.execute(f"SELECT count(*) FROM inspection_view_all WHERE {waiting}", params).fetchall()[0][0])
+        ids = [
+            int(r[0])
+            for r in con.execute(
+                f"SELECT inspection_id FROM inspection_view_all WHERE {waiting} "
+                "AND inspection_id NOT IN (SELECT unnest(?::BIGINT[])) "
+                "ORDER BY confidence ASC NULLS FIRST, inspection_id LIMIT ?",
+                [*params, [int(i) for i in skip], int(limit)],
+            ).fetchall()
+        ]
+    return ids, total
