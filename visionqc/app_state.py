@@ -348,7 +348,7 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
             "Review",
             options=statuses,
             color=[STATUS_COLORS[s] for s in statuses],
-            width="small",
+            width=115,
             help="Needs review: the model is unsure, a person should look. Corrected / Confirmed: a person did.",
         ),
         "Why review": cc.TextColumn("Why the model is unsure", width="medium"),
