@@ -178,6 +178,8 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     target = int(rows.iloc[1]["inspection_id"])
     predicted = rows.iloc[1]["pred_defect"]
     assert any(c.value.startswith("Model predicted:") for c in app.caption)
+    assert app.toggle(key=f"inspect_{target}_heatmap_on").value, "the photo shows where the model looked"
+    assert list((visionqc_home / "heatmaps").rglob("*.npz")), "the heatmap is cached for the next look"
     defect_probs = table_with(app, "Probability")  # the first tab: defect type
     classes = [c.removesuffix(" ✔") for c in defect_probs["Class"]]
     assert sorted(classes) == sorted(read_card(default_model_dir).classes("defect"))

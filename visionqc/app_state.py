@@ -504,7 +504,8 @@ def _task_names(card) -> list[str]:
 
 
 def render_inspection_detail(store, inspection_id: int, card=None, *, key: str = "detail") -> None:
-    """The photo large, every class probability, the labels with a correction form, tags and review history."""
+    """The photo large (with the heatmap of where the model looked), every class probability, the labels with a
+    correction form, tags and review history."""
     detail = store.inspection_detail(int(inspection_id))
     if detail is None:
         st.info("This inspection no longer exists.")
@@ -512,11 +513,9 @@ def render_inspection_detail(store, inspection_id: int, card=None, *, key: str =
     key = f"{key}_{int(inspection_id)}"
     left, right = st.columns([3, 2], gap="large")
     with left:
-        image = detail.get("image_file")
-        if image is not None and Path(image).is_file():
-            st.image(str(image), caption=detail["file_name"], width=_display_width(detail))
-        else:
-            st.warning("The stored image file is missing from the data folder.")
+        from visionqc.heatmap_view import render_image_with_heatmap
+
+        render_image_with_heatmap(detail, get_predictor(), key=key)
     with right:
         st.markdown(f"**{detail['file_name']}**")
         predicted = " · ".join(
@@ -537,14 +536,6 @@ def render_inspection_detail(store, inspection_id: int, card=None, *, key: str =
     if reviews is not None and len(reviews):
         st.markdown("**Review history** (the model's prediction above is never changed)")
         st.dataframe(reviews_table(reviews), hide_index=True, width="stretch", key=f"{key}_reviews")
-
-
-def _display_width(detail: dict, max_height: int = 560) -> int | str:
-    """Tall photos get a width that fits ``max_height``; others fill their column (never wider than it)."""
-    width, height = detail.get("width") or 1, detail.get("height") or 1
-    if height > 1.3 * width:
-        return max(160, int(max_height * width / height))
-    return "stretch"
 
 
 def _correction_form(store, detail: dict, card, key: str) -> None:
