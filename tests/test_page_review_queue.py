@@ -1,0 +1,114 @@
+"""The review queue through AppTest, over a real store filled by the real ingest and shipped model:
+most uncertain first, confirm and correct write reviews to the audit trail, skip writes nothing."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from visionqc.config import PROJECT_ROOT
+from visionqc.ingest import run_batch
+from visionqc.predict import Predictor
+from visionqc.store import HistoryFilter, Store
+from visionqc.uploads import UploadFile
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+PAGE = "pages/5_Review_queue.py"
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
+    home = tmp_path_factory.mktemp("queue") / "visionqc-data"
+    files = []
+    for cls in ("blowhole", "crack", "free", "uneven"):
+        files += sorted((magnetic_tile / "images" / cls).glob("*.jpg"))[:4]
+    run_batch(Store(home), Predictor(default_model_dir), [UploadFile(p.name, p.read_bytes()) for p in files])
+    return home
+
+
+@pytest.fixture
+def home(seeded_home, tmp_path, monkeypatch, default_model_dir) -> Path:
+    copy = tmp_path / "visionqc-data"
+    shutil.copytree(seeded_home, copy)
+    monkeypatch.setenv("VISIONQC_HOME", str(copy))
+    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+    return copy
+
+
+def waiting_order(store: Store, below: float = 1.0) -> list[int]:
+    """Every unreviewed row in the queue's order, computed here in pandas (threshold 100% queues all)."""
+    rows, _ = store.search(HistoryFilter(reviewed=False), sort="inspection_id", descending=False, page_size=0)
+    rows = rows[rows["needs_review"] | (rows["confidence"] < below)]
+    return rows.sort_values(["confidence", "inspection_id"])["inspection_id"].astype(int).tolist()
+
+
+@pytest.fixture
+def app(home) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    at.slider(key="queue_confidence").set_value(100).run()
+    at.text_input(key="queue_reviewer").set_value("Ana").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def shown_id(at: AppTest) -> int:
+    for md in at.markdown:
+        if "· inspection " in md.value:
+            return int(md.value.rsplit("inspection ", 1)[1])
+    raise AssertionError("no inspection shown")
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_most_uncertain_first_and_confirm_writes_a_review(app, home):
+    store = Store(home)
+    order = waiting_order(store)
+    assert shown_id(app) == order[0]
+    assert any(f"**{len(order)} waiting**" in md.value for md in app.markdown)
+    button(app, "Confirm").click().run()
+    assert not app.exception, app.exception
+    history = store.review_history(order[0])
+    assert list(history["kind"]) == ["confirm"] and list(history["reviewer"]) == ["Ana"]
+    assert shown_id(app) == order[1]
+    assert any("Confirmed" in s.value for s in app.success)
+
+
+def test_correct_writes_the_chosen_labels(app, home):
+    store = Store(home)
+    first = waiting_order(store)[0]
+    app.selectbox(key=f"queue_{first}_defect").set_value("crack")
+    app.selectbox(key=f"queue_{first}_severity").set_value("high")
+    app.text_input(key=f"queue_{first}_note").set_value("hairline crack at the edge")
+    button(app, "Save correction").click().run()
+    assert not app.exception, app.exception
+    detail = store.inspection_detail(first)
+    assert detail["defect"] == "crack" and detail["severity"] == "high" and detail["reviewed_by"] == "Ana"
+    history = store.review_history(first)
+    assert list(history["kind"]) == ["correct"] and history["note"].iloc[0] == "hairline crack at the edge"
+
+
+def test_skip_moves_on_without_writing(app, home):
+    store = Store(home)
+    order = waiting_order(store)
+    button(app, "Skip").click().run()
+    assert shown_id(app) == order[1]
+    assert store.review_history(order[0]).empty
+    assert any("1 skipped" in md.value for md in app.markdown)
+
+
+def test_a_review_needs_a_name(app, home):
+    store = Store(home)
+    first = waiting_order(store)[0]
+    app.text_input(key="queue_reviewer").set_value("").run()
+    button(app, "Confirm").click().run()
+    assert any("name" in e.value for e in app.error)
+    assert store.review_history(first).empty
