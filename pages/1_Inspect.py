@@ -41,16 +41,15 @@ clicked = st.button(
 )
 if already is not None:
     st.caption(f"These files were inspected as batch `{already}`. Upload other files to start a new batch.")
-if clicked:
-    ui.inspect_uploads(
-        store,
-        predictor,
-        key,
-        [(f.name, f.getvalue()) for f in uploads],
-        station=station,
-        operator=operator,
-        note=note,
-    )
+if clicked and ui.inspect_uploads(
+    store,
+    predictor,
+    key,
+    [(f.name, f.getvalue()) for f in uploads],
+    station=station,
+    operator=operator,
+    note=note,
+):
     st.rerun()  # redraw with the batch saved: the button now says these files are done
 
 batch_id = st.session_state.get(ui.CURRENT_BATCH)

@@ -227,3 +227,21 @@ def test_without_a_model_the_page_says_why(visionqc_home, tmp_path, monkeypatch)
     assert not at.exception
     assert any("No model is loaded" in e.value for e in at.error)
     assert not at.file_uploader
+
+
+def test_a_busy_database_is_a_message_not_a_crash(app, magnetic_tile, monkeypatch):
+    import visionqc.ingest
+    from visionqc.store import StoreBusyError
+
+    def busy(*args, **kwargs):
+        raise StoreBusyError("the database stayed locked by another VisionQC process for 60 s")
+
+    monkeypatch.setattr(visionqc.ingest, "run_batch", busy)
+    app.file_uploader(key="inspect_files").set_value(
+        [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 1, offset=60)]
+    )
+    app.run()
+    app.button(key="inspect_run").click().run()
+    assert not app.exception
+    assert any("could not be saved completely" in e.value and "locked" in e.value for e in app.error)
+    assert app_state.CURRENT_BATCH not in app.session_state, "no batch is shown as if it were done"

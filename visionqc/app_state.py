@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from visionqc import config, palette
+from visionqc.store import StoreError
 
 PAGES_DIR = config.PROJECT_ROOT / "pages"
 
@@ -195,8 +196,9 @@ def inspected_batch(key: str) -> str | None:
     return st.session_state.get(_BATCHES, {}).get(key)
 
 
-def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, operator: str, note: str) -> str:
-    """Inspect the uploaded files as one batch, with a progress bar; returns the batch id.
+def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, operator: str, note: str) -> str | None:
+    """Inspect the uploaded files as one batch, with a progress bar; returns the batch id (``None``, with the
+    reason shown, when the database failed).
 
     Remembered under ``key`` (see :func:`upload_key`): calling it again for the same uploads returns the
     batch already saved instead of classifying and saving the files a second time.
@@ -214,16 +216,25 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
         total = total or max(done, 1)
         bar.progress(min(done / total, 1.0), text=f"Classified {done} of {total} files")
 
-    result = run_batch(
-        store,
-        predictor,
-        items,
-        station=station.strip() or None,
-        operator=operator.strip() or None,
-        note=note.strip() or None,
-        source="app",
-        progress=progress,
-    )
+    try:
+        result = run_batch(
+            store,
+            predictor,
+            items,
+            station=station.strip() or None,
+            operator=operator.strip() or None,
+            note=note.strip() or None,
+            source="app",
+            progress=progress,
+        )
+    except StoreError as exc:
+        bar.empty()
+        st.error(
+            f"The batch could not be saved completely: {exc}. Files saved before the problem are kept; press "
+            "Inspect again to go on (files already saved are then reported as duplicates).",
+            icon=":material/error:",
+        )
+        return None
     bar.empty()
     st.session_state.pop(RESULTS_TABLE, None)  # a row selected in the previous batch means nothing here
     st.session_state.setdefault(_BATCHES, {})[key] = result.batch_id
@@ -463,6 +474,27 @@ def reviews_table(reviews):
     return pd.DataFrame(rows, columns=["When (UTC)", "Who", "What", "Labels after", "Labels before", "Note"])
 
 
+def _reports_errors(callback):
+    """A widget callback whose database errors become a message beside the widget, not a traceback.
+
+    The callback's third argument is the widget-group key that its messages are shown under."""
+    import functools
+
+    @functools.wraps(callback)
+    def run(*args):
+        try:
+            callback(*args)
+        except (StoreError, ValueError) as exc:
+            _flash(args[2], "error", f"Not saved: {exc}")
+
+    return run
+
+
+def _flash(key: str, kind: str, text: str) -> None:
+    st.session_state[f"{key}_message"] = (kind, text)
+
+
+@_reports_errors
 def _save_correction(store, inspection_id: int, key: str, card) -> None:
     state = st.session_state
     reviewer = (state.get(f"{key}_who") or "").strip()
@@ -488,6 +520,7 @@ def _save_correction(store, inspection_id: int, key: str, card) -> None:
     state[f"{key}_message"] = ("success", f"Saved: {shown} (by {reviewer}). The model's prediction is kept.")
 
 
+@_reports_errors
 def _confirm(store, inspection_id: int, key: str) -> None:
     state = st.session_state
     reviewer = (state.get(f"{key}_who") or "").strip()
@@ -600,10 +633,7 @@ def keep_page_in_range(key: str, pages: int, signature: object) -> None:
         st.session_state[key] = pages
 
 
-def _flash(key: str, kind: str, text: str) -> None:
-    st.session_state[f"{key}_message"] = (kind, text)
-
-
+@_reports_errors
 def _bulk(store, ids: list[int], key: str, what: str) -> None:
     state = st.session_state
     reviewer = (state.get(f"{key}_who") or "").strip()
