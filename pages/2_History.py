@@ -56,11 +56,12 @@ st.download_button(
     key="history_csv",
 )
 
+ui.show_message("history_bulk")  # e.g. "Deleted 3 inspection(s)", shown even once the rows are gone
 if selected.empty:
     st.caption("Select rows (the boxes at the left of the table) to tag, review or delete them, or to see one large.")
     st.stop()
 st.subheader(f"{len(selected)} selected")
-ui.render_bulk_actions(store, selected, key="history_bulk")
+ui.render_bulk_actions(store, selected, key="history_bulk", deleted=flt.deleted == "only")
 if len(selected) == 1:
     st.divider()
     ui.render_inspection_detail(store, int(selected.iloc[0]["inspection_id"]), card, key="history")

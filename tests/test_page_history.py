@@ -297,9 +297,21 @@ def test_bulk_tag_untag_review_and_soft_delete(app, home):
     app.button(key="history_bulk_delete_btn").click().run()
     assert not app.exception
     assert store.count() == 27 and total_shown(app) == 27
+    assert any("Deleted 3 inspection(s)" in s.value for s in app.success)
     assert store.count(HistoryFilter(deleted="only")) == 3
     trail = store.inspection_detail(ids[0])["reviews"]
     assert list(trail["kind"])[-1] == "delete" and list(trail["note"])[-1] == "blurred photos"
+
+    # Deleted rows can be shown and restored.
+    app.radio(key="history_f_deleted").set_value("Only deleted").run()
+    assert total_shown(app) == 3 and sorted(table(app)["File"]) == sorted(
+        store.search(HistoryFilter(ids=ids, deleted="all"), page_size=0)[0]["file_name"]
+    )
+    select(app, [0, 1, 2])
+    app.button(key="history_bulk_restore_btn").click().run()
+    assert any("Restored 3 inspection(s)" in s.value for s in app.success)
+    assert store.count() == 30 and total_shown(app) == 0
+    assert list(store.inspection_detail(ids[0])["reviews"]["kind"])[-1] == "restore"
 
 
 def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(app, home, rows):

@@ -633,6 +633,13 @@ def keep_page_in_range(key: str, pages: int, signature: object) -> None:
         st.session_state[key] = pages
 
 
+def show_message(key: str) -> None:
+    """Show (once) the message a callback left for the widget group ``key``."""
+    message = st.session_state.pop(f"{key}_message", None)
+    if message:
+        getattr(st, message[0])(message[1])
+
+
 @_reports_errors
 def _bulk(store, ids: list[int], key: str, what: str) -> None:
     state = st.session_state
@@ -659,6 +666,10 @@ def _bulk(store, ids: list[int], key: str, what: str) -> None:
     elif what == "review":
         changed = store.mark_reviewed(ids, reviewer)
         _flash(key, "success", f"Marked {changed} inspection(s) as reviewed by {reviewer}.")
+    elif what == "restore":
+        restored = store.restore(ids, reviewer)
+        state.pop(HISTORY_TABLE, None)  # the restored rows leave the "only deleted" view
+        _flash(key, "success", f"Restored {restored} inspection(s); the restore is in the audit trail.")
     elif what == "delete":
         if not state.get(f"{key}_confirm_delete"):
             _flash(key, "error", "Tick “Yes, delete them” first.")
@@ -669,15 +680,23 @@ def _bulk(store, ids: list[int], key: str, what: str) -> None:
         _flash(key, "success", f"Deleted {deleted} inspection(s); the deletion is in the audit trail.")
 
 
-def render_bulk_actions(store, selected, *, key: str = "bulk") -> None:
-    """Tag, untag, mark reviewed or (soft-)delete the selected inspections (rows of ``Store.search``) at once."""
+def render_bulk_actions(store, selected, *, key: str = "bulk", deleted: bool = False) -> None:
+    """Tag, untag, mark reviewed or (soft-)delete the selected inspections (rows of ``Store.search``) at once;
+    for rows that are deleted (``deleted=True``), restore them."""
     ids = [int(i) for i in selected["inspection_id"]]
-    message = st.session_state.pop(f"{key}_message", None)
-    if message:
-        getattr(st, message[0])(message[1])
+    show_message(key)
     if f"{key}_who" not in st.session_state:
         st.session_state[f"{key}_who"] = st.session_state.get(_REVIEWER, "")
     st.text_input("Your name", key=f"{key}_who", help="Recorded with every change (the audit trail).")
+    if deleted:
+        st.button(
+            "Restore selected",
+            key=f"{key}_restore_btn",
+            on_click=_bulk,
+            args=(store, ids, key, "restore"),
+            icon=":material/restore_from_trash:",
+        )
+        return
     tag_col, untag_col, review_col, delete_col = st.columns(4, border=True)
     with tag_col:
         st.text_input("Add tags (comma-separated)", key=f"{key}_add", placeholder="e.g. retrain, line-2")

@@ -30,6 +30,7 @@ FILTERS_HELP = (
 )
 REVIEW_CHOICES = {"Any": None, "Yes": True, "No": False}
 REVIEWED_CHOICES = {"Any": None, "Yes": True, "No": False}
+DELETED_CHOICES = {"Hidden": "hide", "Only deleted": "only"}
 
 
 def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> list[str]:
@@ -152,12 +153,16 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
         key=k + "batches",
         format_func=lambda b: batch_labels.get(b, b),
     )
-    row3[3].button(
-        "Clear filters", key=k + "clear", on_click=clear_filters, args=(key,), icon=":material/filter_alt_off:"
+    deleted = row3[3].radio(
+        "Deleted rows",
+        list(DELETED_CHOICES),
+        horizontal=True,
+        key=k + "deleted",
+        help="Deleted rows are hidden everywhere; show them here to check or restore them.",
     )
 
     tag_options = _options(store.distinct_values("tag"))
-    row4 = st.columns(3)
+    row4 = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
     tags_all = row4[0].multiselect(
         "Tags: all of (AND)",
         _options(tag_options, selected=state.get(k + "tags_all", [])),
@@ -175,6 +180,10 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
         _options(tag_options, selected=state.get(k + "tags_none", [])),
         key=k + "tags_none",
         help=TAG_HELP,
+    )
+
+    row4[3].button(
+        "Clear filters", key=k + "clear", on_click=clear_filters, args=(key,), icon=":material/filter_alt_off:"
     )
 
     low, high = confidence
@@ -195,6 +204,7 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
         tags_all=tuple(tags_all),
         tags_any=tuple(tags_any),
         tags_none=tuple(tags_none),
+        deleted=DELETED_CHOICES[deleted],
     )
     st.session_state[f"{key}_filter"] = result  # other parts of the page (and tests) can read what is shown
     return result
