@@ -11,7 +11,7 @@ card = ui.active_card()
 timezone = ui.browser_timezone()
 
 with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
-    flt = history_filters(store, card, key="history", timezone=timezone)
+    flt = history_filters(store, card, key="history", timezone=timezone, deleted_choice=True)
 
 sort_col, order_col, size_col, page_col = st.columns([2, 1, 1, 1])
 sort = sort_col.selectbox(

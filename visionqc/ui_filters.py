@@ -63,11 +63,14 @@ def clear_filters(key: str = "history") -> None:
             del st.session_state[name]
 
 
-def history_filters(store: Store, card=None, *, key: str = "history", timezone: str = "UTC") -> HistoryFilter:
+def history_filters(
+    store: Store, card=None, *, key: str = "history", timezone: str = "UTC", deleted_choice: bool = False
+) -> HistoryFilter:
     """Render the filter widgets (in the current container) and return the filter they describe.
 
     ``card`` is the active model's card (or ``None``); ``timezone`` is the IANA zone whose calendar days
-    the date range means. Widget keys start with ``f"{key}_f_"``; the result is also kept in
+    the date range means. ``deleted_choice`` adds "Deleted rows: Hidden / Only deleted" (History uses it to
+    restore rows); without it deleted rows are always hidden. Widget keys start with ``f"{key}_f_"``; the result is also kept in
     ``st.session_state[f"{key}_filter"]``.
     """
     k = f"{key}_f_"
@@ -153,13 +156,15 @@ def history_filters(store: Store, card=None, *, key: str = "history", timezone: 
         key=k + "batches",
         format_func=lambda b: batch_labels.get(b, b),
     )
-    deleted = row3[3].radio(
-        "Deleted rows",
-        list(DELETED_CHOICES),
-        horizontal=True,
-        key=k + "deleted",
-        help="Deleted rows are hidden everywhere; show them here to check or restore them.",
-    )
+    deleted = "Hidden"
+    if deleted_choice:
+        deleted = row3[3].radio(
+            "Deleted rows",
+            list(DELETED_CHOICES),
+            horizontal=True,
+            key=k + "deleted",
+            help="Deleted rows are hidden everywhere; show them here to check or restore them.",
+        )
 
     tag_options = _options(store.distinct_values("tag"))
     row4 = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
