@@ -70,8 +70,8 @@ def history_filters(
 
     ``card`` is the active model's card (or ``None``); ``timezone`` is the IANA zone whose calendar days
     the date range means. ``deleted_choice`` adds "Deleted rows: Hidden / Only deleted" (History uses it to
-    restore rows); without it deleted rows are always hidden. Widget keys start with ``f"{key}_f_"``; the result is also kept in
-    ``st.session_state[f"{key}_filter"]``.
+    restore rows); without it deleted rows are always hidden. Widget keys start with ``f"{key}_f_"``; the
+    result is also kept in ``st.session_state[f"{key}_filter"]``.
     """
     k = f"{key}_f_"
     state = st.session_state
