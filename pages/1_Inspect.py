@@ -33,7 +33,7 @@ note = note_col.text_input("Note", key="inspect_note", placeholder="Anything wor
 key = ui.upload_key(uploads)
 already = ui.inspected_batch(key) if uploads else None
 clicked = st.button(
-    f"Inspect {len(uploads)} file{'s' if len(uploads) != 1 else ''}",
+    f"Inspect {len(uploads)} file{'s' if len(uploads) != 1 else ''}" if uploads else "Inspect",
     type="primary",
     disabled=not uploads or already is not None,
     icon=":material/play_arrow:",

@@ -174,6 +174,8 @@ def _wait_for_app(page, timeout_ms: float = 60_000) -> None:
     page.wait_for_selector(
         "[data-testid='stApp'][data-test-script-state='notRunning']", state="attached", timeout=timeout_ms
     )
+    # Elements the browser has not received yet are drawn as skeletons.
+    page.wait_for_function("() => !document.querySelector(\"[data-testid='stSkeleton']\")", timeout=timeout_ms)
 
 
 @pytest.fixture

@@ -223,6 +223,7 @@ def test_a_folder_upload_is_inspected_with_its_sub_folders(
 
     page.goto(app_server.url)
     wait_for_app(page)
+    page.screenshot(path=str(screenshot_dir / "visionqc-inspect-start.png"))
     page.get_by_role("tab", name=re.compile("A folder")).click()
     folder_input = page.locator("[data-testid='stFileUploader'] input[type=file]").nth(1)
     assert folder_input.get_attribute("webkitdirectory") is not None
