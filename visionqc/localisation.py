@@ -359,12 +359,16 @@ def localise(
         explain_note = f"; classes unknown to the model ({', '.join(unknown)}) explain the predicted class"
     else:
         explain_note = ""
-    from visionqc.heatmaps import DEFAULT_LAYERS, DEFAULT_REFINE
+    from visionqc.heatmaps import DEFAULT_BOX_THRESHOLD, DEFAULT_METHODS, DEFAULT_REFINE
 
+    layers = ", ".join(
+        f"{'Grad-CAM' if m == 'gradcam' else 'LayerCAM'} on {layer}" for layer, m in DEFAULT_METHODS.items()
+    )
     method = (
-        f"Grad-CAM of logit(class) - logit({card.no_defect_class}) on blocks "
-        f"{', '.join(map(str, DEFAULT_LAYERS))}, multiplied, sharpened by feature contrast of block(s) "
-        f"{', '.join(map(str, DEFAULT_REFINE))}; box = region >= 50% of the peak around it{explain_note}"
+        f"class activation maps of logit(class) - logit({card.no_defect_class}): {layers} (block 10 = 14x14, "
+        f"head = 7x7), multiplied, sharpened by the feature contrast of block(s) "
+        f"{', '.join(map(str, DEFAULT_REFINE))}; box = region around the peak >= "
+        f"{DEFAULT_BOX_THRESHOLD:.0%} of it{explain_note}"
     )
     report = evaluate(predictor, samples, explain=explain, progress=progress, dataset=root.name, method=method)
     key = f"{root.name} {'test split' if split == 'test' else 'all images'}"
