@@ -47,6 +47,11 @@ def projected(ids: tuple[int, ...], _vectors, method: str):
     return explore.project(_vectors, method, seed=0)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def near_duplicate_pairs(ids: tuple[int, ...], _vectors):
+    return explore.near_duplicates(list(ids), _vectors)
+
+
 rows, vectors, total = explore.load_map_points(store, flt, max_points=max_points, seed=0)
 if total == 0:
     st.info("No inspections match. Inspect some images first, or clear the filters.", icon=":material/info:")
@@ -115,7 +120,7 @@ else:
         placeholder=ui.NO_VALUE,
         key="explore_outliers_table",
     )
-pairs = explore.near_duplicates(frame["inspection_id"].to_numpy(), vectors)
+pairs = near_duplicate_pairs(tuple(int(i) for i in frame["inspection_id"]), vectors).copy()
 if len(pairs):
     names = dict(zip(frame["inspection_id"], frame["file_name"], strict=True))
     pairs["file"] = pairs["inspection_id"].map(names)

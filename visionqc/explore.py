@@ -50,11 +50,15 @@ def pca_2d(vectors: np.ndarray, seed: int = 0, fit_rows: int = PCA_FIT_ROWS) -> 
     rng = np.random.default_rng(seed)
     fit = x if n <= fit_rows else x[np.sort(rng.choice(n, fit_rows, replace=False))]
     mean = fit.mean(axis=0, dtype=np.float64)
-    centred = (fit - mean).astype(np.float64)
-    # Components from the smaller Gram/covariance matrix; eigh is deterministic.
-    cov = centred.T @ centred / max(len(fit) - 1, 1)
-    _, vecs = np.linalg.eigh(cov)
-    comps = vecs[:, ::-1][:, :2]
+    centred = fit.astype(np.float64) - mean
+    # Top components by seeded subspace iteration: a few (n x d) @ (d x 8) products instead of a d x d
+    # covariance and its full eigendecomposition (8 s -> 0.45 s for 2,000 x 1,280 on a busy 2-core machine).
+    basis = np.linalg.qr(rng.standard_normal((x.shape[1], 8)))[0]
+    for _ in range(8):
+        basis = np.linalg.qr(centred.T @ (centred @ basis))[0]
+    small = basis.T @ (centred.T @ (centred @ basis))
+    _, vectors = np.linalg.eigh(small)
+    comps = basis @ vectors[:, ::-1][:, :2]
     signs = np.sign(comps[np.abs(comps).argmax(axis=0), [0, 1]])
     comps = comps * np.where(signs == 0, 1, signs)
     return ((x - mean.astype(np.float32)) @ comps.astype(np.float32)).astype(np.float32)
