@@ -319,6 +319,7 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
         out["Inspected at"] = _local_times(rows["created_at"], timezone)
         out["Batch"] = rows["batch_id"]
         out["Station"] = rows.get("station")
+        out["Outlier score"] = rows.get("outlier_score")
     out["Why review"] = rows["review_reason"]
     return out
 
@@ -368,6 +369,12 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
         "Batch": cc.TextColumn("Batch", width="small"),
         "Station": cc.TextColumn("Station", width="small"),
         "Inspected at": cc.DatetimeColumn("Inspected at", format="YYYY-MM-DD HH:mm", help=f"Time zone: {timezone}"),
+        "Outlier score": cc.NumberColumn(
+            "Outlier score",
+            format="%.3f",
+            width="small",
+            help="How unlike the training images of its class (0 = typical). Computed on the Explore page.",
+        ),
     }
 
 
@@ -620,6 +627,7 @@ SORT_CHOICES = {
     "Needs review": "needs_review",
     "Reviewed": "reviewed",
     "Batch": "batch_id",
+    "Outlier score (Explore)": "outlier_score",
 }
 
 
