@@ -79,7 +79,7 @@ def _layer_key(layer: int | str) -> int:
 def class_activation_maps(
     model: torch.nn.Module,
     batch: torch.Tensor,
-    target: int,
+    target: int | None,
     contrast: int | None = None,
     layers: tuple[int | str, ...] = DEFAULT_LAYERS,
     method: str | dict[int | str, str] = "gradcam",
@@ -117,6 +117,13 @@ def class_activation_maps(
             x = backbone._swish(backbone._bn1(backbone._conv_head(x)))
         x = keep_act(10_000, x)
         logits = model.head_logits(x.mean(dim=(2, 3)))[PRIMARY_TASK]
+        if target is None:  # the likeliest class other than ``contrast`` (no second forward pass needed)
+            ranked = logits[0].detach().clone()
+            if contrast is not None:
+                ranked[contrast] = float("-inf")
+            target = int(ranked.argmax())
+        if kept is not None:
+            kept[-1] = torch.tensor(target)  # the class explained, for the caller
         score = logits[:, target]
         if contrast is not None:
             score = score - logits[:, contrast]
@@ -208,20 +215,19 @@ def _scale_box(box: tuple[int, int, int, int], src: tuple[int, int], dst: tuple[
 # --- the public API -----------------------------------------------------------------------------
 
 
-def _target_class(predictor, arrays: np.ndarray, defect: str | None) -> tuple[int, int | None]:
+def _target_class(predictor, defect: str | None) -> tuple[int | None, int | None]:
+    """(class index to explain, or None for "the likeliest defect"; the no-defect index to contrast with).
+
+    With ``defect=None`` the predicted class is explained, and for an image judged defect-free the likeliest
+    defect class: the logits are ranked without the no-defect class (softmax keeps the order)."""
     card = predictor.card
     classes = card.classes(PRIMARY_TASK)
     no_defect = classes.index(card.no_defect_class)
-    if defect is not None:
-        if defect not in classes:
-            raise ValueError(f"unknown defect class {defect!r}; the model knows {', '.join(classes)}")
-        target = classes.index(defect)
-    else:
-        probs, _ = predictor.forward_arrays([arrays])
-        p = probs[PRIMARY_TASK][0].copy()
-        # For an image judged defect-free, show where the likeliest defect would be.
-        p[no_defect] = -1.0
-        target = int(p.argmax())
+    if defect is None:
+        return None, no_defect
+    if defect not in classes:
+        raise ValueError(f"unknown defect class {defect!r}; the model knows {', '.join(classes)}")
+    target = classes.index(defect)
     return target, (None if target == no_defect else no_defect)
 
 
@@ -234,12 +240,13 @@ def heatmap_at_input_size(
 ) -> tuple[np.ndarray, str]:
     """The heatmap at the network's input size (float32 [S, S] in 0..1) and the defect class it explains."""
     array = predictor.preprocess(image.convert("RGB"))
-    target, contrast = _target_class(predictor, array, defect)
+    target, contrast = _target_class(predictor, defect)
     batch = torch.from_numpy(array[None]).permute(0, 3, 1, 2)
     kept: dict[int, torch.Tensor] = {}
     maps = class_activation_maps(
         predictor.model, batch, target, contrast, layers, DEFAULT_METHODS, keep=refine, kept=kept
     )
+    target = int(kept[-1])
     for block in refine:
         maps[f"contrast{block}"] = feature_contrast(kept[block])
     heat = combine_maps(maps, (array.shape[0], array.shape[1]))[0].numpy().astype(np.float32)
