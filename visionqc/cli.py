@@ -320,14 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name in the card (default: the --out folder name)")
     p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=60, help="phase-1 epochs, with early stopping (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=150, help="phase-1 epochs, with early stopping (default: %(default)s)")
     p.add_argument(
         "--phase2",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="try phase 2 (last backbone blocks + heads) and keep it if it wins on validation (default: on)",
     )
-    p.add_argument("--phase2-epochs", type=int, default=15, help="phase-2 epochs (default: %(default)s)")
+    p.add_argument("--phase2-epochs", type=int, default=10, help="phase-2 epochs (default: %(default)s)")
     p.add_argument(
         "--unfreeze-blocks", type=int, default=2, help="last backbone blocks trained in phase 2 (default: %(default)s)"
     )
