@@ -56,7 +56,7 @@ if not ids:
 detail = store.inspection_detail(ids[0])
 inspection_id = int(detail["inspection_id"])
 key = f"queue_{inspection_id}"
-left, right = st.columns([3, 2], gap="large")
+left, right = st.columns([1, 1], gap="large")
 with left:
     render_image_with_heatmap(detail, predictor, key="queue")
 with right:
@@ -84,14 +84,10 @@ with right:
             index = options.index(current) if current in options else 0
             choices[task] = st.selectbox(title, options, index=index, key=f"{key}_{task}")
         note = st.text_input("Note (optional)", key=f"{key}_note")
-        confirm_col, correct_col, skip_col = st.columns(3)
-        confirm = confirm_col.form_submit_button(
-            "Confirm", type="primary", icon=":material/check:", shortcut="Y", width="stretch"
-        )
-        correct = correct_col.form_submit_button(
-            "Save correction", icon=":material/edit:", shortcut="S", width="stretch"
-        )
-        skip = skip_col.form_submit_button("Skip", icon=":material/skip_next:", shortcut="N", width="stretch")
+        with st.container(horizontal=True):
+            confirm = st.form_submit_button("Confirm", type="primary", icon=":material/check:", shortcut="Y")
+            correct = st.form_submit_button("Save correction", icon=":material/edit:", shortcut="S")
+            skip = st.form_submit_button("Skip", icon=":material/skip_next:", shortcut="N")
 
 if skip:
     skipped.append(inspection_id)
