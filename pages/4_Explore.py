@@ -1,5 +1,6 @@
 """Explore: a 2-D map of the stored image embeddings; drag a box to list and tag images; outliers, near-duplicates."""
 
+import pandas as pd
 import streamlit as st
 
 from visionqc import app_state as ui
@@ -112,8 +113,10 @@ if top.empty:
     st.caption("No outlier scores yet: press the button above.")
 else:
     st.markdown("**Most unusual images**")
+    unusual = ui.inspections_table(top, timezone=timezone, history=True)
+    unusual.insert(2, "Outlier score", unusual.pop("Outlier score"))  # the reason it is listed, up front
     st.dataframe(
-        ui.inspections_table(top, timezone=timezone, history=True),
+        unusual,
         column_config=ui.table_column_config(card, timezone=timezone),
         hide_index=True,
         row_height=64,
@@ -123,7 +126,14 @@ else:
 pairs = near_duplicate_pairs(tuple(int(i) for i in frame["inspection_id"]), vectors).copy()
 if len(pairs):
     names = dict(zip(frame["inspection_id"], frame["file_name"], strict=True))
-    pairs["file"] = pairs["inspection_id"].map(names)
-    pairs["looks like"] = pairs["duplicate_of"].map(names)
+    table = pd.DataFrame(
+        {
+            "File": pairs["inspection_id"].map(names),
+            "Looks like (earlier)": pairs["duplicate_of"].map(names),
+            "Similarity": pairs["similarity"],
+            "Inspection": pairs["inspection_id"],
+            "Earlier inspection": pairs["duplicate_of"],
+        }
+    )
     st.markdown(f"**Near-duplicates on the map** ({len(pairs)})")
-    st.dataframe(pairs[["file", "looks like", "similarity", "inspection_id", "duplicate_of"]], hide_index=True)
+    st.dataframe(table, hide_index=True, key="explore_near_duplicates")
