@@ -1,6 +1,6 @@
 """The Explore page through AppTest over a real store (real ingest, shipped model): the map, its sample
 size and filters, colour choices, t-SNE, and outlier scoring. Dragging a box is tested in the browser
-(tests/e2e/test_explore.py); the selection logic itself is tested here on a fake event."""
+(tests/e2e/test_explore_map.py); the selection logic itself is tested here on a fake event."""
 
 from __future__ import annotations
 
