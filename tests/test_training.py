@@ -121,3 +121,28 @@ def test_train_config_defaults_match_the_documented_recipe():
     assert cfg.loss_weights == {"defect": 1.0, "severity": 0.7, "location": 0.7}
     assert cfg.input_size == 224 and cfg.phase2 and cfg.seed == 0
     assert callable(train)
+
+
+def test_train_and_evaluate_help_explain_the_options(capsys):
+    for command, options in (
+        ("train", ["--out", "--epochs", "--seed", "--loss-weights", "--phase2", "--no-phase2", "--name", "--version"]),
+        ("evaluate", ["--model", "--split", "--json"]),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for option in options:
+            assert option in text, (command, option)
+
+
+def test_loss_weights_option_parses_both_forms():
+    assert cli._loss_weights("1.0,0.7,0.7") == {"defect": 1.0, "severity": 0.7, "location": 0.7}
+    assert cli._loss_weights("defect=1,location=0.2") == {"defect": 1.0, "location": 0.2}
+    with pytest.raises(Exception, match="three weights"):
+        cli._loss_weights("1,2")
+
+
+def test_a_folder_that_is_not_a_dataset_is_a_message_not_a_traceback(tmp_path, capsys):
+    assert cli.main(["train", str(tmp_path), "--out", str(tmp_path / "m"), "--quiet"]) == 1
+    assert "no class folders" in capsys.readouterr().err

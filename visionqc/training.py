@@ -79,6 +79,7 @@ class TrainConfig:
     # class with 5 validation images; selecting on it stopped too early (6 repeated splits on Magnetic-tile:
     # test balanced accuracy 0.921 +- 0.052 selecting on it, 0.941 +- 0.033 selecting on the loss).
     select_on: str = "loss"  # or "balanced_accuracy" (ties broken by loss)
+    selection_loss: str = "multitask"  # "multitask" (weighted sum over tasks) or "defect" (the defect task only)
     unfreeze_blocks: int = 2  # last MBConv blocks trained in phase 2 (plus the 1x1 head convolution)
     batch_size: int = 64
     balance_power: float = 1.0  # class-balanced sampling strength (see balanced_draws)
@@ -288,6 +289,15 @@ def balanced_draws(
 # --- phase 1: heads on cached embeddings ------------------------------------------------------------
 
 
+def _selection_loss(
+    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], val: torch.Tensor, cfg: TrainConfig
+) -> float:
+    """Validation loss for choosing the epoch: the weighted multi-task loss, or the defect task's alone."""
+    if cfg.selection_loss == "defect":
+        return float(nn.functional.cross_entropy(logits[PRIMARY_TASK], targets[PRIMARY_TASK][val]))
+    return float(multitask_loss(logits, {t: y[val] for t, y in targets.items()}, cfg.loss_weights))
+
+
 def _better(candidate: tuple[float, float], best: tuple[float, float], select_on: str) -> bool:
     """Compare (val balanced accuracy, val loss) pairs: by balanced accuracy then loss, or by loss alone."""
     if select_on == "loss":
@@ -350,7 +360,7 @@ def train_heads(
         heads.eval()
         with torch.no_grad():
             logits = {t: h(z[0, val]) for t, h in heads.items()}
-            val_loss = float(multitask_loss(logits, {t: y[val] for t, y in targets.items()}, cfg.loss_weights))
+            val_loss = _selection_loss(logits, targets, val, cfg)
         val_ba = balanced_accuracy(
             labels[PRIMARY_TASK][val_idx], logits[PRIMARY_TASK].argmax(1).numpy(), task_sizes[PRIMARY_TASK]
         )
@@ -432,7 +442,7 @@ def finetune_last_blocks(
                 [tail_embedding(backbone, acts[0, val[s : s + 128]], split) for s in range(0, len(val), 128)]
             )
             logits = model.head_logits(emb)
-            loss = float(multitask_loss(logits, {t: y[val] for t, y in targets.items()}, cfg.loss_weights))
+            loss = _selection_loss(logits, targets, val, cfg)
         ba = balanced_accuracy(labels[PRIMARY_TASK][val_idx], logits[PRIMARY_TASK].argmax(1).numpy(), n_defect)
         return ba, loss
 
