@@ -138,3 +138,27 @@ def test_samples_skip_the_no_defect_class(tmp_path):
     with pytest.raises(ValueError, match="no images with masks"):
         find_samples(tmp_path, skip_classes=["free"])
     assert isinstance(LocalisationSample, type)
+
+
+def test_localise_command_scores_a_dataset_and_records_it_in_the_card(
+    tmp_path, default_model_dir, magnetic_tile, capsys
+):
+    from visionqc.cli import main
+
+    model = tmp_path / "model"
+    shutil.copytree(default_model_dir, model)
+    data = tmp_path / "tiles"
+    for cls, name in (("break", "exp6_num_26244"), ("blowhole", "exp1_num_297464")):
+        for kind, ext in (("images", "jpg"), ("masks", "png")):
+            (data / kind / cls).mkdir(parents=True, exist_ok=True)
+            shutil.copy(magnetic_tile / kind / cls / f"{name}.{ext}", data / kind / cls / f"{name}.{ext}")
+    assert main(["localise", str(data), "--model", str(model)]) == 0  # not the training set: all images
+    entry = json.loads((model / "model.json").read_text())["localisation"]["tiles all images"]
+    assert entry["images"] == 2 and set(entry["per_class"]) == {"break", "blowhole"}
+    assert 0.0 <= entry["pointing_game"] <= entry["pointing_game_tolerant"] <= 1.0
+    assert "pointing game" in capsys.readouterr().err
+    read_card(model)
+    # Both images are in the card's test split (the held-out images of magnetic-tile).
+    assert main(["localise", str(data), "--model", str(model), "--split", "test", "--dry-run"]) == 0
+    assert "2 images" in capsys.readouterr().err
+    assert "tiles test split" not in json.loads((model / "model.json").read_text())["localisation"]
