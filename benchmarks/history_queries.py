@@ -68,7 +68,8 @@ def seed(store: Store, rows: int) -> None:
                 CASE WHEN id % 50 = 0 THEN 'high' END AS rev_severity,
                 CASE WHEN id % 50 = 0 THEN 'edge' END AS rev_location,
                 CASE WHEN id % 50 = 0 THEN 'Reject' END AS rev_action,
-                CASE WHEN id % 50 = 0 THEN TIMESTAMP '2025-01-01' + to_seconds(id * ?::DOUBLE + 3600) END AS reviewed_at,
+                CASE WHEN id % 50 = 0
+                     THEN TIMESTAMP '2025-01-01' + to_seconds(id * ?::DOUBLE + 3600) END AS reviewed_at,
                 CASE WHEN id % 50 = 0 THEN 'lead' END AS reviewed_by,
                 CASE WHEN id % 997 = 0 THEN TIMESTAMP '2025-06-01' END AS deleted_at
             FROM (

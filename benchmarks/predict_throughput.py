@@ -2,9 +2,9 @@
 
     python3 benchmarks/predict_throughput.py [--images 96] [--model models/magnetic-tile]
 
-Prints images/s for (a) the network alone on ready-made input tensors (the baseline) and (b) the whole
-predictor: JPEG decode (draft mode) + resize + normalise + network + heads + OOD + policy, with decoding
-overlapped with inference. Targets on 2 cores: (b) >= 30 images/s and (b)/(a) >= 0.70.
+Prints images/s for (a) the network alone on the same photos already decoded and normalised (the
+baseline) and (b) the whole predictor: JPEG decode (draft mode) + resize + normalise + network + heads
++ OOD + policy, with decoding overlapped with inference. Targets on 2 cores: (b) >= 30 images/s and (b)/(a) >= 0.70.
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ def make_1080p_jpegs(count: int) -> list[bytes]:
     return out
 
 
-def time_network(predictor: Predictor, count: int) -> float:
-    size = predictor.card.input_size
-    arrays = [np.random.default_rng(i).standard_normal((size, size, 3)).astype(np.float32) for i in range(8)]
-    predictor.forward_arrays(arrays)  # warm-up
+def time_network(predictor: Predictor, jpegs: list[bytes]) -> float:
+    """Images/s of the network alone, on the same photos already decoded and normalised."""
+    arrays = [predictor.preprocess(predictor.decode(data).image) for data in jpegs]
+    batches = [arrays[i : i + predictor.batch_size] for i in range(0, len(arrays), predictor.batch_size)]
+    for batch in batches[:3]:  # warm-up: oneDNN builds its kernels on the first calls
+        predictor.forward_arrays(batch)
     start = time.perf_counter()
-    done = 0
-    while done < count:
-        predictor.forward_arrays(arrays)
-        done += len(arrays)
-    return done / (time.perf_counter() - start)
+    for batch in batches:
+        predictor.forward_arrays(batch)
+    return len(arrays) / (time.perf_counter() - start)
 
 
 def time_end_to_end(predictor: Predictor, jpegs: list[bytes]) -> float:
@@ -72,8 +72,9 @@ def main() -> None:
     predictor = Predictor(args.model)
     jpegs = make_1080p_jpegs(args.images)
     print(f"{len(jpegs)} JPEGs of 1920x1080, mean {np.mean([len(j) for j in jpegs]) / 1e3:.0f} kB")
-    network = time_network(predictor, args.images)
-    end_to_end = time_end_to_end(predictor, jpegs)
+    # Each measured twice, best run kept: a noisy neighbour slows a run, it never speeds one up.
+    network = max(time_network(predictor, jpegs) for _ in range(2))
+    end_to_end = max(time_end_to_end(predictor, jpegs) for _ in range(2))
     print(f"pure network        : {network:6.1f} images/s  (baseline)")
     print(f"end-to-end predictor: {end_to_end:6.1f} images/s")
     print(f"ratio end-to-end / network: {end_to_end / network:.2f}  (target >= 0.70; end-to-end target >= 30/s)")
