@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,36 @@ def visionqc_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "visionqc-data"
     monkeypatch.setenv("VISIONQC_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def tile_photos(magnetic_tile):
+    """``tile_photos(n, offset=0)``: ``n`` real magnetic-tile photos, the classes in turn, deterministic."""
+    classes = sorted(p for p in (magnetic_tile / "images").iterdir() if p.is_dir())
+
+    def pick(n: int, offset: int = 0) -> list[Path]:
+        out = []
+        for i in range(n):
+            files = sorted(classes[(i + offset) % len(classes)].glob("*.jpg"))
+            out.append(files[(i + offset) // len(classes) % len(files)])
+        return out
+
+    return pick
+
+
+@pytest.fixture
+def private_home(tmp_path, monkeypatch, default_model_dir):
+    """Make a private copy of a seeded data folder and point the app at it (and at the shipped model).
+
+    Seeding with the real model is slow, so page tests seed once per module and each test works on its own
+    copy: a test that changes rows never disturbs the others.
+    """
+
+    def make(seeded: Path) -> Path:
+        copy = tmp_path / "visionqc-data"
+        shutil.copytree(seeded, copy)
+        monkeypatch.setenv("VISIONQC_HOME", str(copy))
+        monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+        return copy
+
+    return make

@@ -5,7 +5,6 @@ size and filters, colour choices, t-SNE, and outlier scoring. Dragging a box is 
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +40,8 @@ def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
 
 
 @pytest.fixture
-def home(seeded_home, tmp_path, monkeypatch, default_model_dir) -> Path:
-    copy = tmp_path / "visionqc-data"
-    shutil.copytree(seeded_home, copy)
-    monkeypatch.setenv("VISIONQC_HOME", str(copy))
-    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
-    return copy
+def home(seeded_home, private_home) -> Path:
+    return private_home(seeded_home)
 
 
 @pytest.fixture

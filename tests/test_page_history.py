@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,22 +30,13 @@ UMLAUT_NAME = "Prüfteil-ä-001.jpg"
 TAGS = {0: ["retrain", "edge"], 1: ["retrain"], 2: ["edge"], 3: ["ignore"]}  # row position -> tags
 
 
-def _photos(magnetic_tile: Path, n: int, offset: int) -> list[Path]:
-    classes = sorted(p for p in (magnetic_tile / "images").iterdir() if p.is_dir())
-    out = []
-    for i in range(n):
-        files = sorted(classes[(i + offset) % len(classes)].glob("*.jpg"))
-        out.append(files[(i + offset) // len(classes) % len(files)])
-    return out
-
-
 @pytest.fixture(scope="module")
-def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
+def seeded_home(tmp_path_factory, tile_photos, default_model_dir) -> Path:
     """30 real inspections in two batches (stations Line 1 / Line 2), some tagged, one corrected, one confirmed."""
     home = tmp_path_factory.mktemp("history") / "visionqc-data"
     store = Store(home)
     predictor = Predictor(default_model_dir)
-    files = _photos(magnetic_tile, 30, offset=60)
+    files = tile_photos(30, offset=60)
     uploads = [UploadFile(UMLAUT_NAME if i == 0 else p.name, p.read_bytes()) for i, p in enumerate(files)]
     run_batch(store, predictor, uploads[:18], station="Line 1", operator="Ana")
     run_batch(store, predictor, uploads[18:], station="Line 2", operator="Bo")
@@ -64,13 +54,8 @@ def all_rows(store: Store) -> pd.DataFrame:
 
 
 @pytest.fixture
-def home(seeded_home, tmp_path, monkeypatch, default_model_dir) -> Path:
-    """A private copy of the seeded data folder, so tests that change rows do not disturb the others."""
-    copy = tmp_path / "visionqc-data"
-    shutil.copytree(seeded_home, copy)
-    monkeypatch.setenv("VISIONQC_HOME", str(copy))
-    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
-    return copy
+def home(seeded_home, private_home) -> Path:
+    return private_home(seeded_home)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import zipfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -20,16 +19,6 @@ from visionqc.store import Store
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 180
-
-
-def photos(magnetic_tile: Path, n: int, offset: int = 0) -> list[Path]:
-    """``n`` real photos spread over the classes, deterministic."""
-    classes = sorted(p for p in (magnetic_tile / "images").iterdir() if p.is_dir())
-    out = []
-    for i in range(n):
-        files = sorted(classes[(i + offset) % len(classes)].glob("*.jpg"))
-        out.append(files[(i + offset) // len(classes) % len(files)])
-    return out
 
 
 def make_zip(entries: dict[str, bytes]) -> bytes:
@@ -86,9 +75,9 @@ def test_every_page_file_is_registered_in_name_order(tmp_path):
     assert [s.title for s in app_state.page_specs()][:2] == ["Inspect", "History"]
 
 
-def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, magnetic_tile, visionqc_home):
-    singles = photos(magnetic_tile, 4)
-    zipped = photos(magnetic_tile, 2, offset=7)
+def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_photos, visionqc_home):
+    singles = tile_photos(4)
+    zipped = tile_photos(2, offset=7)
     archive = make_zip({f"shift/{p.name}": p.read_bytes() for p in zipped} | {"copy.jpg": singles[0].read_bytes()})
     files = [(p.name, p.read_bytes(), "image/jpeg") for p in singles] + [("shift.zip", archive, "application/zip")]
     batch_id = inspect(app, files)
@@ -122,11 +111,11 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, magnet
     assert app.session_state[app_state.CURRENT_BATCH] == batch_id
 
 
-def test_batch_fields_are_saved_and_the_csv_has_every_row(app, magnetic_tile, visionqc_home):
+def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visionqc_home):
     app.text_input(key="inspect_station").set_value("Line 2 – Kamera A")
     app.text_input(key="inspect_operator").set_value("Zoë")
     app.text_input(key="inspect_note").set_value("night shift")
-    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 3, offset=20)])
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(3, offset=20)])
     store = Store(visionqc_home)
     batch = store.batch(batch_id)
     assert (batch["station"], batch["operator"], batch["note"]) == ("Line 2 – Kamera A", "Zoë", "night shift")
@@ -141,8 +130,8 @@ def test_batch_fields_are_saved_and_the_csv_has_every_row(app, magnetic_tile, vi
     assert {r["batch_id"] for r in rows} == {batch_id}
 
 
-def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, magnetic_tile, visionqc_home):
-    good, in_zip = photos(magnetic_tile, 2, offset=30)
+def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, tile_photos, visionqc_home):
+    good, in_zip = tile_photos(2, offset=30)
     data = good.read_bytes()
     files = [
         (good.name, data, "image/jpeg"),
@@ -167,9 +156,9 @@ def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, magnetic_tile
 
 
 def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_review(
-    app, magnetic_tile, visionqc_home, default_model_dir
+    app, tile_photos, visionqc_home, default_model_dir
 ):
-    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 3, offset=40)])
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(3, offset=40)])
     store = Store(visionqc_home)
     rows = store.batch_rows(batch_id)
     app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [1], "columns": [], "cells": []}}
@@ -211,8 +200,8 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     assert pd.isna(table.iloc[1]["Defect %"]), "no model percentage beside a person's label"
 
 
-def test_a_correction_without_a_name_is_refused(app, magnetic_tile, visionqc_home):
-    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 1, offset=50)])
+def test_a_correction_without_a_name_is_refused(app, tile_photos, visionqc_home):
+    batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=50)])
     app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     [save] = [b for b in app.button if b.label == "Save correction"]
@@ -229,7 +218,7 @@ def test_without_a_model_the_page_says_why(visionqc_home, tmp_path, monkeypatch)
     assert not at.file_uploader
 
 
-def test_a_busy_database_is_a_message_not_a_crash(app, magnetic_tile, monkeypatch):
+def test_a_busy_database_is_a_message_not_a_crash(app, tile_photos, monkeypatch):
     import visionqc.ingest
     from visionqc.store import StoreBusyError
 
@@ -238,7 +227,7 @@ def test_a_busy_database_is_a_message_not_a_crash(app, magnetic_tile, monkeypatc
 
     monkeypatch.setattr(visionqc.ingest, "run_batch", busy)
     app.file_uploader(key="inspect_files").set_value(
-        [(p.name, p.read_bytes(), "image/jpeg") for p in photos(magnetic_tile, 1, offset=60)]
+        [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=60)]
     )
     app.run()
     app.button(key="inspect_run").click().run()

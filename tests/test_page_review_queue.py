@@ -3,7 +3,6 @@ most uncertain first, confirm and correct write reviews to the audit trail, skip
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -31,12 +30,8 @@ def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
 
 
 @pytest.fixture
-def home(seeded_home, tmp_path, monkeypatch, default_model_dir) -> Path:
-    copy = tmp_path / "visionqc-data"
-    shutil.copytree(seeded_home, copy)
-    monkeypatch.setenv("VISIONQC_HOME", str(copy))
-    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
-    return copy
+def home(seeded_home, private_home) -> Path:
+    return private_home(seeded_home)
 
 
 def waiting_order(store: Store, below: float = 1.0) -> list[int]:
