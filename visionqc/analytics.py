@@ -40,7 +40,7 @@ MISSING = palette.NO_SEVERITY
 COMPARE_DAYS = 7
 TIMEZONE_ENV = "VISIONQC_TIMEZONE"
 # The History page reads a HistoryFilter from this session-state key (see hand_off_to_history).
-HISTORY_FILTER_KEY = "history_filter"
+HISTORY_FILTER_KEY = "history_handoff"  # read (once) by ui_filters.history_filters on History
 
 
 # --- time zone ----------------------------------------------------------------------------------
@@ -350,7 +350,9 @@ def _shape(f: DashboardFilter, rows: pd.DataFrame, first_day: date | None, last_
     def number(column: str) -> int:
         return int(t[column]) if t is not None and pd.notna(t[column]) else 0
 
-    labels = tuple(sorted(t["no_defect_labels"])) if t is not None and t["no_defect_labels"] is not None else ()
+    raw_labels = t["no_defect_labels"] if t is not None else None
+    # list(...) FILTER over no rows is NULL, which pandas hands back as pd.NA (not None)
+    labels = tuple(sorted(raw_labels)) if pd.api.types.is_list_like(raw_labels) else ()
 
     ds = _rows(rows, "defect_severity")
     ds = ds[ds["n_but_defect"] > 0]

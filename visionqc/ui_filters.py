@@ -59,8 +59,37 @@ def _none_for_dash(values: Iterable[str]) -> tuple[str | None, ...]:
 def clear_filters(key: str = "history") -> None:
     """Reset every filter widget of ``key`` (use as a button's on_click)."""
     for name in list(st.session_state.keys()):
-        if str(name).startswith(f"{key}_f_"):
+        if str(name).startswith(f"{key}_f_") or name == f"{key}_carried":
             del st.session_state[name]
+
+
+def _dash_for_none(values: Iterable[str | None]) -> list[str]:
+    return [NO_VALUE if v is None else str(v) for v in values]
+
+
+def apply_handoff(key: str = "history") -> None:
+    """Take over a filter another page handed over (the Dashboard's "Open in History"), once.
+
+    Labels and days go into the widgets, so the user sees and can change them; models and stations have no
+    widget here and are carried in ``{key}_carried`` (shown above the filters) until "Clear filters".
+    """
+    from visionqc.analytics import HISTORY_FILTER_KEY
+
+    handed = st.session_state.pop(HISTORY_FILTER_KEY, None)
+    if not isinstance(handed, HistoryFilter):
+        return
+    clear_filters(key)
+    k = f"{key}_f_"
+    state = st.session_state
+    state[k + "date_from"] = handed.date_from
+    state[k + "date_to"] = handed.date_to
+    state[k + "defects"] = _dash_for_none(handed.defects)
+    state[k + "severities"] = _dash_for_none(handed.severities)
+    state[k + "locations"] = _dash_for_none(handed.locations)
+    state[k + "actions"] = _dash_for_none(handed.actions)
+    carried = {"model_names": tuple(handed.model_names), "stations": tuple(handed.stations)}
+    if any(carried.values()):
+        state[f"{key}_carried"] = carried
 
 
 def history_filters(
@@ -75,7 +104,15 @@ def history_filters(
     """
     k = f"{key}_f_"
     state = st.session_state
+    apply_handoff(key)
     st.caption(FILTERS_HELP)
+    carried = state.get(f"{key}_carried") or {}
+    if any(carried.values()):
+        parts = [
+            f"models {', '.join(carried['model_names'])}" if carried.get("model_names") else "",
+            f"stations {', '.join(carried['stations'])}" if carried.get("stations") else "",
+        ]
+        st.caption("From the Dashboard, also limited to " + " and ".join(p for p in parts if p) + ".")
 
     row1 = st.columns(4)
     date_from = row1[0].date_input("From (day)", value=None, key=k + "date_from", format="YYYY-MM-DD")
@@ -210,6 +247,8 @@ def history_filters(
         tags_any=tuple(tags_any),
         tags_none=tuple(tags_none),
         deleted=DELETED_CHOICES[deleted],
+        model_names=tuple(carried.get("model_names", ())),
+        stations=tuple(carried.get("stations", ())),
     )
     st.session_state[f"{key}_filter"] = result  # other parts of the page (and tests) can read what is shown
     return result

@@ -1,0 +1,97 @@
+"""The Dashboard page through AppTest: the empty state, a seeded database, a cross-filter and clearing it."""
+
+from __future__ import annotations
+
+import importlib.util
+from datetime import UTC, datetime
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from visionqc.config import PROJECT_ROOT
+from visionqc.store import HistoryFilter, Store
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+PAGE = "pages/3_Dashboard.py"
+CROSS_KEY = "dashboard_cross"
+
+
+def seed(home, rows: int) -> Store:
+    spec = importlib.util.spec_from_file_location("vq_seed", PROJECT_ROOT / "benchmarks" / "seed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.seed_inspections(home, rows, days=20, end=datetime.now(UTC))
+
+
+def open_dashboard(default_model_dir, monkeypatch) -> AppTest:
+    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+    monkeypatch.setenv("VISIONQC_TIMEZONE", "UTC")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    [value] = [m.value for m in at.metric if m.label == label]
+    return value
+
+
+def test_empty_database_points_to_inspect(visionqc_home, default_model_dir, monkeypatch):
+    at = open_dashboard(default_model_dir, monkeypatch)
+    assert any("Nothing has been inspected yet" in info.value for info in at.info)
+    assert not at.metric
+
+
+@pytest.fixture
+def seeded(visionqc_home) -> Store:
+    return seed(visionqc_home, 800)
+
+
+def test_kpis_match_the_database_and_a_cross_filter_narrows_them(seeded, default_model_dir, monkeypatch):
+    at = open_dashboard(default_model_dir, monkeypatch)
+    labels = [m.label for m in at.metric]
+    assert labels == ["Inspected", "Defect rate", "Last 7 days", "Top defect", "≥ Medium severity", "Review backlog"]
+    # The default period is the last 30 days; the seeded rows span 20, so every live row counts.
+    total = seeded.count(HistoryFilter())
+    assert metric(at, "Inspected") == f"{total:,}"
+    assert len(at.get("vega_lite_chart")) == 6
+
+    # Clicking "crack" on a chart stores this cross-filter; every KPI is then about cracks only.
+    at.session_state[CROSS_KEY] = {"defect": ["crack"]}
+    at.run()
+    assert not at.exception, at.exception
+    cracks = seeded.count(HistoryFilter(defects=("crack",)))
+    assert 0 < cracks < total
+    assert metric(at, "Inspected") == f"{cracks:,}"
+    assert metric(at, "Top defect") == "crack"
+    assert metric(at, "Defect rate") == "100.0%"
+    assert any("crack" in caption.value for caption in at.caption)
+
+    clear = next(b for b in at.button if b.label == "Clear chart filters")
+    assert not clear.disabled
+    clear.click().run()
+    assert at.session_state[CROSS_KEY] == {}
+    assert metric(at, "Inspected") == f"{total:,}"
+
+
+def test_open_in_history_carries_the_filters(seeded, default_model_dir, monkeypatch):
+    at = open_dashboard(default_model_dir, monkeypatch)
+    station = seeded.distinct_values("station")[0]
+    at.multiselect(key="dashboard_stations").set_value([station])
+    at.session_state[CROSS_KEY] = {"severity": ["high"]}
+    at.run()
+    expected = seeded.count(HistoryFilter(severities=("high",), stations=(station,)))
+    assert metric(at, "Inspected") == f"{expected:,}"
+
+    next(b for b in at.button if b.label == "Open in History").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "History"
+    # The History widgets show what the Dashboard had; the station (no widget there) is carried and named.
+    assert at.multiselect(key="history_f_severities").value == ["high"]
+    assert at.date_input(key="history_f_date_from").value is not None
+    shown = at.session_state["history_filter"]
+    assert shown.severities == ("high",) and tuple(shown.stations) == (station,)
+    assert any(station in caption.value for caption in at.caption)
+    assert seeded.count(shown) == expected
