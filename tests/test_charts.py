@@ -1,0 +1,317 @@
+"""Dashboard charts (visionqc.charts) and exports (visionqc.reports).
+
+Charts are built from the aggregates of a small real DuckDB store and checked through ``chart.to_dict()``:
+fields, colours from :mod:`visionqc.palette`, tooltips, selections and that the embedded data is the aggregate.
+PNGs are rendered by vl-convert and opened with PIL; the report zip is opened with ``zipfile``.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from datetime import UTC, date, datetime
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from visionqc import charts, palette, reports
+from visionqc.analytics import DashboardData, DashboardFilter, dashboard_data
+from visionqc.store import InspectionRecord, Store
+
+TODAY = date(2026, 3, 20)
+NO_DEFECT = "free"
+KEYS = ["defect_severity", "daily_trend", "defect_ratio", "severity_ratio", "location", "action_ratio"]
+
+# (UTC time, defect, severity, location, action, needs_review) — 12 inspections over five days.
+ROWS = [
+    (datetime(2026, 3, 20, 9), "crack", "high", "top", "Reject", False),
+    (datetime(2026, 3, 20, 10), "crack", "medium", "top", "Rework", False),
+    (datetime(2026, 3, 20, 11), "crack", "low", "edge", "Hold", False),
+    (datetime(2026, 3, 19, 9), "scratch", "low", "edge", "Hold", False),
+    (datetime(2026, 3, 19, 10), "scratch", "high", "center", "Reject", False),
+    (datetime(2026, 3, 19, 11), NO_DEFECT, None, None, "Pass", False),
+    (datetime(2026, 3, 18, 9), NO_DEFECT, None, None, "Pass", False),
+    (datetime(2026, 3, 18, 10), "dent", "medium", "center", "Review", True),
+    (datetime(2026, 3, 17, 9), NO_DEFECT, None, None, "Pass", False),
+    (datetime(2026, 3, 16, 9), "crack", "high", "edge", "Reject", False),
+    (datetime(2026, 3, 16, 10), NO_DEFECT, None, None, "Pass", False),
+    (datetime(2026, 3, 16, 11), "dent", "low", "top", "Hold", False),
+]
+
+
+def insert(store: Store, rows: list[tuple]) -> None:
+    ids = store.reserve_inspection_ids(len(rows))
+    batch = store.create_batch(
+        station="Line 1", operator="t", note=None, source="cli", model_name="magnetic-tile", model_version="1.0"
+    )
+    records = []
+    for i, (at, defect, severity, location, action, flagged) in zip(ids, rows, strict=True):
+        sha = f"{i:064x}"
+        records.append(
+            InspectionRecord(
+                inspection_id=i,
+                sha256=sha,
+                file_name=f"tile_{i}.jpg",
+                created_at=at,
+                model_name="magnetic-tile",
+                model_version="1.0",
+                no_defect_label=NO_DEFECT,
+                pred_defect=defect,
+                pred_defect_conf=0.9,
+                pred_severity=severity,
+                pred_severity_conf=None if severity is None else 0.8,
+                pred_location=location,
+                pred_location_conf=None if location is None else 0.7,
+                pred_action=action,
+                probabilities={"defect": {defect: 0.9}},
+                ood_score=0.1,
+                needs_review=flagged,
+                review_reason="low confidence" if flagged else None,
+                embedding=np.zeros(8, dtype=np.float32),
+                width=64,
+                height=64,
+                format="JPEG",
+                byte_size=100,
+                path=f"images/00/{sha}.jpg",
+                thumb_path=f"thumbs/00/{sha}.jpg",
+            )
+        )
+    store.write_chunk(batch, records)
+    store.finish_batch(batch)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    store = Store(tmp_path_factory.mktemp("charts") / "home")
+    insert(store, ROWS)
+    return store
+
+
+@pytest.fixture(scope="module")
+def data(store) -> DashboardData:
+    return dashboard_data(store, DashboardFilter(period="7d", models=("magnetic-tile",)), today=TODAY)
+
+
+def spec_rows(chart: alt.TopLevelMixin) -> list[dict]:
+    """Every data row embedded in a chart's spec (inline datasets)."""
+    spec = chart.to_dict()
+    return [row for rows in spec.get("datasets", {}).values() for row in rows]
+
+
+def tooltip_fields(encoding: dict) -> dict[str, dict]:
+    return {t["field"]: t for t in encoding["tooltip"]}
+
+
+SEVERITY_EXPECTED = {"low": "#2ca02c", "medium": "#ff7f0e", "high": "#d62728"}
+
+
+def test_palette_is_green_orange_red():
+    assert {s: palette.SEVERITY_COLORS[s] for s in SEVERITY_EXPECTED} == SEVERITY_EXPECTED
+    assert palette.severity_scale(["high", None, "low", "medium"]) == (
+        ["low", "medium", "high", "—"],
+        ["#2ca02c", "#ff7f0e", "#d62728", palette.NEUTRAL_COLOR],
+    )
+
+
+# --- encodings ------------------------------------------------------------------------------------------
+def test_defect_severity_bars_encoding(data):
+    chart = charts.defect_severity_bars(data.defect_severity, selected=["crack"], subtitle="Line 1")
+    spec = chart.to_dict()
+    enc = spec["encoding"]
+    assert spec["mark"]["type"] == "bar"
+    assert (enc["y"]["field"], enc["y"]["type"]) == ("defect", "nominal")
+    assert enc["y"]["sort"] == ["crack", "dent", "scratch"]  # most frequent first: 4, 2, 2 (ties by name)
+    assert (enc["x"]["field"], enc["x"]["aggregate"]) == ("count", "sum")
+    assert enc["color"]["field"] == "severity"
+    assert charts.color_scale_of(chart) == SEVERITY_EXPECTED
+    tips = tooltip_fields(enc)
+    assert tips["count"]["type"] == "quantitative" and tips["share"]["format"] == ".1%"
+    assert tips["share_of_type"]["format"] == ".1%"
+    # the selection starts with the active cross-filter
+    assert spec["params"][0]["name"] == charts.selection_name("defect")
+    assert spec["params"][0]["value"] == [{"defect": "crack"}]
+    assert spec["title"]["subtitle"] == "Line 1"
+    # the aggregate, not the inspections: one row per (type, severity)
+    rows = spec_rows(chart)
+    assert len(rows) == len(data.defect_severity) == 7
+    assert sum(r["count"] for r in rows) == 8
+    assert not any("inspection_id" in r or "file_name" in r for r in rows)
+    crack = {r["severity"]: r for r in rows if r["defect"] == "crack"}
+    assert crack["high"]["count"] == 2 and crack["high"]["share_of_type"] == pytest.approx(0.5)
+
+
+def test_severity_colours_agree_on_every_severity_chart(data):
+    bars = charts.color_scale_of(charts.defect_severity_bars(data.defect_severity))
+    donut_chart = charts.severity_ratio(data.by_severity)
+    donut = charts.color_scale_of(donut_chart)
+    assert bars == donut == SEVERITY_EXPECTED
+    spec = donut_chart.to_dict()
+    assert spec["mark"]["type"] == "arc"
+    assert spec["encoding"]["theta"]["field"] == "count"
+    assert spec["encoding"]["color"]["scale"]["domain"] == ["low", "medium", "high"]
+    tips = tooltip_fields(spec["encoding"])
+    assert set(tips) == {"severity", "count", "share"} and tips["share"]["format"] == ".1%"
+    assert {r["severity"]: r["count"] for r in spec_rows(donut_chart)} == {"low": 3, "medium": 2, "high": 3}
+    # one severity only: still its own colour, not the first colour of a default scheme
+    only_high = charts.severity_ratio(data.by_severity[data.by_severity["severity"] == "high"])
+    assert charts.color_scale_of(only_high) == {"high": "#d62728"}
+
+
+def test_action_ratio_uses_action_colours(data):
+    chart = charts.action_ratio(data.by_action, selected=["Reject"])
+    colours = charts.color_scale_of(chart)
+    assert colours == {a: palette.ACTION_COLORS[a] for a in ("Pass", "Hold", "Rework", "Reject", "Review")}
+    spec = chart.to_dict()
+    assert spec["encoding"]["color"]["scale"]["domain"] == ["Pass", "Hold", "Rework", "Reject", "Review"]
+    assert spec["params"][0]["value"] == [{"action": "Reject"}]
+    assert {r["action"]: r["count"] for r in spec_rows(chart)} == {
+        "Pass": 4,
+        "Hold": 3,
+        "Rework": 1,
+        "Reject": 3,
+        "Review": 1,
+    }
+    assert set(tooltip_fields(spec["encoding"])) == {"action", "count", "share"}
+
+
+def test_defect_ratio_and_no_defect_class(store, data):
+    chart = charts.defect_ratio(data.by_defect)
+    spec = chart.to_dict()
+    assert spec["encoding"]["color"]["field"] == "defect"
+    assert {r["defect"]: r["count"] for r in spec_rows(chart)} == {"crack": 4, "scratch": 2, "dent": 2}
+    assert NO_DEFECT not in charts.color_scale_of(chart)
+    assert not set(charts.color_scale_of(chart).values()) & set(SEVERITY_EXPECTED.values())
+    assert tooltip_fields(spec["encoding"])["share"]["format"] == ".1%"
+    with_free = dashboard_data(store, DashboardFilter(period="7d", include_no_defect=True), today=TODAY)
+    colours = charts.color_scale_of(charts.defect_ratio(with_free.by_defect, no_defect_label=NO_DEFECT))
+    assert colours[NO_DEFECT] == palette.NO_DEFECT_COLOR
+
+
+def test_defect_ratio_collapses_the_tail_into_other_types():
+    frame = pd.DataFrame({"defect": [f"t{i:02d}" for i in range(14)], "count": list(range(14, 0, -1))})
+    chart = charts.defect_ratio(frame, top_n=3)
+    rows = {r["defect"]: r["count"] for r in spec_rows(chart)}
+    assert rows == {"t00": 14, "t01": 13, "t02": 12, charts.OTHER_TYPES: sum(range(1, 12))}
+    assert charts.color_scale_of(chart)[charts.OTHER_TYPES] == palette.NEUTRAL_COLOR
+    assert charts.selection_values([{"defect": "t00"}, {"defect": charts.OTHER_TYPES}], "defect") == ["t00"]
+
+
+def test_location_bars(data):
+    chart = charts.location_bars(data.by_location)
+    enc = chart.to_dict()["encoding"]
+    assert (enc["x"]["field"], enc["y"]["field"]) == ("location", "count")
+    assert enc["x"]["sort"] == ["edge", "top", "center"]  # 3, 3, 2 (ties by name)
+    assert set(tooltip_fields(enc)) == {"location", "count", "share"}
+    assert {r["location"]: r["count"] for r in spec_rows(chart)} == {"edge": 3, "top": 3, "center": 2}
+
+
+def test_daily_trend_layers(data):
+    chart = charts.daily_trend(data.daily, time_zone="Europe/Berlin")
+    spec = chart.to_dict()
+    bars, line, points = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and line["mark"]["type"] == "line"
+    assert bars["encoding"]["x"]["field"] == "day" and bars["encoding"]["x"]["timeUnit"] == "utcyearmonthdate"
+    assert bars["encoding"]["x"]["title"] == "Day (Europe/Berlin)"
+    assert bars["encoding"]["y"]["field"] == "inspected"
+    assert line["encoding"]["y"]["field"] == "defect_rate"
+    assert spec["resolve"]["scale"]["y"] == "independent"
+    assert set(tooltip_fields(points["encoding"])) == {"day", "inspected", "defects", "defect_rate"}
+    assert tooltip_fields(points["encoding"])["defect_rate"]["format"] == ".1%"
+    rows = spec_rows(chart)
+    assert len(rows) == 7  # one row per day, not per inspection
+    by_day = {r["day"]: (r["inspected"], r["defects"]) for r in rows}
+    assert by_day["2026-03-20"] == (3, 3) and by_day["2026-03-16"] == (3, 2) and by_day["2026-03-14"] == (0, 0)
+
+
+def test_selection_helpers():
+    assert charts.selection_name("severity") == "pick_severity"
+    assert charts.selection_values(None, "defect") == []
+    picked = [{"severity": "high"}, {"severity": "high"}, {"severity": "low"}, {"other": "x"}]
+    assert charts.selection_values(picked, "severity") == ["high", "low"]
+
+
+def test_empty_frames_give_a_message_chart(tmp_path):
+    empty = dashboard_data(Store(tmp_path / "home"), DashboardFilter(period="7d"), today=TODAY)
+    assert empty.empty
+    for section in reports.sections(empty):
+        spec = section.chart.to_dict()
+        assert spec["mark"]["type"] == "text", section.key
+        assert spec_rows(section.chart)[0]["message"].startswith("No ")
+
+
+# --- PNG and report -------------------------------------------------------------------------------------
+def test_chart_png_is_a_png_at_the_requested_scale(data):
+    chart = charts.location_bars(data.by_location)
+    one = reports.chart_png(chart, scale=1)
+    two = reports.chart_png(chart, scale=2)
+    for png in (one, two):
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG"
+        assert reports.png_size(png) == image.size
+    (w1, h1), (w2, h2) = reports.png_size(one), reports.png_size(two)
+    assert w1 >= charts.WIDTH and h1 >= charts.HEIGHT  # the plot plus its title and axes
+    assert w2 == pytest.approx(2 * w1, abs=2) and h2 == pytest.approx(2 * h1, abs=2)
+    with pytest.raises(ValueError):
+        reports.png_size(b"GIF89a" + bytes(30))
+
+
+def test_section_png(data):
+    png = reports.section_png(data, "defect_severity")
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    width, height = image.size
+    assert reports.png_size(png) == (width, height)
+    assert width >= reports.PNG_SCALE * charts.WIDTH and height >= reports.PNG_SCALE * 180
+    with pytest.raises(KeyError):
+        reports.section_png(data, "no_such_chart")
+
+
+def test_report_zip(data):
+    blob = reports.report_zip(data, generated_at=datetime(2026, 3, 20, 17, 0, tzinfo=UTC))
+    with zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        assert archive.testzip() is None
+        names = set(archive.namelist())
+        assert names == {"report.html", "filters.txt"} | {f"{k}.png" for k in KEYS} | {f"{k}.csv" for k in KEYS}
+        for key in KEYS:
+            assert Image.open(io.BytesIO(archive.read(f"{key}.png"))).format == "PNG"
+        csv = pd.read_csv(io.BytesIO(archive.read("action_ratio.csv")), encoding="utf-8-sig")
+        assert dict(zip(csv["action"], csv["count"], strict=True)) == dict(
+            zip(data.by_action["action"], data.by_action["count"], strict=True)
+        )
+        daily = pd.read_csv(io.BytesIO(archive.read("daily_trend.csv")), encoding="utf-8-sig")
+        assert len(daily) == 7 and daily["inspected"].sum() == 12
+        text = archive.read("filters.txt").decode("utf-8")
+        html = archive.read("report.html").decode("utf-8")
+    for content in (text, html):
+        assert "Last 7 days: 14 Mar 2026 – 20 Mar 2026 (days in UTC)" in content
+        assert "Models: magnetic-tile" in content and "Stations: all" in content
+    assert "Generated: 2026-03-20 17:00 UTC" in text
+    assert "Inspected: 12" in text
+
+
+def test_report_names_cross_filters(store):
+    f = DashboardFilter(period="7d").with_cross("severity", ["high"])
+    data = dashboard_data(store, f, today=TODAY)
+    assert data.kpis.inspected == 3
+    sections = {s.key: s for s in reports.sections(data)}
+    assert charts.color_scale_of(sections["severity_ratio"].chart) == SEVERITY_EXPECTED  # own chart: all bars
+    assert sections["severity_ratio"].chart.to_dict()["params"][0]["value"] == [{"severity": "high"}]
+    assert "Severity: high" in data.describe()
+    assert "severity = high" in data.subtitle()
+
+
+def test_single_day_single_class_builds_every_chart(tmp_path):
+    store = Store(tmp_path / "home")
+    insert(store, [(datetime(2026, 3, 20, 9), "crack", "high", "top", "Reject", False)])
+    data = dashboard_data(store, DashboardFilter(period="custom", start=TODAY, end=TODAY), today=TODAY)
+    built = reports.sections(data, subtitle=data.subtitle())
+    assert [s.key for s in built] == KEYS
+    for section in built:
+        spec = section.chart.to_dict()
+        assert "text" not in str(spec.get("mark", "")), section.key  # real charts, no "no data" message
+    assert charts.color_scale_of(built[0].chart) == {"high": "#d62728"}
+    png = reports.chart_png(built[1].chart)
+    assert Image.open(io.BytesIO(png)).format == "PNG"
