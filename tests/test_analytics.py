@@ -307,6 +307,12 @@ def test_cross_filter_on_action(seeded):
     assert data.kpis.inspected == 3 and data.kpis.defects == 0
     assert data.kpis.top_defect is None and data.kpis.defect_rate == 0
     assert data.by_severity.empty and data.by_location.empty
+    # "—" on a chart stands for "no value": the severity of the defect-free rows 4, 5, 11 and 12
+    none = week(seeded, cross=(("severity", ("—",)),))
+    assert none.kpis.inspected == 4 and none.kpis.defects == 0
+    handed = hand_off_to_history({}, none)
+    assert tuple(handed.severities) == (None,)
+    assert seeded.count(handed) == 4
 
 
 # --- reviewed labels win over predictions ---------------------------------------------------------------
@@ -328,6 +334,10 @@ def test_reviewed_labels_override_predictions(tmp_path):
     again = week(store)
     assert as_dict(again.by_defect, "defect") == {"crack": 1, "scratch": 1, "dent": 1}
     assert again.kpis.serious == 2
+    # soft-deleted inspections leave every number
+    store.soft_delete([ids[2]], "Bo")
+    deleted = week(store)
+    assert deleted.kpis.inspected == 2 and as_dict(deleted.by_defect, "defect") == {"scratch": 1, "dent": 1}
 
 
 # --- local calendar days --------------------------------------------------------------------------------
