@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from visionqc import config, palette
+from visionqc.checkpoint import card_classes
 from visionqc.store import StoreError
 
 PAGES_DIR = config.PROJECT_ROOT / "pages"
@@ -334,7 +335,7 @@ def _local_times(values, timezone: str):
 def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
     """Column settings for :func:`inspections_table`: thumbnails, percent confidences, coloured actions."""
     cc = st.column_config
-    severities = palette.order_severities(_classes(card, "severity"))
+    severities = palette.order_severities(card_classes(card, "severity"))
     actions = list(palette.ACTION_ORDER)
     percent = "%.0f%%"
     help_conf = "How sure the model is of its label. “—” where a person changed the label or none applies."
@@ -376,15 +377,6 @@ def table_column_config(card=None, *, timezone: str = "UTC") -> dict:
             help="How unlike the training images of its class (0 = typical). Computed on the Explore page.",
         ),
     }
-
-
-def _classes(card, task: str) -> list[str]:
-    if card is None:
-        return []
-    try:
-        return list(card.classes(task))
-    except KeyError:
-        return []
 
 
 def selected_rows(event) -> list[int]:
@@ -589,7 +581,7 @@ def _correction_form(store, detail: dict, card, key: str) -> None:
             if task not in tasks:
                 continue
             current = detail.get(task)
-            classes = _classes(card, task) if card is not None else []
+            classes = card_classes(card, task)
             options = list(dict.fromkeys([*classes, *([current] if current else [])]))
             if task != "defect":
                 options = [palette.NO_SEVERITY, *options]

@@ -95,6 +95,16 @@ class ModelCard:
         return raw
 
 
+def card_classes(card: ModelCard | None, task: str) -> list[str]:
+    """The task's classes, or ``[]`` when there is no card or it has no such task (pages adapt to any card)."""
+    if card is None:
+        return []
+    try:
+        return list(card.classes(task))
+    except KeyError:
+        return []
+
+
 def _require(cond: bool, message: str) -> None:
     if not cond:
         raise ModelLoadError(f"{CARD_FILE}: {message}")

@@ -13,6 +13,7 @@ from datetime import date
 import streamlit as st
 
 from visionqc import palette
+from visionqc.checkpoint import card_classes
 from visionqc.store import HistoryFilter, Store
 
 NO_VALUE = palette.NO_SEVERITY  # "—": shown for "no severity / no location" (defect-free images)
@@ -41,15 +42,6 @@ def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> lis
             if value is not None and value != "":
                 seen.setdefault(str(value), None)
     return list(seen)
-
-
-def _card_classes(card, task: str) -> list[str]:
-    if card is None:
-        return []
-    try:
-        return list(card.classes(task))
-    except KeyError:
-        return []
 
 
 def _none_for_dash(values: Iterable[str]) -> tuple[str | None, ...]:
@@ -133,14 +125,14 @@ def history_filters(
     row2 = st.columns(4)
     defects = row2[0].multiselect(
         "Defect types",
-        _options(_card_classes(card, "defect"), store.distinct_values("defect"), selected=state.get(k + "defects", [])),
+        _options(card_classes(card, "defect"), store.distinct_values("defect"), selected=state.get(k + "defects", [])),
         key=k + "defects",
     )
     severities = row2[1].multiselect(
         "Severities",
         _options(
             palette.order_severities(
-                [*_card_classes(card, "severity"), *store.distinct_values("severity")],
+                [*card_classes(card, "severity"), *store.distinct_values("severity")],
             ),
             [NO_VALUE],
             selected=state.get(k + "severities", []),
@@ -151,7 +143,7 @@ def history_filters(
     locations = row2[2].multiselect(
         "Locations",
         _options(
-            _card_classes(card, "location"),
+            card_classes(card, "location"),
             store.distinct_values("location"),
             [NO_VALUE],
             selected=state.get(k + "locations", []),
