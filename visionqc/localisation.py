@@ -367,7 +367,8 @@ def localise(
     method = (
         f"class activation maps of logit(class) - logit({card.no_defect_class}): {layers} (block 10 = 14x14, "
         f"head = 7x7), multiplied, sharpened by the feature contrast of block(s) "
-        f"{', '.join(map(str, DEFAULT_REFINE))}; box = region around the peak >= "
+        f"{', '.join(map(str, DEFAULT_REFINE))}, averaged over the image and its 3 flips; "
+        f"box = region around the peak >= "
         f"{DEFAULT_BOX_THRESHOLD:.0%} of it{explain_note}"
     )
     report = evaluate(predictor, samples, explain=explain, progress=progress, dataset=root.name, method=method)
