@@ -56,6 +56,9 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     test = card.raw["metrics"]["test"]
     assert test["tasks"]["defect"]["confusion_matrix"]["labels"] == card.classes("defect")
     assert card.raw["metrics"]["repeated_splits"]["splits"] == 2
+    # The data has masks, so train also scored the new model's heatmaps on its test defects.
+    localisation = card.raw["localisation"]["magnetic-tile test split"]
+    assert 1 <= localisation["images"] <= 5 and 0.0 <= localisation["pointing_game"] <= 1.0
 
     predictor = Predictor(small_model)
     image = Image.open(next((magnetic_tile / "images" / "crack").glob("*.jpg"))).convert("RGB")

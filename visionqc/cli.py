@@ -187,8 +187,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         ba = repeated["defect"]["balanced_accuracy"]
         print(f"\nrepeated splits ({repeated['splits']}): defect balanced accuracy {ba['mean']:.4f} ± {ba['std']:.4f}")
     print(f"\nphase {card['training']['phase_chosen']}: {card['training']['phase_reason']}")
+    _localise_after_training(args)
     print(f"model written to {args.out}")
     return EXIT_OK
+
+
+def _localise_after_training(args: argparse.Namespace) -> None:
+    """Score the new model's heatmaps on its test split when the data has masks or boxes, so the card (and
+    the Model page) never carries a previous model's localisation numbers."""
+    from visionqc.localisation import find_samples, localise
+
+    try:
+        find_samples(args.data)
+    except ValueError:
+        return  # no masks or boxes: nothing to score the heatmaps against
+    report, key = localise(args.data, args.out, split="test")
+    print(f"heatmaps: pointing game {report.pointing_game:.3f} on {report.images} test defects (card: {key})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
