@@ -35,30 +35,29 @@ if store.count() == 0:
 
 # --- filters ------------------------------------------------------------------------------------
 options = analytics.filter_options(store)
-left, middle, right = st.columns([3, 4, 2])
-with left:
-    period = st.segmented_control(
-        "Period",
-        list(analytics.PERIODS),
-        format_func=lambda p: analytics.PERIODS[p][0],
-        default="30d",
-        key="dashboard_period",
-    )
-    period = period or "30d"
-    start = end = None
-    if period == "custom":
-        picked = st.date_input("Days", value=(), key="dashboard_custom_days")
-        if len(picked) == 2:
-            start, end = picked
-        elif len(picked) == 1:
-            start = end = picked[0]
-with middle:
+period = st.segmented_control(
+    "Period",
+    list(analytics.PERIODS),
+    format_func=lambda p: analytics.PERIODS[p][0],
+    default="30d",
+    key="dashboard_period",
+)
+period = period or "30d"
+start = end = None
+if period == "custom":
+    picked = st.date_input("Days", value=(), key="dashboard_custom_days")
+    if len(picked) == 2:
+        start, end = picked
+    elif len(picked) == 1:
+        start = end = picked[0]
+scope, zone = st.columns([3, 1])
+with scope:
     models_col, stations_col = st.columns(2)
     models = models_col.multiselect("Models", options["models"], placeholder="All models", key="dashboard_models")
     stations = stations_col.multiselect(
         "Stations", options["stations"], placeholder="All stations", key="dashboard_stations"
     )
-with right:
+with zone:
     zones = sorted(available_timezones() | {analytics.configured_timezone()})
     time_zone = st.selectbox(
         "Time zone (day boundary)", zones, index=zones.index(analytics.configured_timezone()), key="dashboard_tz"
@@ -120,8 +119,10 @@ if data.empty:
     st.warning("No inspections match these filters. Widen the period or clear the model, station or chart filters.")
 
 # --- KPIs ---------------------------------------------------------------------------------------
-for column, card in zip(st.columns([1, 1, 1.1, 1.5, 1.1, 1.1]), analytics.kpi_cards(data.kpis), strict=True):
-    column.metric(border=True, **card)
+cards = analytics.kpi_cards(data.kpis)
+for row in (cards[:3], cards[3:]):  # two rows of three: labels and deltas stay readable on a laptop screen
+    for column, card in zip(st.columns(3), row, strict=True):
+        column.metric(border=True, **card)
 
 # --- charts -------------------------------------------------------------------------------------
 generation = st.session_state[GENERATION_KEY]
