@@ -318,7 +318,12 @@ def location_bars(
         alt.Chart(frame, title=_title(title, subtitle))
         .mark_bar(color="#4e79a7")
         .encode(
-            x=alt.X("location:N", sort=order, title="Location on the part", axis=alt.Axis(labelAngle=-30, labelOverlap=False)),
+            x=alt.X(
+                "location:N",
+                sort=order,
+                title="Location on the part",
+                axis=alt.Axis(labelAngle=-30, labelOverlap=False),
+            ),
             y=alt.Y("count:Q", title="Defective inspections"),
             opacity=_opacity(pick, selected),
             tooltip=[
