@@ -28,7 +28,8 @@ method = method_col.radio(
     horizontal=True,
     key="explore_method",
     help="PCA: fast, keeps the large-scale layout. t-SNE: slower, separates groups more clearly (up to "
-    f"{explore.TSNE_MAX_POINTS:,} images). UMAP is not offered: its library needs numba, too slow to load here.",
+    f"{explore.TSNE_MAX_POINTS:,} images). UMAP: separates groups and keeps more of the layout; the first map "
+    "takes 15-30 s while its library loads, later ones a few seconds.",
 )
 color_label = color_col.selectbox("Colour by", list(explore.COLOR_CHOICES), key="explore_color")
 max_points = size_col.select_slider(

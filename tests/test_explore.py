@@ -180,3 +180,17 @@ def test_update_scores_stores_outliers_and_tags_near_duplicates(tmp_path):
     assert int(rows["inspection_id"].iloc[0]) == ids[5]
     tagged, _ = store.search(HistoryFilter(tags_all=[explore.NEAR_DUPLICATE_TAG]), page_size=0)
     assert set(tagged["inspection_id"]) == {ids[28], ids[29]}
+
+
+def test_umap_separates_clusters_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    # Two groups pointing in different directions (the map compares embeddings by cosine).
+    u, v = np.zeros(16), np.zeros(16)
+    u[:8], v[8:] = 3.0, 3.0
+    x = np.concatenate([u + rng.normal(0, 1, (30, 16)), v + rng.normal(0, 1, (30, 16))]).astype(np.float32)
+    a = explore.project(x, "UMAP", seed=3)
+    assert a.shape == (60, 2) and a.dtype == np.float32
+    assert np.array_equal(a, explore.project(x, "UMAP", seed=3))
+    first, second = a[:30].mean(axis=0), a[30:].mean(axis=0)
+    spread = max(a[:30].std(axis=0).max(), a[30:].std(axis=0).max())
+    assert np.linalg.norm(first - second) > 3 * spread

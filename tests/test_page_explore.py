@@ -83,8 +83,9 @@ def test_every_colouring_renders(app, colour):
     assert not app.exception, app.exception
 
 
-def test_tsne_renders(app):
-    app.radio(key="explore_method").set_value("t-SNE").run()
+@pytest.mark.parametrize("method", ["t-SNE", "UMAP"])
+def test_other_projections_render(app, method):
+    app.radio(key="explore_method").set_value(method).run()
     assert not app.exception, app.exception
     assert len(app.get("vega_lite_chart")) == 1
 

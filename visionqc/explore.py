@@ -4,9 +4,9 @@ Pure numpy/torch apart from :func:`load_map_points` and :func:`update_scores`, w
 through :class:`~visionqc.store.Store` (and its one query builder). Everything seeded is deterministic for a
 fixed seed.
 
-- **Projection**: PCA (default; exact, fitted on at most ``PCA_FIT_ROWS`` rows) or t-SNE (exact, in torch,
-  for up to ``TSNE_MAX_POINTS`` points). UMAP is not offered: ``umap-learn`` pulls in numba, whose import
-  and first JIT compile take many seconds, far over the page's time budget.
+- **Projection**: PCA (default; exact, fitted on at most ``PCA_FIT_ROWS`` rows), t-SNE (exact, in torch,
+  for up to ``TSNE_MAX_POINTS`` points) or UMAP (``umap-learn``, cosine metric, seeded). UMAP is opt-in: its
+  library loads numba and compiles on first use, about 15-30 s once per process, then ~5 s for 2,000 images.
 - **Outlier score**: the mean cosine distance from an inspection's embedding to its ``k`` nearest training
   embeddings *of the class it is labelled as* (the checkpoint's ``ood.bank``). A high score means "unlike
   the training images of this class": an odd image, or a wrong label. Without a bank, the ``k`` nearest
@@ -28,7 +28,7 @@ TSNE_MAX_POINTS = 2_000
 DEFAULT_MAP_POINTS = 2_000
 NEAR_DUPLICATE_THRESHOLD = 0.97
 NEAR_DUPLICATE_TAG = "near-duplicate"
-PROJECTIONS = ("PCA", "t-SNE")
+PROJECTIONS = ("PCA", "t-SNE", "UMAP")
 
 
 # --- projections --------------------------------------------------------------------------------
@@ -129,11 +129,34 @@ def tsne_2d(
     return y.float().numpy()
 
 
+def umap_2d(vectors: np.ndarray, seed: int = 0, neighbours: int = 15) -> np.ndarray:
+    """UMAP (McInnes et al. 2018) with cosine distance -> float32 [n, 2]; deterministic for a seed.
+
+    A seed makes umap-learn run single-threaded; that is the price of a map that does not move between
+    reruns. The import is here, not at the top: numba's load and compile are paid only when UMAP is chosen.
+    """
+    import warnings
+
+    x = np.asarray(vectors, dtype=np.float32)
+    if len(x) < 4:  # too few points for a neighbour graph: the linear map says as much
+        return pca_2d(x, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", numba deprecations
+        import umap
+
+        reducer = umap.UMAP(
+            n_components=2, n_neighbors=min(neighbours, len(x) - 1), metric="cosine", init="pca", random_state=seed
+        )
+        return reducer.fit_transform(x).astype(np.float32)
+
+
 def project(vectors: np.ndarray, method: str = "PCA", seed: int = 0) -> np.ndarray:
     if method == "PCA":
         return pca_2d(vectors, seed)
     if method == "t-SNE":
         return tsne_2d(vectors, seed)
+    if method == "UMAP":
+        return umap_2d(vectors, seed)
     raise ValueError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
 
 
