@@ -99,6 +99,16 @@ def test_scoring_stores_outlier_scores_and_tags_near_duplicates(app, home):
     tagged = rows[rows["tags"].map(lambda t: explore.NEAR_DUPLICATE_TAG in list(t))]
     assert len(tagged) >= 2  # the copy and its original
     assert any("Most unusual images" in md.value for md in app.markdown)
+    # Near-duplicates are also sortable in History: the re-encoded copy comes first, pointing at its original.
+    by_similarity, _ = Store(home).search(
+        HistoryFilter(), sort="near_duplicate_similarity", descending=True, page=1, page_size=1
+    )
+    top = by_similarity.iloc[0]
+    assert (
+        top["file_name"].startswith("copy-of-") and top["near_duplicate_similarity"] >= explore.NEAR_DUPLICATE_THRESHOLD
+    )
+    original = Store(home).inspection_detail(int(top["near_duplicate_of"]))
+    assert "copy-of-" + original["file_name"] == top["file_name"]
 
 
 def test_box_selection_picks_the_points_inside():

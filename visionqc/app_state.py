@@ -321,6 +321,7 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
         out["Batch"] = rows["batch_id"]
         out["Station"] = rows.get("station")
         out["Outlier score"] = rows.get("outlier_score")
+        out["Near-duplicate similarity"] = rows.get("near_duplicate_similarity")
     out["Why review"] = rows["review_reason"]
     return out
 
@@ -620,6 +621,7 @@ SORT_CHOICES = {
     "Reviewed": "reviewed",
     "Batch": "batch_id",
     "Outlier score (Explore)": "outlier_score",
+    "Near-duplicate similarity (Explore)": "near_duplicate_similarity",
 }
 
 

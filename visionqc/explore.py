@@ -324,7 +324,8 @@ def update_scores(
     chunk: int = 10_000,
 ) -> ScoreUpdate:
     """Compute the outlier score of every matching inspection (stored in ``outlier_score``, sortable in
-    History) and tag near-duplicates ``near-duplicate`` (searchable in History by tag).
+    History) and find near-duplicates: stored as ``near_duplicate_of`` / ``near_duplicate_similarity``
+    (sortable in History) and tagged ``near-duplicate`` (searchable in History by tag).
 
     Embeddings are read in chunks of ``chunk`` rows; near-duplicate search keeps only unit vectors.
     """
@@ -361,6 +362,9 @@ def update_scores(
     scores = np.concatenate(scores_out) if bank is not None else outlier_scores(vectors, [None] * len(ids), None, None)
     store.set_outlier_scores(ids.tolist(), [float(s) for s in scores])
     pairs = near_duplicates(ids, vectors, threshold)
+    store.set_near_duplicates(
+        ids.tolist(), pairs["inspection_id"].tolist(), pairs["duplicate_of"].tolist(), pairs["similarity"].tolist()
+    )
     tagged = 0
     if len(pairs):
         members = set(pairs["inspection_id"]) | set(pairs["duplicate_of"])

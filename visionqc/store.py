@@ -109,6 +109,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "UPDATE batches SET finished_at = created_at WHERE status = 'complete'",
         ],
     ),
+    (
+        3,
+        [
+            # Explore's near-duplicate search: the most similar earlier inspection and the cosine similarity,
+            # so History can sort by it (the 'near-duplicate' tag alone made them searchable, not sortable).
+            "ALTER TABLE inspections ADD COLUMN near_duplicate_of BIGINT",
+            "ALTER TABLE inspections ADD COLUMN near_duplicate_similarity DOUBLE",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -297,6 +306,7 @@ SORT_COLUMNS = (
     "reviewed_at",
     "ood_score",
     "outlier_score",
+    "near_duplicate_similarity",
     "model_name",
 )
 DISTINCT_COLUMNS = {
@@ -1076,6 +1086,36 @@ class Store:
             con.execute(
                 "UPDATE inspections SET outlier_score = s.score FROM outlier_scores s "
                 "WHERE inspections.inspection_id = s.inspection_id"
+            )
+
+        self._write(work)
+
+    def set_near_duplicates(
+        self, scored_ids: Sequence[int], ids: Sequence[int], of: Sequence[int], similarity: Sequence[float]
+    ) -> None:
+        """Store Explore's near-duplicate pairs: ``ids[i]`` is most like the earlier ``of[i]``.
+
+        Every inspection in ``scored_ids`` that is not in ``ids`` loses an earlier mark: one transaction.
+        """
+        scored = pa.table({"inspection_id": pa.array(scored_ids, pa.int64())})
+        pairs = pa.table(
+            {
+                "inspection_id": pa.array(ids, pa.int64()),
+                "of": pa.array(of, pa.int64()),
+                "similarity": pa.array(similarity, pa.float64()),
+            }
+        )
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.register("scored_ids", scored)
+            con.register("near_pairs", pairs)
+            con.execute(
+                "UPDATE inspections SET near_duplicate_of = NULL, near_duplicate_similarity = NULL "
+                "WHERE inspection_id IN (SELECT inspection_id FROM scored_ids)"
+            )
+            con.execute(
+                "UPDATE inspections SET near_duplicate_of = p.of, near_duplicate_similarity = p.similarity "
+                "FROM near_pairs p WHERE inspections.inspection_id = p.inspection_id"
             )
 
         self._write(work)
