@@ -13,6 +13,7 @@ from datetime import date, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from records import synthetic_record
 
 from visionqc.analytics import (
     HISTORY_FILTER_KEY,
@@ -42,33 +43,16 @@ class Row:
 
 
 def _record(row: Row, inspection_id: int) -> InspectionRecord:
-    sha = f"{inspection_id:064x}"
-    return InspectionRecord(
-        inspection_id=inspection_id,
-        sha256=sha,
-        file_name=f"tile_{inspection_id}.jpg",
+    return synthetic_record(
+        inspection_id,
         created_at=row.at,
-        model_name=row.model,
-        model_version="1.0",
-        no_defect_label=NO_DEFECT,
-        pred_defect=row.defect,
-        pred_defect_conf=0.9,
-        pred_severity=row.severity,
-        pred_severity_conf=None if row.severity is None else 0.8,
-        pred_location=row.location,
-        pred_location_conf=None if row.location is None else 0.7,
-        pred_action=row.action,
-        probabilities={"defect": {row.defect: 0.9}},
-        ood_score=0.1,
+        defect=row.defect,
+        severity=row.severity,
+        location=row.location,
+        action=row.action,
         needs_review=row.needs_review,
-        review_reason="low confidence" if row.needs_review else None,
-        embedding=np.zeros(8, dtype=np.float32),
-        width=64,
-        height=64,
-        format="JPEG",
-        byte_size=100,
-        path=f"images/00/{sha}.jpg",
-        thumb_path=f"thumbs/00/{sha}.jpg",
+        model_name=row.model,
+        no_defect_label=NO_DEFECT,
     )
 
 

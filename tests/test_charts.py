@@ -12,14 +12,14 @@ import zipfile
 from datetime import UTC, date, datetime
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from records import synthetic_record
 
 from visionqc import charts, palette, reports
 from visionqc.analytics import DashboardData, DashboardFilter, dashboard_data
-from visionqc.store import InspectionRecord, Store
+from visionqc.store import Store
 
 TODAY = date(2026, 3, 20)
 NO_DEFECT = "free"
@@ -47,38 +47,19 @@ def insert(store: Store, rows: list[tuple]) -> None:
     batch = store.create_batch(
         station="Line 1", operator="t", note=None, source="cli", model_name="magnetic-tile", model_version="1.0"
     )
-    records = []
-    for i, (at, defect, severity, location, action, flagged) in zip(ids, rows, strict=True):
-        sha = f"{i:064x}"
-        records.append(
-            InspectionRecord(
-                inspection_id=i,
-                sha256=sha,
-                file_name=f"tile_{i}.jpg",
-                created_at=at,
-                model_name="magnetic-tile",
-                model_version="1.0",
-                no_defect_label=NO_DEFECT,
-                pred_defect=defect,
-                pred_defect_conf=0.9,
-                pred_severity=severity,
-                pred_severity_conf=None if severity is None else 0.8,
-                pred_location=location,
-                pred_location_conf=None if location is None else 0.7,
-                pred_action=action,
-                probabilities={"defect": {defect: 0.9}},
-                ood_score=0.1,
-                needs_review=flagged,
-                review_reason="low confidence" if flagged else None,
-                embedding=np.zeros(8, dtype=np.float32),
-                width=64,
-                height=64,
-                format="JPEG",
-                byte_size=100,
-                path=f"images/00/{sha}.jpg",
-                thumb_path=f"thumbs/00/{sha}.jpg",
-            )
+    records = [
+        synthetic_record(
+            i,
+            created_at=at,
+            defect=defect,
+            severity=severity,
+            location=location,
+            action=action,
+            needs_review=flagged,
+            no_defect_label=NO_DEFECT,
         )
+        for i, (at, defect, severity, location, action, flagged) in zip(ids, rows, strict=True)
+    ]
     store.write_chunk(batch, records)
     store.finish_batch(batch)
 

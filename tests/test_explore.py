@@ -6,9 +6,10 @@ from datetime import datetime
 
 import numpy as np
 import pytest
+from records import synthetic_record
 
 from visionqc import explore
-from visionqc.store import HistoryFilter, InspectionRecord, Store
+from visionqc.store import HistoryFilter, Store
 
 
 def clusters(seed: int = 0, n: int = 60, d: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -93,38 +94,12 @@ def test_binning_counts_every_point():
 def _records(store: Store, vectors: np.ndarray, defects: list[str]) -> list[int]:
     batch = store.create_batch(station="L1", operator="Ana", note=None, source="app", model_name="m", model_version="1")
     ids = store.reserve_inspection_ids(len(vectors))
-    records = []
-    for i, vec, defect in zip(ids, vectors, defects, strict=True):
-        sha = f"{i:064x}"
-        records.append(
-            InspectionRecord(
-                inspection_id=i,
-                sha256=sha,
-                file_name=f"tile_{i}.jpg",
-                created_at=datetime(2026, 3, 1, 12),
-                model_name="m",
-                model_version="1",
-                no_defect_label="free",
-                pred_defect=defect,
-                pred_defect_conf=0.9,
-                pred_severity=None,
-                pred_severity_conf=None,
-                pred_location=None,
-                pred_location_conf=None,
-                pred_action="Pass",
-                probabilities={"defect": {defect: 0.9}},
-                ood_score=0.1,
-                needs_review=False,
-                review_reason=None,
-                embedding=vec,
-                width=10,
-                height=10,
-                format="JPEG",
-                byte_size=10,
-                path=f"images/{sha[:2]}/{sha}.jpg",
-                thumb_path=f"thumbs/{sha[:2]}/{sha}.jpg",
-            )
+    records = [
+        synthetic_record(
+            i, created_at=datetime(2026, 3, 1, 12), defect=defect, model_name="m", model_version="1", embedding=vec
         )
+        for i, vec, defect in zip(ids, vectors, defects, strict=True)
+    ]
     store.write_chunk(batch, records)
     store.finish_batch(batch)
     return ids
