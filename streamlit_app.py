@@ -8,17 +8,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from visionqc import app_state
+from visionqc.ui import pages, sidebar
 
 st.set_page_config(page_title="VisionQC", page_icon=":material/fact_check:", layout="wide")
 
-pages = [
-    st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path) for spec in app_state.page_specs()
+registered = [
+    st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path) for spec in pages.page_specs()
 ]
-if not pages:
+if not registered:
     st.error(f"No pages found in {Path(__file__).parent / 'pages'}.")
     st.stop()
 
-current = st.navigation(pages)
-app_state.render_sidebar()
+current = st.navigation(registered)
+sidebar.render_sidebar()
 current.run()

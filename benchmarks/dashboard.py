@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from seed import seed_inspections  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from visionqc import analytics  # noqa: E402
+from visionqc.filters import InspectionFilter, Period  # noqa: E402
+from visionqc.store import analytics  # noqa: E402
 
 
 def best_ms(fn, repeat: int = 5) -> tuple[float, float]:
@@ -52,12 +53,13 @@ def main() -> None:
             with store.connect() as con:
                 return con.execute("SELECT count(*) FROM inspection_view").fetchone()[0]
 
-        plain = analytics.DashboardFilter(period="30d", time_zone="Europe/Berlin")
-        crossed = plain.with_cross("defect", ["crack"])
+        plain = InspectionFilter(timezone="Europe/Berlin")
+        crossed = plain.with_labels("defect", ["crack"])
+        month = Period("30d")
         base, _ = best_ms(count)
-        aggregates, aggregates_median = best_ms(lambda: analytics.dashboard_data(store, plain))
-        cross, _ = best_ms(lambda: analytics.dashboard_data(store, crossed))
-        everything, _ = best_ms(lambda: analytics.dashboard_data(store, analytics.DashboardFilter(period="all")))
+        aggregates, aggregates_median = best_ms(lambda: analytics.dashboard_data(store, plain, month))
+        cross, _ = best_ms(lambda: analytics.dashboard_data(store, crossed, month))
+        everything, _ = best_ms(lambda: analytics.dashboard_data(store, plain, Period("all")))
 
         os.environ["VISIONQC_HOME"] = str(home)
         at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)

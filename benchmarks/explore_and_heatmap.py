@@ -40,9 +40,9 @@ def seed_with_embeddings(home: Path, rows: int) -> None:
     import pyarrow as pa
     from PIL import Image
 
-    from visionqc import explore
-    from visionqc.imaging import thumbnail_jpeg
-    from visionqc.store import HistoryFilter
+    from visionqc.explore.projection import DEFAULT_MAP_POINTS
+    from visionqc.filters import InspectionFilter
+    from visionqc.intake.imaging import thumbnail_jpeg
 
     store = _seed_module().seed_inspections(home, rows, days=90)
     rng = np.random.default_rng(0)
@@ -66,7 +66,7 @@ def seed_with_embeddings(home: Path, rows: int) -> None:
             con.register("bench_embeddings", table)
             con.execute("INSERT INTO embeddings SELECT * FROM bench_embeddings")
     # Thumbnails for the sample the map draws (the sample is deterministic).
-    shown, _, _ = explore.load_map_points(store, HistoryFilter(), max_points=explore.DEFAULT_MAP_POINTS, seed=0)
+    shown, _, _ = store.map_points(InspectionFilter(), max_points=DEFAULT_MAP_POINTS, seed=0)
     photo = next((ROOT.parent / "shared" / "data" / "magnetic-tile" / "images" / "blowhole").glob("*.jpg"), None)
     image = Image.open(photo).convert("RGB") if photo else Image.new("RGB", (200, 300), (90, 90, 90))
     thumb = thumbnail_jpeg(image)
@@ -136,8 +136,8 @@ def bench_heatmap(repeat: int) -> None:
     from PIL import Image
 
     from visionqc import config
-    from visionqc.heatmaps import HeatmapCache, heatmap_for_image
-    from visionqc.predict import Predictor
+    from visionqc.model.heatmaps import HeatmapCache, heatmap_for_image
+    from visionqc.model.predict import Predictor
 
     predictor = Predictor(config.model_dir())
     photo = sorted((config.SHARED_DATA / "magnetic-tile" / "images" / "break").glob("*.jpg"))[0]

@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from visionqc.store import HistoryFilter, Store
+from visionqc.filters import InspectionFilter
+from visionqc.store import Store
 
 DEFECTS = ["blowhole", "break", "crack", "fray", "free", "uneven"]
 SEVERITIES = ["low", "medium", "high"]
@@ -128,33 +129,33 @@ def main() -> int:
             with store.connect() as con:
                 return con.execute("SELECT count(*) FROM inspections").fetchone()[0]
 
-        filtered = HistoryFilter(
+        filtered = InspectionFilter(
             date_from=date(2025, 3, 1),
             date_to=date(2025, 8, 31),
             defects=("crack", "blowhole"),
             confidence_min=0.4,
             confidence_max=0.9,
         )
-        month = HistoryFilter(date_from=date(2025, 5, 1), date_to=date(2025, 5, 31))
+        month = InspectionFilter(date_from=date(2025, 5, 1), date_to=date(2025, 5, 31))
         ids = list(range(1_000, 100_000, 990))[:100]
         cases = [
             ("baseline: SELECT count(*)", baseline),
             ("filtered page + total (sort confidence)", lambda: store.search(filtered, sort="confidence")),
-            ("default page + total (newest first)", lambda: store.search(HistoryFilter())),
-            ("deep page (offset 500k) + total", lambda: store.search(HistoryFilter(), page=10_000)),
+            ("default page + total (newest first)", lambda: store.search(InspectionFilter())),
+            ("deep page (offset 500k) + total", lambda: store.search(InspectionFilter(), page=10_000)),
             ("filtered count", lambda: store.count(filtered)),
             (
                 "tag filter page + total (all of retrain, none of ignore)",
-                lambda: store.search(HistoryFilter(tags_all=("retrain",), tags_none=("ignore",))),
+                lambda: store.search(InspectionFilter(tags_all=("retrain",), tags_none=("ignore",))),
             ),
             (
                 "tag filter page + total (any of scratch, retrain)",
-                lambda: store.search(HistoryFilter(tags_any=("scratch", "retrain"))),
+                lambda: store.search(InspectionFilter(tags_any=("scratch", "retrain"))),
             ),
-            ("file-name text page + total", lambda: store.search(HistoryFilter(file_name="_12345"))),
+            ("file-name text page + total", lambda: store.search(InspectionFilter(file_name="_12345"))),
             (
                 "needs review, not reviewed page + total",
-                lambda: store.search(HistoryFilter(needs_review=True, reviewed=False)),
+                lambda: store.search(InspectionFilter(needs_review=True, reviewed=False)),
             ),
             ("distinct defect values", lambda: store.distinct_values("defect")),
             ("CSV export of one month (COPY, BOM)", lambda: store.export_csv(month)),

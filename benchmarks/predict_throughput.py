@@ -22,7 +22,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from visionqc import config
-from visionqc.predict import Predictor
+from visionqc.model.predict import Predictor
 
 
 def make_1080p_jpegs(count: int) -> list[bytes]:

@@ -25,10 +25,10 @@ from predict_throughput import make_1080p_jpegs  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from visionqc import config  # noqa: E402
-from visionqc.ingest import run_batch  # noqa: E402
-from visionqc.predict import Predictor  # noqa: E402
+from visionqc.intake.uploads import iter_named_bytes  # noqa: E402
+from visionqc.model.predict import Predictor  # noqa: E402
 from visionqc.store import Store  # noqa: E402
-from visionqc.uploads import iter_named_bytes  # noqa: E402
+from visionqc.store.ingest import run_batch  # noqa: E402
 
 
 def time_cli(predictor: Predictor, named: list[tuple[str, bytes]], home: Path) -> float:

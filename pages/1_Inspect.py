@@ -2,15 +2,15 @@
 
 import streamlit as st
 
-from visionqc import app_state as ui
+from visionqc.ui import detail, resources, tables, upload
 
 st.title("Inspect")
 st.caption(
     "Upload photos, a folder or zip archives. The model gives each image a defect type, severity, location and "
     "the action to take; you can correct any label. Everything is saved as one batch."
 )
-predictor = ui.require_predictor()
-store = ui.get_store()
+predictor = resources.require_predictor()
+store = resources.get_store()
 
 files_tab, folder_tab = st.tabs([":material/upload_file: Files or zip archives", ":material/folder: A folder"])
 with files_tab:
@@ -30,8 +30,8 @@ station = station_col.text_input("Station", key="inspect_station", placeholder="
 operator = operator_col.text_input("Operator", key="inspect_operator", placeholder="Who inspects this batch")
 note = note_col.text_input("Note", key="inspect_note", placeholder="Anything worth knowing about this batch")
 
-key = ui.upload_key(uploads)
-already = ui.inspected_batch(key) if uploads else None
+key = upload.upload_key(uploads)
+already = upload.inspected_batch(key) if uploads else None
 clicked = st.button(
     f"Inspect {len(uploads)} file{'s' if len(uploads) != 1 else ''}" if uploads else "Inspect",
     type="primary",
@@ -41,7 +41,7 @@ clicked = st.button(
 )
 if already is not None:
     st.caption(f"These files were inspected as batch `{already}`. Upload other files to start a new batch.")
-if clicked and ui.inspect_uploads(
+if clicked and upload.inspect_uploads(
     store,
     predictor,
     key,
@@ -52,7 +52,7 @@ if clicked and ui.inspect_uploads(
 ):
     st.rerun()  # redraw with the batch saved: the button now says these files are done
 
-batch_id = st.session_state.get(ui.CURRENT_BATCH)
+batch_id = st.session_state.get(upload.CURRENT_BATCH)
 if batch_id is None:
     st.info("Choose files above, then press **Inspect**.", icon=":material/info:")
     st.stop()
@@ -60,7 +60,7 @@ if batch_id is None:
 batch = store.batch(batch_id) or {}
 st.subheader(f"Batch {batch_id}")
 st.caption(" · ".join(f"{k}: {batch[k]}" for k in ("station", "operator", "note") if batch.get(k)))
-ui.render_batch_summary(store.batch_summary(batch_id))
+tables.render_batch_summary(store.batch_summary(batch_id))
 
 failures = store.batch_failures(batch_id)
 if len(failures):
@@ -87,17 +87,10 @@ if len(duplicates):
     )
 
 rows = store.batch_rows(batch_id)
-timezone = ui.browser_timezone()
+timezone = resources.browser_timezone()
 st.markdown("**Results** — click a row to see the photo and correct its labels; click a column title to sort.")
-event = st.dataframe(
-    ui.inspections_table(rows, timezone=timezone),
-    column_config=ui.table_column_config(predictor.card, timezone=timezone),
-    hide_index=True,
-    row_height=64,
-    placeholder=ui.NO_VALUE,
-    on_select="rerun",
-    selection_mode="single-row",
-    key=ui.RESULTS_TABLE,
+event = tables.show_inspections(
+    rows, predictor.card, key=upload.RESULTS_TABLE, timezone=timezone, selection="single-row"
 )
 st.download_button(
     "Download this batch as CSV",
@@ -109,7 +102,7 @@ st.download_button(
     key="inspect_csv",
 )
 
-selected = ui.selected_rows(event)
+selected = tables.selected_rows(event)
 if selected and selected[0] < len(rows):
     st.divider()
-    ui.render_inspection_detail(store, int(rows.iloc[selected[0]]["inspection_id"]), predictor.card, key="inspect")
+    detail.render_inspection_detail(store, int(rows.iloc[selected[0]]["inspection_id"]), predictor.card, key="inspect")

@@ -2,52 +2,46 @@
 
 import streamlit as st
 
-from visionqc import app_state as ui
-from visionqc.ui_filters import history_filters
+from visionqc.ui import detail, history, resources, tables
+from visionqc.ui.corrections import show_message
+from visionqc.ui.filters import history_filters
 
 st.title("History")
-store = ui.get_store()
-card = ui.active_card()
-timezone = ui.browser_timezone()
+store = resources.get_store()
+card = resources.active_card()
+timezone = resources.browser_timezone()
 
 with st.expander("Filters", expanded=True, icon=":material/filter_alt:"):
     flt = history_filters(store, card, key="history", timezone=timezone, deleted_choice=True)
 
 sort_col, order_col, size_col, page_col = st.columns([2, 1, 1, 1])
 sort = sort_col.selectbox(
-    "Sort by", list(ui.SORT_CHOICES), key="history_sort", help="Sorts the whole result, not only this page."
+    "Sort by", list(history.SORT_CHOICES), key="history_sort", help="Sorts the whole result, not only this page."
 )
 descending = order_col.radio("Order", ["Descending", "Ascending"], horizontal=True, key="history_order")
 page_size = size_col.selectbox("Rows per page", [25, 50, 100, 200], index=1, key="history_page_size")
 total = store.count(flt)
 pages = max(1, -(-total // page_size))
-ui.keep_page_in_range("history_page", pages, (flt, sort, descending, page_size))
+history.keep_page_in_range("history_page", pages, (flt, sort, descending, page_size))
 page = page_col.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, step=1, key="history_page")
 page = min(int(page), pages)
 
 rows, total = store.search(
-    flt, sort=ui.SORT_CHOICES[sort], descending=descending == "Descending", page=page - 1, page_size=page_size
+    flt, sort=history.SORT_CHOICES[sort], descending=descending == "Descending", page=page - 1, page_size=page_size
 )
 first = (page - 1) * page_size + 1 if total else 0
 st.markdown(
     f"**{total:,} inspection{' matches' if total == 1 else 's match'}** · "
     f"showing {first:,}–{first + len(rows) - 1 if total else 0:,}"
 )
-event = st.dataframe(
-    ui.inspections_table(rows, timezone=timezone, history=True),
-    column_config=ui.table_column_config(card, timezone=timezone),
-    hide_index=True,
-    row_height=64,
-    placeholder=ui.NO_VALUE,
-    on_select="rerun",
-    selection_mode="multi-row",
-    key=ui.HISTORY_TABLE,
+event = tables.show_inspections(
+    rows, card, key=history.HISTORY_TABLE, timezone=timezone, history=True, selection="multi-row"
 )
-selected = rows.iloc[[i for i in ui.selected_rows(event) if i < len(rows)]]
+selected = rows.iloc[[i for i in tables.selected_rows(event) if i < len(rows)]]
 
 st.download_button(
     f"Download all {total:,} matching inspections as CSV",
-    data=lambda: store.export_csv(flt, sort=ui.SORT_CHOICES[sort], descending=descending == "Descending"),
+    data=lambda: store.export_csv(flt, sort=history.SORT_CHOICES[sort], descending=descending == "Descending"),
     file_name="visionqc-history.csv",
     mime="text/csv",
     icon=":material/download:",
@@ -56,12 +50,12 @@ st.download_button(
     key="history_csv",
 )
 
-ui.show_message("history_bulk")  # e.g. "Deleted 3 inspection(s)", shown even once the rows are gone
+show_message("history_bulk")  # e.g. "Deleted 3 inspection(s)", shown even once the rows are gone
 if selected.empty:
     st.caption("Select rows (the boxes at the left of the table) to tag, review or delete them, or to see one large.")
     st.stop()
 st.subheader(f"{len(selected)} selected")
-ui.render_bulk_actions(store, selected, key="history_bulk", deleted=flt.deleted == "only")
+history.render_bulk_actions(store, selected, key="history_bulk", deleted=flt.deleted == "only")
 if len(selected) == 1:
     st.divider()
-    ui.render_inspection_detail(store, int(selected.iloc[0]["inspection_id"]), card, key="history")
+    detail.render_inspection_detail(store, int(selected.iloc[0]["inspection_id"]), card, key="history")

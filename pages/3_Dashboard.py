@@ -1,7 +1,7 @@
 """Dashboard: how are we doing, what is getting worse, where, and what did we do about it.
 
-Numbers come from visionqc.analytics (one DuckDB query per filter state), charts from visionqc.charts,
-exports from visionqc.reports. Clicking a bar or slice sets a cross-filter kept in session state.
+Numbers come from visionqc.store.analytics (one DuckDB query per filter state), charts and words from
+visionqc.reporting. Clicking a bar or slice sets a cross-filter kept in session state.
 """
 
 from functools import partial
@@ -9,7 +9,12 @@ from zoneinfo import available_timezones
 
 import streamlit as st
 
-from visionqc import analytics, app_state, charts, reports
+from visionqc.filters import PERIODS, InspectionFilter, Period
+from visionqc.labels import stored_all
+from visionqc.reporting import charts, dashboard, exports
+from visionqc.store import analytics
+from visionqc.ui import resources
+from visionqc.ui.filters import hand_off
 
 CROSS_KEY = "dashboard_cross"  # {dimension: [values]} picked on the charts
 GENERATION_KEY = "dashboard_chart_generation"  # bumped on "clear" so the charts forget their selection
@@ -24,7 +29,7 @@ def go_to_page(path: str, label: str, icon: str) -> None:
 
 
 st.title("Dashboard")
-store = app_state.get_store()
+store = resources.get_store()
 st.session_state.setdefault(CROSS_KEY, {})
 st.session_state.setdefault(GENERATION_KEY, 0)
 
@@ -37,8 +42,8 @@ if store.count() == 0:
 options = analytics.filter_options(store)
 period = st.segmented_control(
     "Period",
-    list(analytics.PERIODS),
-    format_func=lambda p: analytics.PERIODS[p][0],
+    list(PERIODS),
+    format_func=lambda p: PERIODS[p][0],
     default="30d",
     key="dashboard_period",
 )
@@ -64,18 +69,12 @@ with zone:
     )
     include_no_defect = st.toggle("Include “no defect”", key="dashboard_include_no_defect")
 
-dashboard_filter = analytics.DashboardFilter(
-    period=period,
-    start=start,
-    end=end,
-    time_zone=time_zone,
-    models=tuple(models),
-    stations=tuple(stations),
-    include_no_defect=include_no_defect,
-)
+dashboard_filter = InspectionFilter(timezone=time_zone, model_names=tuple(models), stations=tuple(stations))
 for dimension, values in st.session_state[CROSS_KEY].items():
-    dashboard_filter = dashboard_filter.with_cross(dimension, values)
-data = analytics.dashboard_data(store, dashboard_filter)
+    dashboard_filter = dashboard_filter.with_labels(dimension, stored_all(values))
+data = analytics.dashboard_data(
+    store, dashboard_filter, Period(period, start, end), include_no_defect=include_no_defect
+)
 
 
 def clear_cross_filters() -> None:
@@ -97,16 +96,16 @@ with st.container(horizontal=True):
     st.button(
         "Clear chart filters",
         on_click=clear_cross_filters,
-        disabled=not dashboard_filter.cross_filters,
+        disabled=not data.picks,
         icon=":material/filter_alt_off:",
     )
     if st.button("Open in History", icon=":material/history:", help="The same filters on the History page."):
-        analytics.hand_off_to_history(st.session_state, data)
+        hand_off(st.session_state, data.history_filter())
         st.switch_page("pages/2_History.py")
     st.download_button(
         "Download report",
-        data=partial(reports.report_zip, data),
-        file_name=reports.report_file_name(data, "zip"),
+        data=partial(exports.report_zip, data),
+        file_name=exports.report_file_name(data, "zip"),
         mime="application/zip",
         on_click="ignore",
         icon=":material/download:",
@@ -119,14 +118,14 @@ if data.empty:
     st.warning("No inspections match these filters. Widen the period or clear the model, station or chart filters.")
 
 # --- KPIs ---------------------------------------------------------------------------------------
-cards = analytics.kpi_cards(data.kpis)
+cards = dashboard.kpi_cards(data.kpis)
 for row in (cards[:3], cards[3:]):  # two rows of three: labels and deltas stay readable on a laptop screen
     for column, card in zip(st.columns(3), row, strict=True):
         column.metric(border=True, **card)
 
 # --- charts -------------------------------------------------------------------------------------
 generation = st.session_state[GENERATION_KEY]
-chart_sections = reports.sections(data)
+chart_sections = dashboard.sections(data)
 for row in range(0, len(chart_sections), 2):
     for column, section in zip(st.columns(2), chart_sections[row : row + 2], strict=False):
         with column, st.container(border=True):
@@ -143,7 +142,7 @@ for row in range(0, len(chart_sections), 2):
             with st.container(horizontal=True):
                 st.download_button(
                     "PNG",
-                    data=partial(reports.section_png, data, section.key),
+                    data=partial(exports.section_png, data, section.key),
                     file_name=f"{section.key}.png",
                     mime="image/png",
                     on_click="ignore",
@@ -153,7 +152,7 @@ for row in range(0, len(chart_sections), 2):
                 )
                 st.download_button(
                     "CSV",
-                    data=reports.frame_csv(section.frame),
+                    data=exports.frame_csv(section.frame),
                     file_name=f"{section.key}.csv",
                     mime="text/csv",
                     on_click="ignore",

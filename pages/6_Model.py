@@ -3,13 +3,15 @@ matrices, needs-review thresholds and how well its heatmaps point at real defect
 
 import streamlit as st
 
-from visionqc import app_state as ui
 from visionqc import config
-from visionqc import model_card as mc
+from visionqc.reporting import model_card as mc
+from visionqc.ui import resources
 
 st.title("Model")
-predictor = ui.require_predictor()
-card = predictor.card
+card = resources.active_card()
+if card is None:
+    resources.require_predictor()  # explains why no model loads, and stops
+
 raw = card.raw
 
 st.markdown(f"### {card.name} · version `{card.version}`")

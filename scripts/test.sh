@@ -21,5 +21,8 @@ echo "== ruff"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
 
+echo "== import-linter (the layers: pyproject.toml [tool.importlinter])"
+lint-imports --no-cache
+
 echo "== pytest"
 exec "$PYTHON" -m pytest "$@"

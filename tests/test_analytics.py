@@ -1,4 +1,4 @@
-"""Dashboard aggregates (visionqc.analytics) against hand-computed numbers on a real DuckDB store.
+"""Dashboard aggregates (visionqc.store.analytics) against hand-computed numbers on a real DuckDB store.
 
 Rows are written through ``Store.write_chunk`` (the path ingest uses) with chosen timestamps, labels, models
 and stations; reviews go through ``Store.review``. Every expected number below is counted by hand from the
@@ -15,14 +15,10 @@ import pandas as pd
 import pytest
 from records import synthetic_record
 
-from visionqc.analytics import (
-    HISTORY_FILTER_KEY,
-    DashboardFilter,
-    dashboard_data,
-    hand_off_to_history,
-    kpi_cards,
-)
-from visionqc.store import HistoryFilter, InspectionRecord, Store
+from visionqc.filters import InspectionFilter, Period
+from visionqc.reporting.dashboard import kpi_cards
+from visionqc.store import InspectionRecord, Store
+from visionqc.store.analytics import dashboard_data
 
 TODAY = date(2026, 3, 20)
 NO_DEFECT = "free"
@@ -113,8 +109,11 @@ def seeded(tmp_path_factory) -> Store:
     return store
 
 
-def week(store: Store, **kwargs) -> object:
-    return dashboard_data(store, DashboardFilter(period="7d", **kwargs), today=TODAY)
+def week(store: Store, models=(), stations=(), cross=(), include_no_defect=False) -> object:
+    f = InspectionFilter(model_names=models, stations=stations)
+    for dimension, values in cross:
+        f = f.with_labels(dimension, [None if v == "—" else v for v in values])
+    return dashboard_data(store, f, Period("7d"), include_no_defect=include_no_defect, today=TODAY)
 
 
 def as_dict(frame: pd.DataFrame, key: str) -> dict[str, int]:
@@ -207,7 +206,7 @@ def test_kpi_cards_text(seeded):
 
 # --- the period applies to every number -----------------------------------------------------------------
 def test_period_30d_and_all(seeded):
-    month = dashboard_data(seeded, DashboardFilter(period="30d"), today=TODAY)
+    month = dashboard_data(seeded, period=Period("30d"), today=TODAY)
     assert month.kpis.inspected == 12 and month.kpis.defects == 7  # + rows 7 and 8, not row 9
     assert as_dict(month.by_defect, "defect") == {"crack": 3, "scratch": 3, "dent": 1}
     assert as_dict(month.by_severity, "severity") == {"low": 3, "medium": 2, "high": 2}
@@ -215,7 +214,7 @@ def test_period_30d_and_all(seeded):
     assert len(month.daily) == 30 and month.daily["inspected"].sum() == 12
     assert (month.first_day, month.last_day) == (date(2026, 2, 19), TODAY)
 
-    everything = dashboard_data(seeded, DashboardFilter(period="all"), today=TODAY)
+    everything = dashboard_data(seeded, period=Period("all"), today=TODAY)
     assert everything.kpis.inspected == 13 and everything.kpis.defects == 8
     assert as_dict(everything.by_defect, "defect") == {"crack": 4, "scratch": 3, "dent": 1}
     assert everything.first_day == date(2026, 2, 1)  # the first inspection, not an open bound
@@ -223,8 +222,8 @@ def test_period_30d_and_all(seeded):
 
 
 def test_custom_period_filters_every_aggregate(seeded):
-    f = DashboardFilter(period="custom", start=date(2026, 3, 19), end=date(2026, 3, 18))  # order does not matter
-    data = dashboard_data(seeded, f, today=TODAY)
+    period = Period("custom", date(2026, 3, 19), date(2026, 3, 18))  # order does not matter
+    data = dashboard_data(seeded, period=period, today=TODAY)
     # rows 3, 4, 5, 6, 12 (free), 13 (scratch/low)
     assert data.kpis.inspected == 6 and data.kpis.defects == 3
     assert as_dict(data.by_defect, "defect") == {"scratch": 2, "crack": 1}
@@ -278,12 +277,12 @@ def test_cross_filter_on_severity_and_combination(seeded):
     assert low.kpis.inspected == 3  # rows 3, 10, 13
     assert as_dict(low.by_defect, "defect") == {"scratch": 2, "dent": 1}
     assert as_dict(low.by_severity, "severity") == {"low": 3, "medium": 1, "high": 2}  # its own chart: all
-    f = DashboardFilter(period="7d").with_cross("defect", ["scratch"]).with_cross("location", ["edge"])
-    both = dashboard_data(seeded, f, today=TODAY)
+    f = InspectionFilter().with_labels("defect", ["scratch"]).with_labels("location", ["edge"])
+    both = dashboard_data(seeded, f, Period("7d"), today=TODAY)
     assert both.kpis.inspected == 1  # row 3 (row 13 is a scratch at the top)
     assert as_dict(both.by_location, "location") == {"edge": 1, "top": 1}  # scratches, every location
     assert as_dict(both.by_defect, "defect") == {"scratch": 1, "crack": 1}  # at the edge, every type
-    assert both.filter.without_cross().cross_filters == {}
+    assert both.picks == {"defect": ["scratch"], "location": ["edge"]}
 
 
 def test_cross_filter_on_action(seeded):
@@ -294,7 +293,7 @@ def test_cross_filter_on_action(seeded):
     # "—" on a chart stands for "no value": the severity of the defect-free rows 4, 5, 11 and 12
     none = week(seeded, cross=(("severity", ("—",)),))
     assert none.kpis.inspected == 4 and none.kpis.defects == 0
-    handed = hand_off_to_history({}, none)
+    handed = none.history_filter()
     assert tuple(handed.severities) == (None,)
     assert seeded.count(handed) == 4
 
@@ -348,8 +347,8 @@ def boundary(tmp_path_factory) -> Store:
     ],
 )
 def test_daily_buckets_follow_the_time_zone(boundary, zone, inspected, defects):
-    f = DashboardFilter(period="custom", start=date(2026, 3, 10), end=date(2026, 3, 11), time_zone=zone)
-    daily = dashboard_data(boundary, f, today=date(2026, 3, 11)).daily
+    period = Period("custom", date(2026, 3, 10), date(2026, 3, 11))
+    daily = dashboard_data(boundary, InspectionFilter(timezone=zone), period, today=date(2026, 3, 11)).daily
     assert list(daily["day"]) == [date(2026, 3, 10), date(2026, 3, 11)]
     assert daily["inspected"].tolist() == inspected
     assert daily["defects"].tolist() == defects
@@ -357,8 +356,8 @@ def test_daily_buckets_follow_the_time_zone(boundary, zone, inspected, defects):
 
 @pytest.mark.parametrize(("zone", "expected"), [("UTC", 1), ("Europe/Berlin", 2), ("America/New_York", 0)])
 def test_period_edges_are_local_days(boundary, zone, expected):
-    f = DashboardFilter(period="custom", start=date(2026, 3, 11), end=date(2026, 3, 11), time_zone=zone)
-    data = dashboard_data(boundary, f, today=date(2026, 3, 11))
+    period = Period("custom", date(2026, 3, 11), date(2026, 3, 11))
+    data = dashboard_data(boundary, InspectionFilter(timezone=zone), period, today=date(2026, 3, 11))
     assert data.kpis.inspected == expected
     assert data.daily["inspected"].sum() == expected
     assert sum(as_dict(data.by_action, "action").values()) == expected
@@ -367,10 +366,8 @@ def test_period_edges_are_local_days(boundary, zone, expected):
 # --- hand-off, empty and tiny ---------------------------------------------------------------------------
 def test_hand_off_to_history_matches_the_dashboard(seeded):
     data = week(seeded, models=("magnetic-tile",), cross=(("defect", ("crack",)),))
-    state: dict = {}
-    handed = hand_off_to_history(state, data)
-    assert state[HISTORY_FILTER_KEY] is handed
-    assert isinstance(handed, HistoryFilter)
+    handed = data.history_filter()
+    assert isinstance(handed, InspectionFilter)
     assert (handed.date_from, handed.date_to) == (date(2026, 3, 14), TODAY)
     assert tuple(handed.defects) == ("crack",) and tuple(handed.model_names) == ("magnetic-tile",)
     assert seeded.count(handed) == data.kpis.inspected == 3
@@ -390,7 +387,7 @@ def test_empty_store(tmp_path):
     assert data.kpis.defect_rate is None and data.kpis.top_defect is None and data.kpis.backlog == 0
     assert data.by_defect.empty and data.by_severity.empty and data.by_location.empty and data.by_action.empty
     assert data.daily["inspected"].tolist() == [0] * 7
-    everything = dashboard_data(store, DashboardFilter(period="all"), today=TODAY)
+    everything = dashboard_data(store, period=Period("all"), today=TODAY)
     assert everything.empty and everything.first_day is None and everything.daily.empty
     assert "no inspections" in everything.period_text()
     assert all(c["value"] in ("0", "—") for c in kpi_cards(everything.kpis))
@@ -407,11 +404,11 @@ def test_single_day_single_class(tmp_path):
     assert data.daily["inspected"].tolist() == [0, 0, 0, 0, 0, 0, 1]
 
 
-def test_filter_validation():
+def test_filter_validation(tmp_path):
     with pytest.raises(ValueError):
-        DashboardFilter(period="fortnight")
+        Period("fortnight")
     with pytest.raises(ValueError):
-        DashboardFilter(time_zone="Mars/Olympus")
-    with pytest.raises(ValueError):
-        DashboardFilter(cross=(("station", ("x",)),))
-    assert DashboardFilter(period="7d").days(TODAY) == (date(2026, 3, 14), TODAY)
+        dashboard_data(Store(tmp_path / "home"), InspectionFilter(timezone="Mars/Olympus"), today=TODAY)
+    with pytest.raises(KeyError):
+        InspectionFilter().with_labels("station", ["x"])
+    assert Period("7d").days(TODAY) == (date(2026, 3, 14), TODAY)

@@ -9,16 +9,9 @@ import shutil
 import pytest
 import torch
 
-from visionqc.checkpoint import (
-    CARD_FILE,
-    CARD_FORMAT,
-    WEIGHTS_FILE,
-    ModelLoadError,
-    load_checkpoint,
-    parse_card,
-    save_checkpoint,
-)
-from visionqc.network import DefectNet, load_imagenet_backbone
+from visionqc.model.card import CARD_FILE, CARD_FORMAT, ModelLoadError, parse_card
+from visionqc.model.checkpoint import WEIGHTS_FILE, load_checkpoint, save_checkpoint
+from visionqc.model.network import DefectNet, load_imagenet_backbone
 
 TASKS = {"defect": ["crack", "scratch", "ok"], "severity": ["low", "medium", "high"], "location": ["left", "right"]}
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from visionqc.config import PROJECT_ROOT
-from visionqc.ingest import run_batch
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.predict import Predictor
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
 
 
 def photos(magnetic_tile: Path, folder: str, count: int, skip: int = 0) -> list[Path]:
@@ -129,8 +130,8 @@ def test_cli_and_app_write_the_same_database_at_once(tmp_path, default_model_dir
     assert overlapping > 0, "the CLI finished before the app wrote anything; the test did not overlap"
     assert f"new inspections: {len(cli_photos)}" in stdout
 
-    assert store.count(HistoryFilter(stations=("CLI",))) == len(cli_photos)
-    assert store.count(HistoryFilter(stations=("App",))) == len(app_photos)
+    assert store.count(InspectionFilter(stations=("CLI",))) == len(cli_photos)
+    assert store.count(InspectionFilter(stations=("App",))) == len(app_photos)
     assert sum(b.inspected for b in app_batches) == len(app_photos)
     assert store.count() == 6 + len(cli_photos) + len(app_photos)
     with store.connect() as con:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc.datasets import (
+from visionqc.training.datasets import (
     LOCATION_CLASSES,
     SEVERITY_CLASSES,
     DatasetError,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from visionqc.checkpoint import load_checkpoint, read_card
-from visionqc.datasets import load_dataset, stratified_split
-from visionqc.training import evaluate_model_dir
+from visionqc.model.card import read_card
+from visionqc.model.checkpoint import load_checkpoint
+from visionqc.training.datasets import load_dataset, stratified_split
+from visionqc.training.evaluation import evaluate_model_dir
 
 DEFECT_BALANCED_ACCURACY_BAR = 0.90
 

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from records import synthetic_record
 
-from visionqc import explore
-from visionqc.store import HistoryFilter, Store
+from visionqc.explore import projection
+from visionqc.explore import scores as embedding_scores
+from visionqc.filters import InspectionFilter
+from visionqc.store import Store
 
 
 def clusters(seed: int = 0, n: int = 60, d: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -21,35 +23,35 @@ def clusters(seed: int = 0, n: int = 60, d: int = 32) -> tuple[np.ndarray, np.nd
 
 def test_pca_matches_svd_up_to_sign_and_is_deterministic():
     x, _ = clusters()
-    xy = explore.pca_2d(x, seed=3)
+    xy = projection.pca_2d(x, seed=3)
     centred = x - x.mean(axis=0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     ref = centred @ vt[:2].T
     for c in range(2):
         assert abs(np.corrcoef(xy[:, c], ref[:, c])[0, 1]) > 0.999
-    assert np.array_equal(xy, explore.pca_2d(x, seed=3))
-    assert explore.pca_2d(np.zeros((0, 5))).shape == (0, 2)
-    assert explore.pca_2d(x[:2]).shape == (2, 2)
+    assert np.array_equal(xy, projection.pca_2d(x, seed=3))
+    assert projection.pca_2d(np.zeros((0, 5))).shape == (0, 2)
+    assert projection.pca_2d(x[:2]).shape == (2, 2)
 
 
 def test_pca_fitted_on_a_sample_is_deterministic_for_a_seed():
     x, _ = clusters(n=300)
-    a = explore.pca_2d(x, seed=1, fit_rows=50)
-    assert np.array_equal(a, explore.pca_2d(x, seed=1, fit_rows=50))
-    full = explore.pca_2d(x)
+    a = projection.pca_2d(x, seed=1, fit_rows=50)
+    assert np.array_equal(a, projection.pca_2d(x, seed=1, fit_rows=50))
+    full = projection.pca_2d(x)
     assert abs(np.corrcoef(a[:, 0], full[:, 0])[0, 1]) > 0.95
 
 
 def test_tsne_separates_clusters_and_is_deterministic():
     x, labels = clusters(n=90)
-    a = explore.tsne_2d(x, seed=7, iterations=250)
-    assert np.array_equal(a, explore.tsne_2d(x, seed=7, iterations=250))
+    a = projection.tsne_2d(x, seed=7, iterations=250)
+    assert np.array_equal(a, projection.tsne_2d(x, seed=7, iterations=250))
     centroids = np.stack([a[labels == k].mean(axis=0) for k in range(3)])
     spread = max(np.linalg.norm(a[labels == k] - centroids[k], axis=1).mean() for k in range(3))
     gaps = [np.linalg.norm(centroids[i] - centroids[j]) for i in range(3) for j in range(i + 1, 3)]
     assert min(gaps) > 2 * spread
     with pytest.raises(ValueError, match="limited"):
-        explore.tsne_2d(np.zeros((explore.TSNE_MAX_POINTS + 1, 3)))
+        projection.tsne_2d(np.zeros((projection.TSNE_MAX_POINTS + 1, 3)))
 
 
 def test_outlier_score_is_distance_to_the_own_class_bank():
@@ -60,16 +62,16 @@ def test_outlier_score_is_distance_to_the_own_class_bank():
     )
     bank_labels = ["crack"] * 10 + ["free"] * 10
     queries = np.stack([a, b, a])
-    scores = explore.outlier_scores(queries, ["crack", "free", "free"], bank, bank_labels, k=3)
+    scores = embedding_scores.outlier_scores(queries, ["crack", "free", "free"], bank, bank_labels, k=3)
     assert scores[0] < 0.05 and scores[1] < 0.05
     assert scores[2] > 0.5  # labelled free but looks like a crack: suspicious
-    again = explore.outlier_scores(queries, ["crack", "free", "free"], bank, bank_labels, k=3)
+    again = embedding_scores.outlier_scores(queries, ["crack", "free", "free"], bank, bank_labels, k=3)
     assert np.array_equal(scores, again)
     # a class the bank lacks is scored against the whole bank
-    assert explore.outlier_scores(queries[:1], ["rust"], bank, bank_labels, k=3)[0] < 0.05
+    assert embedding_scores.outlier_scores(queries[:1], ["rust"], bank, bank_labels, k=3)[0] < 0.05
     # no bank: nearest other inspections
     far = np.concatenate([queries, [rng.normal(size=64) * 10]])
-    no_bank = explore.outlier_scores(far, [None] * 4, None, None, k=1)
+    no_bank = embedding_scores.outlier_scores(far, [None] * 4, None, None, k=1)
     assert no_bank.argmax() in (1, 3)
 
 
@@ -79,7 +81,7 @@ def test_near_duplicates_point_at_the_earlier_inspection():
     x[40] = x[7] * 1.01 + 0.001  # near-duplicate of 7
     x[45] = x[7]  # exact duplicate of 7
     ids = np.arange(100, 150)
-    pairs = explore.near_duplicates(ids, x, threshold=0.99, block=16)
+    pairs = embedding_scores.near_duplicates(ids, x, threshold=0.99, block=16)
     assert list(pairs.columns) == ["inspection_id", "duplicate_of", "similarity"]
     assert set(map(tuple, pairs[["inspection_id", "duplicate_of"]].to_numpy())) == {(140, 107), (145, 107)}
     assert pairs["similarity"].iloc[0] == pytest.approx(1.0, abs=1e-5)
@@ -87,7 +89,7 @@ def test_near_duplicates_point_at_the_earlier_inspection():
 
 def test_binning_counts_every_point():
     xy = np.random.default_rng(2).normal(size=(1000, 2))
-    bins = explore.bin_points(xy, bins=20)
+    bins = embedding_scores.bin_points(xy, bins=20)
     assert bins["count"].sum() == 1000 and len(bins) <= 400
 
 
@@ -109,34 +111,15 @@ def test_map_sample_is_deterministic_and_bounded(tmp_path):
     store = Store(tmp_path / "home")
     x, labels = clusters(n=90, d=8)
     ids = _records(store, x, [["crack", "free", "break"][k] for k in labels])
-    rows, vectors, total = explore.load_map_points(store, HistoryFilter(), max_points=40, seed=5)
+    rows, vectors, total = store.map_points(InspectionFilter(), max_points=40, seed=5)
     assert total == 90 and len(rows) == 40 and vectors.shape == (40, 8)
     by_id = dict(zip(ids, x, strict=True))
     assert all(np.allclose(by_id[int(i)], v) for i, v in zip(rows["inspection_id"], vectors, strict=True))
-    again, _, _ = explore.load_map_points(store, HistoryFilter(), max_points=40, seed=5)
+    again, _, _ = store.map_points(InspectionFilter(), max_points=40, seed=5)
     assert again["inspection_id"].tolist() == rows["inspection_id"].tolist()
-    only_crack, _, n_crack = explore.load_map_points(store, HistoryFilter(defects=["crack"]), max_points=1000)
+    only_crack, _, n_crack = store.map_points(InspectionFilter(defects=["crack"]), max_points=1000)
     assert n_crack == 30 and set(only_crack["defect"]) == {"crack"}
     assert rows["thumb_file"].iloc[0].endswith(".jpg")
-
-
-class _Checkpoint:
-    def __init__(self, bank, labels):
-        import torch
-
-        self.ood_bank = torch.tensor(bank)
-        self.ood_bank_labels = torch.tensor(labels)
-
-
-class _Card:
-    def classes(self, task):
-        return ["break", "crack", "free"]
-
-
-class _Predictor:
-    def __init__(self, bank, labels):
-        self.checkpoint = _Checkpoint(bank, labels)
-        self.card = _Card()
 
 
 def test_update_scores_stores_outliers_and_tags_near_duplicates(tmp_path):
@@ -146,14 +129,13 @@ def test_update_scores_stores_outliers_and_tags_near_duplicates(tmp_path):
     names = [["break", "crack", "free"][k] for k in labels]
     names[5] = "free"  # labelled free but embedded with the "break" cluster
     ids = _records(store, x, names)
-    predictor = _Predictor(
-        x[[k for k in range(30) if k not in (5, 29)]], [labels[k] for k in range(30) if k not in (5, 29)]
-    )
-    result = explore.update_scores(store, predictor, threshold=0.999, chunk=7)
+    bank_rows = [k for k in range(30) if k not in (5, 29)]
+    bank = (x[bank_rows], [["break", "crack", "free"][labels[k]] for k in bank_rows])
+    result = embedding_scores.update_scores(store, bank, threshold=0.999, chunk=7)
     assert result.scored == 30 and result.near_duplicate_pairs == 1 and result.tagged == 2
-    rows, _ = store.search(HistoryFilter(), sort="outlier_score", descending=True, page_size=0)
+    rows, _ = store.search(InspectionFilter(), sort="outlier_score", descending=True, page_size=0)
     assert int(rows["inspection_id"].iloc[0]) == ids[5]
-    tagged, _ = store.search(HistoryFilter(tags_all=[explore.NEAR_DUPLICATE_TAG]), page_size=0)
+    tagged, _ = store.search(InspectionFilter(tags_all=[embedding_scores.NEAR_DUPLICATE_TAG]), page_size=0)
     assert set(tagged["inspection_id"]) == {ids[28], ids[29]}
 
 
@@ -163,9 +145,9 @@ def test_umap_separates_clusters_and_is_deterministic():
     u, v = np.zeros(16), np.zeros(16)
     u[:8], v[8:] = 3.0, 3.0
     x = np.concatenate([u + rng.normal(0, 1, (30, 16)), v + rng.normal(0, 1, (30, 16))]).astype(np.float32)
-    a = explore.project(x, "UMAP", seed=3)
+    a = projection.project(x, "UMAP", seed=3)
     assert a.shape == (60, 2) and a.dtype == np.float32
-    assert np.array_equal(a, explore.project(x, "UMAP", seed=3))
+    assert np.array_equal(a, projection.project(x, "UMAP", seed=3))
     first, second = a[:30].mean(axis=0), a[30:].mean(axis=0)
     spread = max(a[:30].std(axis=0).max(), a[30:].std(axis=0).max())
     assert np.linalg.norm(first - second) > 3 * spread

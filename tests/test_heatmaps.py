@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc import heatmaps
-from visionqc.heatmaps import (
+from visionqc.model import heatmaps
+from visionqc.model.heatmaps import (
     BOX_COLOR,
     Heatmap,
     HeatmapCache,
@@ -17,7 +17,7 @@ from visionqc.heatmaps import (
     overlay,
     region_around_peak,
 )
-from visionqc.localisation import read_mask
+from visionqc.training.localisation import read_mask
 
 # A test-split image (not used in training) with a large "break" defect at the tile's edge.
 REAL_DEFECT = ("break", "exp6_num_26244")
@@ -25,7 +25,7 @@ REAL_DEFECT = ("break", "exp6_num_26244")
 
 @pytest.fixture(scope="module")
 def predictor(default_model_dir):
-    from visionqc.predict import Predictor
+    from visionqc.model.predict import Predictor
 
     return Predictor(default_model_dir)
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc.imaging import ImageDecodeError, decode_image, thumbnail_jpeg
+from visionqc.intake.imaging import ImageDecodeError, decode_image, thumbnail_jpeg
 
 
 def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:

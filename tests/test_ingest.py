@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visionqc.ingest import run_batch, sha256_hex
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile, iter_named_bytes
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile, iter_named_bytes
+from visionqc.model.predict import Predictor
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch, sha256_hex
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_batch_is_classified_stored_and_summarised(tmp_path, predictor, tiles):
         *Image.open(io.BytesIO(first_bytes)).size,
         "JPEG",
     )
-    ids, vectors = store.embeddings(HistoryFilter(batches=(result.batch_id,)))
+    ids, vectors = store.embeddings(InspectionFilter(batches=(result.batch_id,)))
     assert ids.tolist() == result.inspection_ids
     assert vectors.shape == (len(tiles), 1280)
     # defect-free predictions carry no severity or location
@@ -213,6 +214,6 @@ def test_store_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, visionqc.store, visionqc.ingest; print('torch' in sys.modules)"
+    code = "import sys, visionqc.store, visionqc.store.ingest; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

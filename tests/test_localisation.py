@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc.checkpoint import read_card
-from visionqc.heatmaps import Heatmap
-from visionqc.localisation import (
+from visionqc.model.card import read_card
+from visionqc.model.heatmaps import Heatmap
+from visionqc.training.localisation import (
     GroundTruth,
     LocalisationSample,
     box_iou,

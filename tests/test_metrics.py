@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visionqc.metrics import balanced_accuracy, classification_report, confusion_matrix
+from visionqc.training.metrics import balanced_accuracy, classification_report, confusion_matrix
 
 # Worked example: 6 samples, 3 classes.
 #   true: a a a b b c      confusion (rows true, columns predicted):  a [2 1 0]

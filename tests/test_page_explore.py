@@ -13,12 +13,15 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from visionqc import explore
 from visionqc.config import PROJECT_ROOT
-from visionqc.ingest import run_batch
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile
+from visionqc.explore import scores
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.predict import Predictor
+from visionqc.reporting import explore_map
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
+from visionqc.ui import explore
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/4_Explore.py"
@@ -58,7 +61,7 @@ def count_line(at: AppTest) -> str:
 
 
 def test_map_shows_every_inspection_when_few(app, home):
-    total = Store(home).count(HistoryFilter())
+    total = Store(home).count(InspectionFilter())
     assert total == 37
     assert count_line(app) == f"**{total} inspections match** · the map shows all {total}"
     assert len(app.get("vega_lite_chart")) == 1
@@ -73,11 +76,11 @@ def test_large_sets_are_sampled(app):
 def test_filters_are_shared_with_history(app, home):
     app.multiselect(key="explore_f_defects").set_value(["free"]).run()
     assert not app.exception, app.exception
-    expected = Store(home).count(HistoryFilter(defects=["free"]))
+    expected = Store(home).count(InspectionFilter(defects=["free"]))
     assert count_line(app).startswith(f"**{expected} inspections match**")
 
 
-@pytest.mark.parametrize("colour", list(explore.COLOR_CHOICES))
+@pytest.mark.parametrize("colour", list(explore_map.COLOR_CHOICES))
 def test_every_colouring_renders(app, colour):
     app.selectbox(key="explore_color").set_value(colour).run()
     assert not app.exception, app.exception
@@ -94,18 +97,18 @@ def test_scoring_stores_outlier_scores_and_tags_near_duplicates(app, home):
     next(b for b in app.button if b.label.startswith("Compute scores")).click().run()
     assert not app.exception, app.exception
     assert any("Scored 37 inspections" in s.value for s in app.success)
-    rows, _ = Store(home).search(HistoryFilter(), sort="outlier_score", descending=True, page_size=0)
+    rows, _ = Store(home).search(InspectionFilter(), sort="outlier_score", descending=True, page_size=0)
     assert rows["outlier_score"].notna().all()
-    tagged = rows[rows["tags"].map(lambda t: explore.NEAR_DUPLICATE_TAG in list(t))]
+    tagged = rows[rows["tags"].map(lambda t: scores.NEAR_DUPLICATE_TAG in list(t))]
     assert len(tagged) >= 2  # the copy and its original
     assert any("Most unusual images" in md.value for md in app.markdown)
     # Near-duplicates are also sortable in History: the re-encoded copy comes first, pointing at its original.
     by_similarity, _ = Store(home).search(
-        HistoryFilter(), sort="near_duplicate_similarity", descending=True, page=1, page_size=1
+        InspectionFilter(), sort="near_duplicate_similarity", descending=True, page=1, page_size=1
     )
     top = by_similarity.iloc[0]
     assert (
-        top["file_name"].startswith("copy-of-") and top["near_duplicate_similarity"] >= explore.NEAR_DUPLICATE_THRESHOLD
+        top["file_name"].startswith("copy-of-") and top["near_duplicate_similarity"] >= scores.NEAR_DUPLICATE_THRESHOLD
     )
     original = Store(home).inspection_detail(int(top["near_duplicate_of"]))
     assert "copy-of-" + original["file_name"] == top["file_name"]
@@ -113,11 +116,11 @@ def test_scoring_stores_outlier_scores_and_tags_near_duplicates(app, home):
 
 def test_box_selection_picks_the_points_inside():
     frame = pd.DataFrame({"inspection_id": [1, 2, 3], "x": [0.0, 1.0, 2.0], "y": [0.0, 1.0, 2.0]})
-    event = {"selection": {explore.REGION: {"x": [0.5, 2.5], "y": [2.5, 0.5]}}}
+    event = {"selection": {explore_map.REGION: {"x": [0.5, 2.5], "y": [2.5, 0.5]}}}
     assert explore.selected_ids(frame, event) == [2, 3]
-    assert explore.selected_ids(frame, {"selection": {explore.REGION: {}}}) == []
+    assert explore.selected_ids(frame, {"selection": {explore_map.REGION: {}}}) == []
     assert explore.selected_ids(frame, None) == []
-    assert explore.map_frame(
+    assert explore_map.map_frame(
         pd.DataFrame(
             {
                 "inspection_id": [1],

@@ -17,12 +17,13 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from visionqc import app_state
 from visionqc.config import PROJECT_ROOT
-from visionqc.ingest import run_batch
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.predict import Predictor
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
+from visionqc.ui import history
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 180
@@ -49,7 +50,7 @@ def seeded_home(tmp_path_factory, tile_photos, default_model_dir) -> Path:
 
 
 def all_rows(store: Store) -> pd.DataFrame:
-    rows, _ = store.search(HistoryFilter(), sort="inspection_id", descending=False, page_size=0)
+    rows, _ = store.search(InspectionFilter(), sort="inspection_id", descending=False, page_size=0)
     return rows
 
 
@@ -81,7 +82,7 @@ def total_shown(at: AppTest) -> int:
 
 
 def table(at: AppTest) -> pd.DataFrame:
-    return at.dataframe(key=app_state.HISTORY_TABLE).value
+    return at.dataframe(key=history.HISTORY_TABLE).value
 
 
 def shown_names(at: AppTest) -> list[str]:
@@ -234,7 +235,7 @@ def test_server_side_sorting_and_paging(app, rows):
 
 
 def select(app: AppTest, positions: list[int]) -> None:
-    app.session_state[app_state.HISTORY_TABLE] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+    app.session_state[history.HISTORY_TABLE] = {"selection": {"rows": positions, "columns": [], "cells": []}}
     app.run()
     assert not app.exception, app.exception
 
@@ -258,20 +259,20 @@ def test_detail_view_shows_probabilities_and_review_history(app, rows):
 def test_bulk_tag_untag_review_and_soft_delete(app, home):
     store = Store(home)
     select(app, [0, 1, 2])
-    ids = [int(i) for i in store.search(HistoryFilter(), page_size=3)[0]["inspection_id"]]
+    ids = [int(i) for i in store.search(InspectionFilter(), page_size=3)[0]["inspection_id"]]
     app.text_input(key="history_bulk_who").set_value("Chris")
     app.text_input(key="history_bulk_add").set_value("shift-report, line-2")
     app.button(key="history_bulk_add_btn").click().run()
     assert any("Tagged 3 inspection(s)" in s.value for s in app.success)
-    assert store.count(HistoryFilter(tags_all=("shift-report", "line-2"))) == 3
+    assert store.count(InspectionFilter(tags_all=("shift-report", "line-2"))) == 3
 
     app.multiselect(key="history_bulk_remove").set_value(["line-2"])
     app.button(key="history_bulk_remove_btn").click().run()
-    assert store.count(HistoryFilter(tags_any=("line-2",))) == 0
-    assert store.count(HistoryFilter(tags_any=("shift-report",))) == 3
+    assert store.count(InspectionFilter(tags_any=("line-2",))) == 0
+    assert store.count(InspectionFilter(tags_any=("shift-report",))) == 3
 
     app.button(key="history_bulk_review_btn").click().run()
-    assert store.count(HistoryFilter(ids=ids, reviewed=True)) == 3
+    assert store.count(InspectionFilter(ids=ids, reviewed=True)) == 3
     assert all(store.inspection_detail(i)["reviewed_by"] == "Chris" for i in ids)
 
     app.button(key="history_bulk_delete_btn").click().run()
@@ -283,14 +284,14 @@ def test_bulk_tag_untag_review_and_soft_delete(app, home):
     assert not app.exception
     assert store.count() == 27 and total_shown(app) == 27
     assert any("Deleted 3 inspection(s)" in s.value for s in app.success)
-    assert store.count(HistoryFilter(deleted="only")) == 3
+    assert store.count(InspectionFilter(deleted="only")) == 3
     trail = store.inspection_detail(ids[0])["reviews"]
     assert list(trail["kind"])[-1] == "delete" and list(trail["note"])[-1] == "blurred photos"
 
     # Deleted rows can be shown and restored.
     app.radio(key="history_f_deleted").set_value("Only deleted").run()
     assert total_shown(app) == 3 and sorted(table(app)["File"]) == sorted(
-        store.search(HistoryFilter(ids=ids, deleted="all"), page_size=0)[0]["file_name"]
+        store.search(InspectionFilter(ids=ids, deleted="all"), page_size=0)[0]["file_name"]
     )
     select(app, [0, 1, 2])
     app.button(key="history_bulk_restore_btn").click().run()

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from visionqc import app_state
-from visionqc.checkpoint import read_card
+from visionqc.actions import ACTIONS
 from visionqc.config import PROJECT_ROOT
-from visionqc.predict import ACTIONS
+from visionqc.model.card import read_card
 from visionqc.store import Store
+from visionqc.ui import pages, upload
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 180
@@ -46,7 +46,7 @@ def inspect(at: AppTest, files: list[tuple[str, bytes, str]]) -> str:
     assert not button.disabled
     button.click().run()
     assert not at.exception, at.exception
-    return at.session_state[app_state.CURRENT_BATCH]
+    return at.session_state[upload.CURRENT_BATCH]
 
 
 def table_with(at: AppTest, column: str):
@@ -69,10 +69,10 @@ def test_sidebar_shows_the_active_model_and_data_folder(app, visionqc_home):
 def test_every_page_file_is_registered_in_name_order(tmp_path):
     for name in ("2_History.py", "10_Last_one.py", "1_Inspect.py", "5_Review_queue.py", "_private.py"):
         (tmp_path / name).write_text("import streamlit as st\n")
-    specs = app_state.page_specs(tmp_path)
+    specs = pages.page_specs(tmp_path)
     assert [s.title for s in specs] == ["Inspect", "History", "Review queue", "Last one"]
     assert [s.url_path for s in specs] == ["inspect", "history", "review-queue", "last-one"]
-    assert [s.title for s in app_state.page_specs()][:2] == ["Inspect", "History"]
+    assert [s.title for s in pages.page_specs()][:2] == ["Inspect", "History"]
 
 
 def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_photos, visionqc_home):
@@ -91,7 +91,7 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_p
     assert list(duplicates["File"]) == ["shift.zip/copy.jpg"]
     assert list(duplicates["Inspected earlier as"]) == [singles[0].name]
 
-    table = app.dataframe(key=app_state.RESULTS_TABLE).value
+    table = app.dataframe(key=upload.RESULTS_TABLE).value
     expected_names = [p.name for p in singles] + [f"shift.zip/shift/{p.name}" for p in zipped]
     assert sorted(table["File"]) == sorted(expected_names)
     assert all(url.startswith("data:image/jpeg;base64,") for url in table["Image"])
@@ -108,7 +108,7 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_p
     store = Store(visionqc_home)
     assert len(store.list_batches()) == 1
     assert store.count() == 6
-    assert app.session_state[app_state.CURRENT_BATCH] == batch_id
+    assert app.session_state[upload.CURRENT_BATCH] == batch_id
 
 
 def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visionqc_home):
@@ -126,7 +126,7 @@ def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visi
     data = store.batch_csv(batch_id)  # what the button's deferred callable returns
     assert data.startswith(b"\xef\xbb\xbf")
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
-    assert sorted(r["file_name"] for r in rows) == sorted(app.dataframe(key=app_state.RESULTS_TABLE).value["File"])
+    assert sorted(r["file_name"] for r in rows) == sorted(app.dataframe(key=upload.RESULTS_TABLE).value["File"])
     assert {r["batch_id"] for r in rows} == {batch_id}
 
 
@@ -150,7 +150,7 @@ def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, tile_photos, 
     assert "leaves the archive" in reasons["evil.zip/../../escape.jpg"]
     stored = Store(visionqc_home).batch_failures(batch_id)
     assert sorted(stored["file_name"]) == sorted(reasons)
-    assert sorted(app.dataframe(key=app_state.RESULTS_TABLE).value["File"]) == sorted(
+    assert sorted(app.dataframe(key=upload.RESULTS_TABLE).value["File"]) == sorted(
         [good.name, f"evil.zip/ok/{in_zip.name}"]
     )
 
@@ -161,7 +161,7 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(3, offset=40)])
     store = Store(visionqc_home)
     rows = store.batch_rows(batch_id)
-    app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    app.session_state[upload.RESULTS_TABLE] = {"selection": {"rows": [1], "columns": [], "cells": []}}
     app.run()
     assert not app.exception
     target = int(rows.iloc[1]["inspection_id"])
@@ -194,7 +194,7 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     assert review["previous"]["defect"] == predicted
     history = table_with(app, "Labels before")
     assert list(history["Who"]) == ["Ana Lead"]
-    table = app.dataframe(key=app_state.RESULTS_TABLE).value
+    table = app.dataframe(key=upload.RESULTS_TABLE).value
     assert table.iloc[1]["Defect"] == new_defect
     assert list(table.iloc[1]["Status"]) == ["Corrected"]
     assert pd.isna(table.iloc[1]["Defect %"]), "no model percentage beside a person's label"
@@ -202,7 +202,7 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
 
 def test_a_correction_without_a_name_is_refused(app, tile_photos, visionqc_home):
     batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=50)])
-    app.session_state[app_state.RESULTS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
+    app.session_state[upload.RESULTS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
     app.run()
     [save] = [b for b in app.button if b.label == "Save correction"]
     save.click().run()
@@ -219,13 +219,13 @@ def test_without_a_model_the_page_says_why(visionqc_home, tmp_path, monkeypatch)
 
 
 def test_a_busy_database_is_a_message_not_a_crash(app, tile_photos, monkeypatch):
-    import visionqc.ingest
+    import visionqc.ui.upload
     from visionqc.store import StoreBusyError
 
     def busy(*args, **kwargs):
         raise StoreBusyError("the database stayed locked by another VisionQC process for 60 s")
 
-    monkeypatch.setattr(visionqc.ingest, "run_batch", busy)
+    monkeypatch.setattr(visionqc.ui.upload, "run_batch", busy)
     app.file_uploader(key="inspect_files").set_value(
         [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=60)]
     )
@@ -233,4 +233,4 @@ def test_a_busy_database_is_a_message_not_a_crash(app, tile_photos, monkeypatch)
     app.button(key="inspect_run").click().run()
     assert not app.exception
     assert any("could not be saved completely" in e.value and "locked" in e.value for e in app.error)
-    assert app_state.CURRENT_BATCH not in app.session_state, "no batch is shown as if it were done"
+    assert upload.CURRENT_BATCH not in app.session_state, "no batch is shown as if it were done"

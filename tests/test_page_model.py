@@ -8,10 +8,10 @@ import shutil
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from visionqc import model_card
-from visionqc.checkpoint import read_card
 from visionqc.config import PROJECT_ROOT
-from visionqc.localisation import SampleResult, summarise, write_to_card
+from visionqc.model.card import read_card
+from visionqc.reporting import model_card
+from visionqc.training.localisation import SampleResult, summarise, write_to_card
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 

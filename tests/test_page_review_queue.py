@@ -9,10 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from visionqc.config import PROJECT_ROOT
-from visionqc.ingest import run_batch
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.predict import Predictor
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/5_Review_queue.py"
@@ -36,7 +37,7 @@ def home(seeded_home, private_home) -> Path:
 
 def waiting_order(store: Store, below: float = 1.0) -> list[int]:
     """Every unreviewed row in the queue's order, computed here in pandas (threshold 100% queues all)."""
-    rows, _ = store.search(HistoryFilter(reviewed=False), sort="inspection_id", descending=False, page_size=0)
+    rows, _ = store.search(InspectionFilter(reviewed=False), sort="inspection_id", descending=False, page_size=0)
     rows = rows[rows["needs_review"] | (rows["confidence"] < below)]
     return rows.sort_values(["confidence", "inspection_id"])["inspection_id"].astype(int).tolist()
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc.imaging import ImageDecodeError
-from visionqc.predict import ActionPolicy, Predictor
+from visionqc.actions import ActionPolicy
+from visionqc.intake.imaging import ImageDecodeError
+from visionqc.model.predict import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -18,18 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from visionqc.store import (
-    SCHEMA_VERSION,
-    UTF8_BOM,
-    DuplicateRecord,
-    FailureRecord,
-    HistoryFilter,
-    InspectionRecord,
-    Store,
-    StoreBusyError,
-    StoreError,
-    build_where,
-)
+from visionqc.filters import InspectionFilter
+from visionqc.store import DuplicateRecord, FailureRecord, InspectionRecord, Store, StoreBusyError, StoreError
+from visionqc.store.inspections import UTF8_BOM
+from visionqc.store.query import build_where
+from visionqc.store.schema import SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)  # naive UTC
 
@@ -94,7 +87,7 @@ def add_batch(store: Store, records: list[InspectionRecord], station: str = "Lin
     return batch_id
 
 
-def ids_of(store: Store, f: HistoryFilter) -> list[int]:
+def ids_of(store: Store, f: InspectionFilter) -> list[int]:
     rows, total = store.search(f, sort="inspection_id", descending=False, page_size=0)
     assert total == len(rows)
     return rows["inspection_id"].tolist()
@@ -221,7 +214,7 @@ def test_version_1_file_is_migrated_and_keeps_its_rows(tmp_path):
     assert store.inspection_detail(1)["reviews"]["kind"].tolist() == ["correct"]
     # The migrated file works for new writes: sequences continue, duplicates table exists.
     batch_id = add_batch(store, [record(0, "new.jpg")])
-    assert ids_of(store, HistoryFilter(batches=(batch_id,))) == [2]
+    assert ids_of(store, InspectionFilter(batches=(batch_id,))) == [2]
     store.write_chunk(batch_id, duplicates=[DuplicateRecord("again.jpg", "aa", 1)])
     assert store.batch_duplicates(batch_id)["earlier_inspection_id"].tolist() == [1]
 
@@ -300,7 +293,7 @@ def test_confirm_marks_reviewed_and_settles_review_actions(seeded):
     assert four["reviewed"] and four["defect"] == "blowhole"
     assert four["pred_action"] == "Review" and four["action"] == "Rework"  # medium severity once confirmed
     assert five["action"] == "Reject"  # a concrete predicted action is kept as is
-    assert ids_of(store, HistoryFilter(reviewed=True)) == [4, 5]
+    assert ids_of(store, InspectionFilter(reviewed=True)) == [4, 5]
     with pytest.raises(ValueError, match="review kind"):
         store.review([1], "Ana", "approve")
     with pytest.raises(ValueError, match="reviewer"):
@@ -314,9 +307,9 @@ def test_soft_delete_hides_rows_everywhere_and_restore_brings_them_back(seeded):
     assert store.soft_delete([2, 3], "Ana", note="blurred") == 2
     assert store.soft_delete([2], "Ana") == 0  # already deleted: nothing to record
     assert store.count() == 8
-    assert 2 not in ids_of(store, HistoryFilter())
-    assert ids_of(store, HistoryFilter(deleted="only")) == [2, 3]
-    assert store.count(HistoryFilter(deleted="all")) == 10
+    assert 2 not in ids_of(store, InspectionFilter())
+    assert ids_of(store, InspectionFilter(deleted="only")) == [2, 3]
+    assert store.count(InspectionFilter(deleted="all")) == 10
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM inspection_view").fetchone()[0] == 8
     assert store.restore([2], "Ben") == 1
@@ -328,7 +321,7 @@ def test_soft_delete_hides_rows_everywhere_and_restore_brings_them_back(seeded):
 # --- filters ------------------------------------------------------------------------------------
 def test_each_filter_on_its_own(seeded):
     store, _, batch_b = seeded
-    f = HistoryFilter
+    f = InspectionFilter
     assert ids_of(store, f(defects=("crack",))) == [1, 2, 7]
     assert ids_of(store, f(defects=("crack", "break"))) == [1, 2, 7, 10]
     assert ids_of(store, f(severities=("medium",))) == [4, 5, 7]
@@ -358,9 +351,9 @@ def test_each_filter_on_its_own(seeded):
 def test_filters_see_effective_labels_after_a_review(seeded):
     store, _, _ = seeded
     store.review([3], "Ana", "correct", defect="crack", severity="low", location="center")
-    assert ids_of(store, HistoryFilter(defects=("crack",))) == [1, 2, 3, 7]
-    assert ids_of(store, HistoryFilter(severities=(None,))) == [6, 9]
-    assert ids_of(store, HistoryFilter(reviewed=False)) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
+    assert ids_of(store, InspectionFilter(defects=("crack",))) == [1, 2, 3, 7]
+    assert ids_of(store, InspectionFilter(severities=(None,))) == [6, 9]
+    assert ids_of(store, InspectionFilter(reviewed=False)) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_tag_filters_all_any_none(seeded):
@@ -370,7 +363,7 @@ def test_tag_filters_all_any_none(seeded):
     assert store.add_tags([5], "c") == 1
     assert store.add_tags([1], ["a"]) == 0  # already there
     assert store.add_tags([999], ["a"]) == 0  # no such inspection
-    f = HistoryFilter
+    f = InspectionFilter
     assert ids_of(store, f(tags_all=("a", "b"))) == [1]
     assert ids_of(store, f(tags_any=("a", "b"))) == [1, 2, 3]
     assert ids_of(store, f(tags_none=("a",))) == [3, 4, 5, 6, 7, 8, 9, 10]
@@ -389,15 +382,15 @@ def test_tag_filters_all_any_none(seeded):
 def test_build_where_is_parameterised(seeded):
     store, _, _ = seeded
     hostile = "x' OR 1=1; DROP TABLE inspections; --"
-    sql, params = build_where(HistoryFilter(file_name=hostile, defects=(hostile,), tags_any=(hostile,)))
+    sql, params = build_where(InspectionFilter(file_name=hostile, defects=(hostile,), tags_any=(hostile,)))
     assert hostile not in sql and "DROP" not in sql
     assert hostile in params
-    assert store.search(HistoryFilter(file_name=hostile))[1] == 0
+    assert store.search(InspectionFilter(file_name=hostile))[1] == 0
     assert store.count() == 10
     with pytest.raises(ValueError):
-        build_where(HistoryFilter(deleted="maybe"))
+        build_where(InspectionFilter(deleted="maybe"))
     with pytest.raises(ValueError, match="time zone"):
-        build_where(HistoryFilter(date_from=date(2026, 1, 1), timezone="Mars/Olympus"))
+        build_where(InspectionFilter(date_from=date(2026, 1, 1), timezone="Mars/Olympus"))
 
 
 # --- paging, sorting, detail ---------------------------------------------------------------------
@@ -405,11 +398,11 @@ def test_paging_returns_disjoint_pages_with_the_full_total(seeded):
     store, _, _ = seeded
     seen = []
     for page in range(4):
-        rows, total = store.search(HistoryFilter(), sort="created_at", descending=True, page=page, page_size=3)
+        rows, total = store.search(InspectionFilter(), sort="created_at", descending=True, page=page, page_size=3)
         assert total == 10
         seen.extend(rows["inspection_id"].tolist())
     assert seen == [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
-    rows, total = store.search(HistoryFilter(defects=("crack",)), page=5, page_size=3)
+    rows, total = store.search(InspectionFilter(defects=("crack",)), page=5, page_size=3)
     assert rows.empty and total == 3
 
 
@@ -430,7 +423,7 @@ def test_sorting_by_whitelisted_columns_only(seeded):
 
 def test_search_rows_carry_station_paths_and_tags(seeded):
     store, _, batch_b = seeded
-    rows, _ = store.search(HistoryFilter(ids=[7]))
+    rows, _ = store.search(InspectionFilter(ids=[7]))
     row = rows.iloc[0]
     assert row["station"] == "Line 2" and row["operator"] == "Ana" and row["batch_id"] == batch_b
     assert row["thumb_file"] == str(store.home / "thumbs" / row["sha256"][:2] / f"{row['sha256']}.jpg")
@@ -460,7 +453,7 @@ def test_distinct_values_for_filter_options(seeded):
 
 def test_embeddings_live_in_their_own_table(seeded):
     store, _, _ = seeded
-    ids, vectors = store.embeddings(HistoryFilter(defects=("crack",)))
+    ids, vectors = store.embeddings(InspectionFilter(defects=("crack",)))
     assert ids.tolist() == [1, 2, 7]
     assert vectors.shape == (3, 1280) and vectors.dtype == np.float32
     rows, _ = store.search()
@@ -472,7 +465,7 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(seeded, tmp_path)
     store, _, _ = seeded
     store.add_tags([7], ["retrain", "Prüfer"])
     store.review([2], "Zoë", "correct", severity="high")
-    data = store.export_csv(HistoryFilter(defects=("crack",)), sort="inspection_id", descending=False)
+    data = store.export_csv(InspectionFilter(defects=("crack",)), sort="inspection_id", descending=False)
     assert data.startswith(UTF8_BOM)
     assert data[3:].decode("utf-8")  # valid UTF-8 after the BOM
     assert "Prüfung.jpg".encode() in data
@@ -485,7 +478,7 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(seeded, tmp_path)
     assert frame.set_index("inspection_id").loc[7, "tags"] == "Prüfer;retrain"
 
     target = tmp_path / "export.csv"
-    assert store.export_csv(HistoryFilter(), path=target) == target
+    assert store.export_csv(InspectionFilter(), path=target) == target
     written = target.read_bytes()
     assert written.startswith(UTF8_BOM) and written.count(UTF8_BOM) == 1
     assert len(pd.read_csv(target, encoding="utf-8-sig")) == 10  # every row, not one page
@@ -540,7 +533,7 @@ def test_waits_for_another_process_holding_the_file(seeded):
         assert store.add_tags([1], ["while-locked"]) == 1  # waits with back-off, then writes
     finally:
         holder.wait(timeout=30)
-    assert ids_of(store, HistoryFilter(tags_all=("while-locked",))) == [1]
+    assert ids_of(store, InspectionFilter(tags_all=("while-locked",))) == [1]
 
 
 def test_gives_up_with_a_clear_message_when_the_lock_is_held_too_long(seeded):

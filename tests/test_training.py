@@ -10,18 +10,15 @@ import torch
 from PIL import Image
 
 from visionqc import cli
-from visionqc.checkpoint import load_checkpoint
-from visionqc.datasets import load_dataset
-from visionqc.predict import Predictor
-from visionqc.training import (
-    TrainConfig,
-    augment,
-    balanced_draws,
-    calibrate_confidence_threshold,
-    evaluate_model_dir,
-    multitask_loss,
-    train,
-)
+from visionqc.cli.training import parse_loss_weights
+from visionqc.model.checkpoint import load_checkpoint
+from visionqc.model.predict import Predictor
+from visionqc.training.calibration import calibrate_confidence_threshold
+from visionqc.training.config import TrainConfig
+from visionqc.training.datasets import load_dataset
+from visionqc.training.evaluation import evaluate_model_dir
+from visionqc.training.features import augment
+from visionqc.training.loop import balanced_draws, multitask_loss
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +120,8 @@ def test_train_config_defaults_match_the_documented_recipe():
     cfg = TrainConfig()
     assert cfg.loss_weights == {"defect": 1.0, "severity": 0.7, "location": 0.7}
     assert cfg.input_size == 224 and cfg.phase2 and cfg.seed == 0
-    assert callable(train)
+    assert (cfg.unfreeze_blocks, cfg.phase2_epochs, cfg.select_on) == (2, 10, "loss")
+    assert (cfg.val_fraction, cfg.test_fraction, cfg.views) == (0.15, 0.15, 3)
 
 
 def test_train_and_evaluate_help_explain_the_options(capsys):
@@ -140,10 +138,10 @@ def test_train_and_evaluate_help_explain_the_options(capsys):
 
 
 def test_loss_weights_option_parses_both_forms():
-    assert cli._loss_weights("1.0,0.7,0.7") == {"defect": 1.0, "severity": 0.7, "location": 0.7}
-    assert cli._loss_weights("defect=1,location=0.2") == {"defect": 1.0, "location": 0.2}
+    assert parse_loss_weights("1.0,0.7,0.7") == {"defect": 1.0, "severity": 0.7, "location": 0.7}
+    assert parse_loss_weights("defect=1,location=0.2") == {"defect": 1.0, "location": 0.2}
     with pytest.raises(Exception, match="three weights"):
-        cli._loss_weights("1,2")
+        parse_loss_weights("1,2")
 
 
 def test_a_folder_that_is_not_a_dataset_is_a_message_not_a_traceback(tmp_path, capsys):

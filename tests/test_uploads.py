@@ -8,7 +8,7 @@ import zipfile
 
 from PIL import Image
 
-from visionqc.uploads import UploadFailure, UploadFile, UploadLimits, iter_named_bytes, iter_paths, unpack_zip
+from visionqc.intake.uploads import UploadFailure, UploadFile, UploadLimits, iter_named_bytes, iter_paths, unpack_zip
 
 
 def jpeg_bytes(color=(200, 30, 30)) -> bytes:

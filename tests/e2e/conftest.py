@@ -7,7 +7,7 @@ Reusable by every page's e2e test:
 - ``start_app_server(home, env=...)``: the same as a context manager, for tests that need their own server.
 - ``browser`` (session scope) and ``page`` (function scope, 1400×1000, downloads allowed).
 - ``wait_for_app`` (fixture): ``wait_for_app(page)`` waits until Streamlit has finished running the script.
-- ``screenshot_dir``: where to write screenshots (/tmp unless ``VISIONQC_SCREENSHOTS`` is set).
+- ``screenshot_dir``: where to write screenshots (the test's tmp_path unless ``VISIONQC_SCREENSHOTS`` is set).
 
 The server inherits the environment, so ``VISIONQC_MODEL`` picks the model (default: the shipped one).
 
@@ -185,8 +185,8 @@ def wait_for_app():
 
 
 @pytest.fixture
-def screenshot_dir() -> Path:
-    """Where e2e tests write their screenshots (/tmp, or $VISIONQC_SCREENSHOTS)."""
-    path = Path(os.environ.get("VISIONQC_SCREENSHOTS", "/tmp"))
+def screenshot_dir(tmp_path) -> Path:
+    """Where e2e tests write their screenshots: the test's own tmp_path, or $VISIONQC_SCREENSHOTS to keep them."""
+    path = Path(os.environ.get("VISIONQC_SCREENSHOTS") or tmp_path / "screenshots")
     path.mkdir(parents=True, exist_ok=True)
     return path

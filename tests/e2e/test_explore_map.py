@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visionqc.ingest import run_batch
-from visionqc.predict import Predictor
-from visionqc.store import HistoryFilter, Store
-from visionqc.uploads import UploadFile
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.predict import Predictor
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
 
 CHART = "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg"
 
@@ -76,6 +77,6 @@ def test_drag_a_box_selects_and_tags_images(seeded_app, page, wait_for_app, scre
     page.get_by_role("button", name=re.compile(r"Tag \d+ images")).click()
     wait_for_app(page)
     page.get_by_text(re.compile(r"Tagged \d+ images “retrain”")).wait_for()
-    tagged = Store(seeded_app.home).count(HistoryFilter(tags_all=["retrain"]))
+    tagged = Store(seeded_app.home).count(InspectionFilter(tags_all=["retrain"]))
     assert tagged == selected
     assert "Traceback" not in page.inner_text("body")

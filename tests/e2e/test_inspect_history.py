@@ -2,7 +2,7 @@
 
 Real magnetic-tile photos go through the real file input (files and a zip), a label is corrected, History is
 filtered and its CSV downloaded; bad files (corrupt JPEG, text named .png, zip with ../ paths) are reported
-while the rest of the batch is saved. Screenshots land in /tmp (see ``screenshot_dir``).
+while the rest of the batch is saved. Screenshots land in the test's tmp_path (see ``screenshot_dir``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,38 @@
+"""Command line: ``python -m visionqc predict|inspect|train|evaluate|localise``.
+
+Each subcommand is a small function that parses its arguments and calls into the library; each module
+registers its subcommands on the parser, which is assembled last, in :func:`build_parser`, as in
+torchvision's reference scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from visionqc.cli import inspection, training
+from visionqc.cli.common import EXIT_USER_ERROR
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m visionqc",
+        description="VisionQC: offline visual quality control. Classify product photos by defect, severity, "
+        "location and action; store inspections; train and evaluate models. Everything runs on the CPU, offline.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspection.register(sub)
+    training.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.func(args)
+    except ValueError as exc:  # user-caused problems (bad policy file, bad dataset) -> message, not traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR

@@ -1,0 +1,271 @@
+"""``train``, ``evaluate`` and ``localise``: make a model from labelled images, measure it, score its heatmaps."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from visionqc import config
+from visionqc.cli.common import EXIT_BAD_MODEL, EXIT_OK
+
+
+def parse_loss_weights(text: str) -> dict[str, float]:
+    """``1.0,0.7,0.7`` (defect, severity, location) or ``defect=1,severity=0.7,location=0.7``."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    try:
+        if all("=" in x for x in parts):
+            return {k.strip(): float(v) for k, v in (x.split("=", 1) for x in parts)}
+        values = [float(x) for x in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError("give three weights: defect,severity,location (e.g. 1.0,0.7,0.7)")
+    return dict(zip(("defect", "severity", "location"), values, strict=True))
+
+
+def _thresholds(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give two area shares, e.g. 0.003,0.03") from None
+    if not 0 < low < high < 1:
+        raise argparse.ArgumentTypeError("need 0 < low < high < 1, e.g. 0.003,0.03")
+    return low, high
+
+
+def _read_dataset(args: argparse.Namespace):
+    from visionqc.training.datasets import load_dataset
+
+    return load_dataset(
+        args.data,
+        labels_csv=args.labels,
+        no_defect_class=args.no_defect_class,
+        severity_thresholds=args.severity_thresholds,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from visionqc.training.config import TrainConfig
+    from visionqc.training.evaluation import format_report
+    from visionqc.training.trainer import train
+
+    dataset = _read_dataset(args)
+    cfg = TrainConfig(
+        name=args.name or f"{Path(args.out).name}",
+        version=args.version,
+        seed=args.seed,
+        epochs=args.epochs,
+        phase2=args.phase2,
+        phase2_epochs=args.phase2_epochs,
+        unfreeze_blocks=args.unfreeze_blocks,
+        views=args.views,
+        loss_weights=args.loss_weights,
+        repeats=args.repeats,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        max_per_class=args.max_per_class,
+        progress=not args.quiet,
+    )
+    command = "python -m visionqc " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    card = train(dataset, args.out, cfg, command=command, citation=args.citation)
+    test = card["metrics"].get("test")
+    if test:
+        print(format_report(test))
+    repeated = card["metrics"].get("repeated_splits")
+    if repeated:
+        ba = repeated["defect"]["balanced_accuracy"]
+        print(f"\nrepeated splits ({repeated['splits']}): defect balanced accuracy {ba['mean']:.4f} ± {ba['std']:.4f}")
+    print(f"\nphase {card['training']['phase_chosen']}: {card['training']['phase_reason']}")
+    _localise_after_training(args)
+    print(f"model written to {args.out}")
+    return EXIT_OK
+
+
+def _localise_after_training(args: argparse.Namespace) -> None:
+    """Score the new model's heatmaps on its test split when the data has masks or boxes, so the card (and
+    the Model page) never carries a previous model's localisation numbers."""
+    from visionqc.training.localisation import find_samples, localise
+
+    try:
+        find_samples(args.data)
+    except ValueError:
+        return  # no masks or boxes: nothing to score the heatmaps against
+    report, key = localise(args.data, args.out, split="test")
+    print(f"heatmaps: pointing game {report.pointing_game:.3f} on {report.images} test defects (card: {key})")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from visionqc.model.card import ModelLoadError
+    from visionqc.training.evaluation import evaluate_model_dir, format_report
+
+    dataset = _read_dataset(args)
+    try:
+        report = evaluate_model_dir(args.model, dataset, split=args.split, progress=not args.quiet)
+    except ModelLoadError as exc:
+        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    return EXIT_OK
+
+
+def cmd_localise(args: argparse.Namespace) -> int:
+    from visionqc.training.localisation import localise
+
+    def progress(done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            print(f"  {done}/{total} images", file=sys.stderr, flush=True)
+
+    report, key = localise(
+        args.data, args.model, split=args.split, explain=args.explain, write=not args.dry_run, progress=progress
+    )
+    print(json.dumps(report.card_entry(), indent=2))
+    where = (
+        "not written (--dry-run)" if args.dry_run else f"written to {args.model}/model.json as localisation[{key!r}]"
+    )
+    print(
+        f"{report.images} images: pointing game {report.pointing_game:.3f} "
+        f"({report.pointing_game_tolerant:.3f} within {report.tolerance_px} px), box IoU {report.box_iou_mean:.3f}; "
+        f"{where}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+DATA_HELP = (
+    "labelled images: class folders DIR/<defect>/*.jpg (optional DIR/labels.csv with image,severity,location); "
+    "DIR/images/<defect>/ with DIR/masks/ (PNG, white = defect) or DIR/boxes/ (Pascal VOC XML); "
+    "a CSV manifest (image,defect[,severity,location]); or a COCO JSON file (as CarDD ships it)"
+)
+
+
+def add_dataset_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, metavar="DATA", help=DATA_HELP)
+    p.add_argument("--labels", type=Path, help="CSV with severity/location for class folders (default DATA/labels.csv)")
+    p.add_argument(
+        "--no-defect-class",
+        help="the class that means 'no defect' (default: a class named free, ok, "
+        "good, normal, ...; if none exists, a 'no_defect' class that has no training images)",
+    )
+    p.add_argument(
+        "--severity-thresholds",
+        type=_thresholds,
+        default=(0.003, 0.03),
+        metavar="LOW,HIGH",
+        help="defect area shares separating low/medium/high severity when derived from masks or "
+        "boxes (default: %(default)s, i.e. <0.3%% low, 0.3-3%% medium, >=3%% high)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_localise(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from labelled images and write a model directory",
+        description="Train a model (weights + model card) from labelled images. The images are split train / "
+        "validation / test, stratified by defect class with a fixed --seed. Phase 1 trains one linear head per "
+        "task on cached backbone features of each image and a few augmented views; phase 2 fine-tunes the last "
+        "backbone blocks with a cosine schedule and early stopping, and is kept only if it beats phase 1 on "
+        "validation balanced accuracy. Needs-review thresholds are calibrated on the validation split; the test "
+        "split's accuracy, balanced accuracy, macro F1, per-class precision/recall and confusion matrix are "
+        "printed and written to the card, with the mean and spread over repeated splits.",
+    )
+    add_dataset_options(p)
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--name", help="model name in the card (default: the --out folder name)")
+    p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=150, help="phase-1 epochs, with early stopping (default: %(default)s)")
+    p.add_argument(
+        "--phase2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="try phase 2 (last backbone blocks + heads) and keep it if it wins on validation (default: on)",
+    )
+    p.add_argument("--phase2-epochs", type=int, default=10, help="phase-2 epochs (default: %(default)s)")
+    p.add_argument(
+        "--unfreeze-blocks", type=int, default=2, help="last backbone blocks trained in phase 2 (default: %(default)s)"
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=3,
+        help="cached views per image: the original plus augmented ones (default: %(default)s)",
+    )
+    p.add_argument(
+        "--loss-weights",
+        type=parse_loss_weights,
+        default={"defect": 1.0, "severity": 0.7, "location": 0.7},
+        metavar="D,S,L",
+        help="multi-task loss weights for defect,severity,location (default: 1.0,0.7,0.7)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (default: %(default)s)")
+    p.add_argument("--test-fraction", type=float, default=0.15, help="held-out test share (default: %(default)s)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="repeated random splits for the mean/std of phase 1 in the card; 0 skips (default: %(default)s)",
+    )
+    p.add_argument("--max-per-class", type=int, help="use at most this many images per defect class (quick runs)")
+    p.add_argument("--citation", help="training-data citation for the card (default: from DATA/SOURCE.md)")
+    p.set_defaults(func=cmd_train)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a model on labelled images",
+        description="Classify labelled images with a model and print, per task, accuracy, balanced accuracy, "
+        "macro F1, per-class precision/recall and the confusion matrix. Severity and location are scored on "
+        "defective images whose region is known. DATA takes the same layouts as train.",
+    )
+    add_dataset_options(p)
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--split",
+        choices=["all", "test"],
+        default="all",
+        help="all images, or only the test files recorded in the model card (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _add_localise(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "localise",
+        help="measure how well heatmaps point at real defects (masks or VOC boxes) and record it in the card",
+        description="Compute the heatmap of every defect image in DATA (images/<class>/<name>.jpg with "
+        "masks/<class>/<name>.png or boxes/<class>/<name>.xml) and score it: pointing game (is the hottest "
+        "pixel on the defect) and box IoU. The summary is written into the model card's 'localisation' field.",
+    )
+    p.add_argument("data", type=Path, metavar="DATA", help="dataset folder with images/ and masks/ or boxes/")
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--split",
+        choices=["auto", "test", "all"],
+        default="auto",
+        help="test = the card's held-out images; all = every image; auto = test if the model was trained on "
+        "DATA, else all (default)",
+    )
+    p.add_argument(
+        "--explain",
+        choices=["true", "predicted"],
+        default="true",
+        help="explain the image's true class (standard) or the predicted one (what the app shows)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the numbers without changing the model card")
+    p.set_defaults(func=cmd_localise)

@@ -1,0 +1,213 @@
+"""Batches: creating one, writing its chunks of inspections, duplicates and failures, and reading it back."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from visionqc.filters import InspectionFilter
+from visionqc.store.records import (
+    DUPLICATE_SCHEMA,
+    EMBEDDING_SCHEMA,
+    FAILURE_SCHEMA,
+    IMAGE_SCHEMA,
+    INSPECTION_SCHEMA,
+    DuplicateRecord,
+    FailureRecord,
+    InspectionRecord,
+    arrow_table,
+    utc_now,
+)
+
+
+class BatchesMixin:
+    """The batch part of :class:`~visionqc.store.Store` (needs ``connect``, ``_write`` and ``search``)."""
+
+    def create_batch(
+        self,
+        *,
+        station: str | None,
+        operator: str | None,
+        note: str | None,
+        source: str,
+        model_name: str | None,
+        model_version: str | None,
+        batch_id: str | None = None,
+    ) -> str:
+        if source not in ("app", "cli"):
+            raise ValueError(f"source must be 'app' or 'cli', not {source!r}")
+        now = utc_now()
+        batch_id = batch_id or f"{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+
+        def work(con: duckdb.DuckDBPyConnection) -> str:
+            con.execute(
+                "INSERT INTO batches (batch_id, created_at, station, operator, note, source, model_name, "
+                "model_version, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')",
+                [batch_id, now, station or None, operator or None, note or None, source, model_name, model_version],
+            )
+            return batch_id
+
+        return self._write(work)
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        with self.connect() as con:
+            df = con.execute("SELECT * FROM batches WHERE batch_id = ?", [batch_id]).df()
+        return None if df.empty else df.iloc[0].to_dict()
+
+    def recorded_names(self, batch_id: str) -> set[str]:
+        """File names the batch already holds (inspected, duplicate or failed): skipped when resuming."""
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT file_name FROM inspections WHERE batch_id = ? UNION "
+                "SELECT file_name FROM duplicates WHERE batch_id = ? UNION "
+                "SELECT file_name FROM failures WHERE batch_id = ?",
+                [batch_id, batch_id, batch_id],
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def earlier_inspections(self, shas: Sequence[str]) -> dict[str, int]:
+        """For each SHA-256 already inspected (and not deleted), its earliest inspection id."""
+        if not shas:
+            return {}
+        with self.connect() as con:
+            rows = con.execute(
+                "SELECT sha256, min(inspection_id) FROM inspections "
+                "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND deleted_at IS NULL GROUP BY sha256",
+                [sorted(set(shas))],
+            ).fetchall()
+        return {sha: int(i) for sha, i in rows}
+
+    def reserve_inspection_ids(self, count: int) -> list[int]:
+        """Take ``count`` ids from the sequence (ids of a crashed chunk are simply never used)."""
+        if count <= 0:
+            return []
+        return self._write(
+            lambda con: [
+                int(r[0]) for r in con.execute("SELECT nextval('inspection_seq') FROM range(?)", [count]).fetchall()
+            ]
+        )
+
+    def write_chunk(
+        self,
+        batch_id: str,
+        inspections: Sequence[InspectionRecord] = (),
+        duplicates: Sequence[DuplicateRecord] = (),
+        failures: Sequence[FailureRecord] = (),
+    ) -> None:
+        """Write one chunk of a batch in a single transaction: all of it lands, or none of it."""
+        if not (inspections or duplicates or failures):
+            return
+        images = list({r.sha256: r for r in reversed(inspections)}.values())  # first record of each SHA-256
+        image_table = arrow_table(IMAGE_SCHEMA, images, first_seen=[r.created_at for r in images])
+        inspection_table = arrow_table(
+            INSPECTION_SCHEMA,
+            inspections,
+            batch_id=[batch_id] * len(inspections),
+            probabilities=[json.dumps(r.probabilities) for r in inspections],
+        )
+        embedding_table = arrow_table(
+            EMBEDDING_SCHEMA, inspections, vector=[np.asarray(r.embedding, dtype=np.float32) for r in inspections]
+        )
+        duplicate_table = arrow_table(DUPLICATE_SCHEMA, duplicates)
+        failure_table = arrow_table(FAILURE_SCHEMA, failures)
+
+        def work(con: duckdb.DuckDBPyConnection) -> None:
+            con.register("chunk_images", image_table)
+            con.register("chunk_inspections", inspection_table)
+            con.register("chunk_embeddings", embedding_table)
+            con.register("chunk_duplicates", duplicate_table)
+            con.register("chunk_failures", failure_table)
+            con.execute("INSERT INTO images SELECT * FROM chunk_images ON CONFLICT DO NOTHING")
+            con.execute(
+                "INSERT INTO inspections BY NAME SELECT * FROM chunk_inspections",
+            )
+            con.execute("INSERT INTO embeddings SELECT * FROM chunk_embeddings")
+            con.execute(
+                "INSERT INTO duplicates SELECT nextval('duplicate_seq'), ?, file_name, sha256, inspection_id, "
+                "created_at FROM chunk_duplicates",
+                [batch_id],
+            )
+            con.execute(
+                "INSERT INTO failures SELECT nextval('failure_seq'), ?, file_name, reason, created_at "
+                "FROM chunk_failures",
+                [batch_id],
+            )
+
+        self._write(work)
+
+    def finish_batch(self, batch_id: str) -> None:
+        self._write(
+            lambda con: con.execute(
+                "UPDATE batches SET status = 'complete', finished_at = ? WHERE batch_id = ?", [utc_now(), batch_id]
+            )
+        )
+
+    # --- batches --------------------------------------------------------------------------------
+    def list_batches(self) -> pd.DataFrame:
+        """Every batch, newest first, with its counts."""
+        with self.connect() as con:
+            return con.execute(
+                """SELECT b.*,
+                    (SELECT count(*) FROM inspection_view i WHERE i.batch_id = b.batch_id) AS inspected,
+                    (SELECT count(*) FROM duplicates d WHERE d.batch_id = b.batch_id) AS duplicates,
+                    (SELECT count(*) FROM failures f WHERE f.batch_id = b.batch_id) AS failures
+                FROM batches b ORDER BY b.created_at DESC"""
+            ).df()
+
+    def batch_rows(self, batch_id: str) -> pd.DataFrame:
+        """The batch's inspections (effective labels), in the order they were inspected."""
+        rows, _ = self.search(
+            InspectionFilter(batches=(batch_id,)), sort="inspection_id", descending=False, page_size=0
+        )
+        return rows
+
+    def batch_failures(self, batch_id: str) -> pd.DataFrame:
+        with self.connect() as con:
+            return con.execute(
+                "SELECT file_name, reason, created_at FROM failures WHERE batch_id = ? ORDER BY failure_id",
+                [batch_id],
+            ).df()
+
+    def batch_duplicates(self, batch_id: str) -> pd.DataFrame:
+        """Files of the batch whose bytes were inspected before, with the earlier inspection."""
+        with self.connect() as con:
+            return con.execute(
+                """SELECT d.file_name, d.sha256, d.inspection_id AS earlier_inspection_id,
+                    i.file_name AS earlier_file_name, i.batch_id AS earlier_batch_id, i.created_at AS earlier_at
+                FROM duplicates d LEFT JOIN inspections i USING (inspection_id)
+                WHERE d.batch_id = ? ORDER BY d.duplicate_id""",
+                [batch_id],
+            ).df()
+
+    def batch_summary(self, batch_id: str) -> dict[str, Any]:
+        """Counts for the batch summary: by action (effective), needs review, duplicates, failures."""
+        with self.connect() as con:
+            by_action = dict(
+                con.execute(
+                    "SELECT action, count(*) FROM inspection_view WHERE batch_id = ? GROUP BY action ORDER BY action",
+                    [batch_id],
+                ).fetchall()
+            )
+            needs_review, inspected = con.execute(
+                "SELECT count(*) FILTER (WHERE needs_review), count(*) FROM inspection_view WHERE batch_id = ?",
+                [batch_id],
+            ).fetchone()
+            duplicates = con.execute("SELECT count(*) FROM duplicates WHERE batch_id = ?", [batch_id]).fetchone()[0]
+            failures = con.execute("SELECT count(*) FROM failures WHERE batch_id = ?", [batch_id]).fetchone()[0]
+        return {
+            "inspected": int(inspected),
+            "by_action": {k: int(v) for k, v in by_action.items()},
+            "needs_review": int(needs_review),
+            "duplicates": int(duplicates),
+            "failures": int(failures),
+        }
+
+    def batch_csv(self, batch_id: str, path: str | Path | None = None) -> bytes | Path:
+        return self.export_csv(InspectionFilter(batches=(batch_id,)), path=path, sort="inspection_id", descending=False)

@@ -1,0 +1,254 @@
+"""Reading inspections: History pages, counts, one inspection in detail, embeddings, filter options, the
+Explore map sample, the review queue and the CSV export. Every selection goes through :func:`build_where`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from visionqc.filters import InspectionFilter
+from visionqc.labels import is_missing
+from visionqc.store.database import sql_path
+from visionqc.store.query import DISTINCT_COLUMNS, EXPORT_COLUMNS, build_where, order_by, rows_sql
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+class InspectionsMixin:
+    """The read side of :class:`~visionqc.store.Store` (needs ``connect`` and ``home``)."""
+
+    def count(self, f: InspectionFilter = InspectionFilter()) -> int:
+        where, params = build_where(f)
+        with self.connect() as con:
+            return _count(con, where, params)
+
+    def search(
+        self,
+        f: InspectionFilter = InspectionFilter(),
+        sort: str = "created_at",
+        descending: bool = True,
+        page: int = 0,
+        page_size: int = 50,
+    ) -> tuple[pd.DataFrame, int]:
+        """One page of matching inspections and the total number of matches.
+
+        ``page`` counts from 0; ``page_size=0`` returns every match. Only the page's rows leave DuckDB.
+        Besides the ``inspection_view`` columns, each row has ``station``, ``operator``, ``tags`` (a sorted
+        list), ``image_file`` and ``thumb_file`` (absolute paths as strings).
+        """
+        where, params = build_where(f)
+        order = order_by(sort, descending)
+        row_order = order_by(sort, descending, prefix="v.")
+        with self.connect() as con:
+            total = _count(con, where, params)
+            if page_size > 0:
+                # Sort only ids first, then fetch the page's full rows by id: only one page is materialised.
+                ids = [
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT inspection_id FROM inspection_view_all WHERE {where} "
+                        f"ORDER BY {order} LIMIT ? OFFSET ?",
+                        [*params, int(page_size), int(page) * int(page_size)],
+                    ).fetchall()
+                ]
+                by_id = "inspection_id IN (SELECT unnest(?::BIGINT[]))"
+                rows = con.execute(rows_sql(by_id, by_id, row_order), [ids, ids]).df()
+            else:
+                rows = con.execute(rows_sql(where, "TRUE", row_order), params).df()
+        for column in ("image_file", "thumb_file"):
+            rows[column] = [None if v is None or pd.isna(v) else str(self.home / v) for v in rows[column]]
+        return rows, total
+
+    def inspection_detail(self, inspection_id: int) -> dict[str, Any] | None:
+        """Everything about one inspection: effective and predicted labels, probabilities per task,
+        image and thumbnail paths, batch, tags, review history (oldest first) and later duplicates."""
+        with self.connect() as con:
+            df = con.execute(
+                """SELECT v.*, b.station, b.operator, b.note AS batch_note, im.path AS image_file,
+                    im.thumb_path AS thumb_file, im.width, im.height, im.format, im.byte_size
+                FROM inspection_view_all v LEFT JOIN batches b USING (batch_id) LEFT JOIN images im USING (sha256)
+                WHERE v.inspection_id = ?""",
+                [int(inspection_id)],
+            ).df()
+            if df.empty:
+                return None
+            reviews = con.execute(
+                "SELECT review_id, created_at, reviewer, kind, defect, severity, location, action, note, previous "
+                "FROM reviews WHERE inspection_id = ? ORDER BY review_id",
+                [int(inspection_id)],
+            ).df()
+            tags = [
+                r[0]
+                for r in con.execute(
+                    "SELECT tag FROM tags WHERE inspection_id = ? ORDER BY tag", [int(inspection_id)]
+                ).fetchall()
+            ]
+            duplicates = con.execute(
+                "SELECT batch_id, file_name, created_at FROM duplicates WHERE inspection_id = ? ORDER BY duplicate_id",
+                [int(inspection_id)],
+            ).df()
+        detail = {k: (None if is_missing(v) else v) for k, v in df.iloc[0].to_dict().items()}
+        detail["probabilities"] = json.loads(detail["probabilities"]) if detail.get("probabilities") else {}
+        detail["image_file"] = self.absolute(detail.get("image_file"))
+        detail["thumb_file"] = self.absolute(detail.get("thumb_file"))
+        reviews["previous"] = [json.loads(p) if isinstance(p, str) else None for p in reviews["previous"]]
+        detail["reviews"] = reviews
+        detail["tags"] = tags
+        detail["duplicates"] = duplicates
+        return detail
+
+    def embeddings(
+        self, f: InspectionFilter = InspectionFilter(), limit: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(inspection_ids, vectors float32 [n, d])`` of matching inspections, oldest first."""
+        where, params = build_where(f)
+        sql = (
+            "SELECT e.inspection_id, e.vector FROM embeddings e JOIN inspection_view_all v USING (inspection_id) "
+            f"WHERE {where} ORDER BY e.inspection_id"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = [*params, int(limit)]
+        with self.connect() as con:
+            table = con.sql(sql, params=params).to_arrow_table()
+        return table.column("inspection_id").to_numpy(), _vectors(table)
+
+    def distinct_values(self, column: str) -> list[Any]:
+        """Sorted distinct non-null values of a filterable column (for filter options)."""
+        if column not in DISTINCT_COLUMNS:
+            raise ValueError(f"no filter options for {column!r}; choose one of {', '.join(DISTINCT_COLUMNS)}")
+        name, table = DISTINCT_COLUMNS[column]
+        with self.connect() as con:
+            rows = con.execute(f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL ORDER BY 1").fetchall()
+        return [r[0] for r in rows]
+
+    def export_csv(
+        self,
+        f: InspectionFilter = InspectionFilter(),
+        path: str | Path | None = None,
+        sort: str = "created_at",
+        descending: bool = True,
+    ) -> bytes | Path:
+        """Every matching row as CSV (UTF-8 with BOM, so spreadsheet tools read accents), written by
+        DuckDB's COPY. Returns the bytes, or writes ``path`` and returns it. Tags are joined with ``;``;
+        timestamps are UTC."""
+        where, params = build_where(f)
+        columns = ", ".join(f"v.{c}" for c in EXPORT_COLUMNS)
+        order = order_by(sort, descending, prefix="v.")
+        query = f"""SELECT {columns},
+                coalesce(array_to_string(tg.tags, ';'), '') AS tags
+            FROM (SELECT * FROM inspection_view_all WHERE {where}) v
+            LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
+                ON tg.inspection_id = v.inspection_id
+            ORDER BY {order}"""
+        with tempfile.TemporaryDirectory(prefix="visionqc-export-") as tmp:
+            raw = Path(tmp) / "export.csv"
+            with self.connect() as con:
+                con.execute(f"COPY ({query}) TO '{sql_path(raw)}' (HEADER, DELIMITER ',')", params)
+            if path is None:
+                return UTF8_BOM + raw.read_bytes()
+            # Stream into the target: a million-row export is a few hundred MB.
+            target = Path(path)
+            with raw.open("rb") as src, target.open("wb") as dst:
+                dst.write(UTF8_BOM)
+                shutil.copyfileobj(src, dst, 1024 * 1024)
+            return target
+
+    # --- Explore and the review queue -----------------------------------------------------------------
+    def map_points(self, f: InspectionFilter, max_points: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, int]:
+        """A deterministic sample of at most ``max_points`` matching inspections with their embeddings.
+
+        Returns ``(rows DataFrame with MAP_COLUMNS + thumb_file, vectors float32 [n, d], total matches)``.
+        The sample is "the rows with the smallest hash(id, seed)": stable as new rows arrive, and it never
+        loads more than ``max_points`` embeddings however large the store is.
+        """
+        where, params = build_where(f)
+        columns = ", ".join(f"v.{c}" for c in MAP_COLUMNS)
+        sql = f"""
+            WITH chosen AS (
+                SELECT inspection_id, sha256 FROM inspection_view_all WHERE {where}
+                ORDER BY hash(inspection_id, ?::BIGINT) LIMIT ?
+            )
+            SELECT {columns}, im.thumb_path AS thumb_file, e.vector
+            FROM chosen c
+            JOIN inspection_view_all v ON v.inspection_id = c.inspection_id
+            JOIN embeddings e ON e.inspection_id = c.inspection_id
+            LEFT JOIN images im ON im.sha256 = c.sha256
+            ORDER BY v.inspection_id"""
+        with self.connect() as con:
+            total = _count(con, where, params)
+            table = con.sql(sql, params=[*params, int(seed), int(max_points)]).to_arrow_table()
+        rows = table.drop(["vector"]).to_pandas()
+        vectors = _vectors(table)
+        rows["thumb_file"] = [None if not isinstance(v, str) else str(self.absolute(v)) for v in rows["thumb_file"]]
+        return rows, vectors, total
+
+    def defects_of(self, f: InspectionFilter) -> pd.DataFrame:
+        """``inspection_id`` and effective ``defect`` of every matching inspection, oldest first."""
+        where, params = build_where(f)
+        with self.connect() as con:
+            return con.execute(
+                f"SELECT inspection_id, defect FROM inspection_view_all WHERE {where} ORDER BY inspection_id", params
+            ).df()
+
+    def review_queue(
+        self, f: InspectionFilter, confidence_below: float = 0.6, skip: Sequence[int] = (), limit: int = 1
+    ) -> tuple[list[int], int]:
+        """Inspections waiting for a person, most uncertain first -> (the next ``limit`` ids, how many wait).
+
+        Waiting = not yet reviewed, and flagged needs-review or with defect confidence under
+        ``confidence_below``. Ordered by confidence, lowest first; ids in ``skip`` (skipped this session) are
+        left out of the ids but still counted.
+        """
+        where, params = build_where(f)
+        waiting = f"({where}) AND NOT reviewed AND (needs_review OR confidence < ?)"
+        params = [*params, float(confidence_below)]
+        with self.connect() as con:
+            total = _count(con, waiting, params)
+            ids = [
+                int(r[0])
+                for r in con.execute(
+                    f"SELECT inspection_id FROM inspection_view_all WHERE {waiting} "
+                    "AND inspection_id NOT IN (SELECT unnest(?::BIGINT[])) "
+                    "ORDER BY confidence ASC NULLS FIRST, inspection_id LIMIT ?",
+                    [*params, [int(i) for i in skip], int(limit)],
+                ).fetchall()
+            ]
+        return ids, total
+
+
+# Columns of the Explore map sample (besides the thumbnail path).
+MAP_COLUMNS = (
+    "inspection_id",
+    "file_name",
+    "created_at",
+    "batch_id",
+    "defect",
+    "severity",
+    "action",
+    "confidence",
+    "needs_review",
+    "reviewed",
+    "outlier_score",
+    "ood_score",
+)
+
+
+def _count(con, where: str, params: list) -> int:
+    """How many inspections match a WHERE clause (the result is fully read, so the connection can go on)."""
+    return int(con.execute(f"SELECT count(*) FROM inspection_view_all WHERE {where}", params).fetchall()[0][0])
+
+
+def _vectors(table) -> np.ndarray:
+    """The ``vector`` list column of an Arrow table as float32 [rows, d] (zero rows: [0, 0])."""
+    if table.num_rows == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    flat = table.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+    return flat.astype(np.float32, copy=False).reshape(table.num_rows, -1)

@@ -1,0 +1,202 @@
+"""The one query builder: an :class:`~visionqc.filters.InspectionFilter` -> a parameterised WHERE clause.
+
+History, Explore, the Dashboard, the review queue and every export select inspections through
+:func:`build_where`; user input reaches SQL only as parameters or through the whitelists below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from visionqc.filters import InspectionFilter
+
+
+def _utc_bound(value: date | datetime, tz: str, *, end: bool) -> datetime:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    day = value + timedelta(days=1) if end else value
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {tz!r}; use an IANA name such as 'Europe/Berlin'") from None
+    local = datetime(day.year, day.month, day.day, tzinfo=zone)
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def _in_list(column: str, values: Sequence[Any], params: list[Any]) -> str:
+    """``column IN (...)`` with ``None`` in ``values`` meaning ``column IS NULL``."""
+    present = [v for v in values if v is not None]
+    parts = []
+    if present:
+        parts.append(f"{column} IN ({', '.join('?' for _ in present)})")
+        params.extend(present)
+    if len(present) < len(values):
+        parts.append(f"{column} IS NULL")
+    return "(" + " OR ".join(parts) + ")"
+
+
+def _tag_ids(tags: list[str], params: list[Any], *, every: bool) -> str:
+    """Ids of inspections carrying any (``every=False``) or all (``every=True``) of ``tags``."""
+    params.append(tags)
+    sql = "SELECT inspection_id FROM tags WHERE tag IN (SELECT unnest(?::VARCHAR[]))"
+    if every:
+        sql += " GROUP BY inspection_id HAVING count(*) = ?"
+        params.append(len(tags))
+    return sql
+
+
+def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
+    """A parameterised WHERE clause (without the keyword) over ``inspection_view`` columns, and its params.
+
+    Use as ``f"SELECT ... FROM inspection_view_all WHERE {sql}"`` (or ``inspection_view``, which already
+    hides soft-deleted rows); column names are unqualified.
+    """
+    where: list[str] = []
+    params: list[Any] = []
+    if f.deleted == "hide":
+        where.append("deleted_at IS NULL")
+    elif f.deleted == "only":
+        where.append("deleted_at IS NOT NULL")
+    elif f.deleted != "all":
+        raise ValueError(f"deleted must be 'hide', 'only' or 'all', not {f.deleted!r}")
+    if f.date_from is not None:
+        where.append("created_at >= ?")
+        params.append(_utc_bound(f.date_from, f.timezone, end=False))
+    if f.date_to is not None:
+        where.append("created_at < ?")
+        params.append(_utc_bound(f.date_to, f.timezone, end=True))
+    for column, values in (
+        ("defect", f.defects),
+        ("severity", f.severities),
+        ("location", f.locations),
+        ("action", f.actions),
+        ("model_name", f.model_names),
+        ("batch_id", f.batches),
+    ):
+        if values:
+            where.append(_in_list(column, list(values), params))
+    if f.confidence_min is not None:
+        where.append("confidence >= ?")
+        params.append(float(f.confidence_min))
+    if f.confidence_max is not None:
+        where.append("confidence <= ?")
+        params.append(float(f.confidence_max))
+    if f.needs_review is not None:
+        where.append("needs_review = ?")
+        params.append(bool(f.needs_review))
+    if f.reviewed is not None:
+        where.append("reviewed = ?")
+        params.append(bool(f.reviewed))
+    if f.file_name.strip():
+        where.append("contains(lower(file_name), lower(?))")
+        params.append(f.file_name.strip())
+    if f.stations:
+        station_params: list[Any] = []
+        cond = _in_list("station", list(f.stations), station_params)
+        where.append(f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
+        params.extend(station_params)
+    # Tags are compared as stored: trimmed, case-sensitive.
+    for tags, membership, every in (
+        (clean_tags(f.tags_all), "IN", True),
+        (clean_tags(f.tags_any), "IN", False),
+        (clean_tags(f.tags_none), "NOT IN", False),
+    ):
+        if tags:
+            where.append(f"inspection_id {membership} ({_tag_ids(tags, params, every=every)})")
+    if f.ids is not None:
+        where.append("inspection_id IN (SELECT unnest(?::BIGINT[]))")
+        params.append([int(i) for i in f.ids])
+    return (" AND ".join(where) or "TRUE"), params
+
+
+# Sortable columns of the History table (user input never reaches SQL except through this whitelist).
+SORT_COLUMNS = (
+    "created_at",
+    "inspection_id",
+    "file_name",
+    "batch_id",
+    "defect",
+    "severity",
+    "location",
+    "action",
+    "confidence",
+    "pred_severity_conf",
+    "pred_location_conf",
+    "needs_review",
+    "reviewed",
+    "reviewed_at",
+    "ood_score",
+    "outlier_score",
+    "near_duplicate_similarity",
+    "model_name",
+)
+DISTINCT_COLUMNS = {
+    "defect": ("defect", "inspection_view"),
+    "severity": ("severity", "inspection_view"),
+    "location": ("location", "inspection_view"),
+    "action": ("action", "inspection_view"),
+    "model_name": ("model_name", "inspection_view"),
+    "batch_id": ("batch_id", "batches"),
+    "station": ("station", "batches"),
+    "operator": ("operator", "batches"),
+    "reviewed_by": ("reviewer", "reviews"),
+    "tag": ("tag", "tags"),
+}
+# Columns of the CSV export, in order (effective labels first, then the original prediction).
+EXPORT_COLUMNS = (
+    "inspection_id",
+    "created_at",
+    "batch_id",
+    "file_name",
+    "defect",
+    "severity",
+    "location",
+    "action",
+    "confidence",
+    "needs_review",
+    "review_reason",
+    "reviewed",
+    "reviewed_by",
+    "reviewed_at",
+    "pred_defect",
+    "pred_defect_conf",
+    "pred_severity",
+    "pred_severity_conf",
+    "pred_location",
+    "pred_location_conf",
+    "pred_action",
+    "ood_score",
+    "model_name",
+    "model_version",
+    "sha256",
+)
+
+
+def rows_sql(where: str, tag_where: str, order: str) -> str:
+    """Full History rows (view columns, batch station/operator, image paths, sorted tag list)."""
+    return f"""SELECT v.*, b.station, b.operator, im.path AS image_file, im.thumb_path AS thumb_file,
+            coalesce(tg.tags, []::VARCHAR[]) AS tags
+        FROM (SELECT * FROM inspection_view_all WHERE {where}) v
+        LEFT JOIN batches b ON b.batch_id = v.batch_id
+        LEFT JOIN images im ON im.sha256 = v.sha256
+        LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags WHERE {tag_where}
+                   GROUP BY inspection_id) tg ON tg.inspection_id = v.inspection_id
+        ORDER BY {order}"""
+
+
+def clean_tags(tags: Iterable[str]) -> list[str]:
+    if isinstance(tags, str):
+        tags = [tags]
+    return sorted({t.strip() for t in tags if t and t.strip()})
+
+
+def order_by(sort: str, descending: bool, prefix: str = "") -> str:
+    """``ORDER BY`` terms for a whitelisted sort column, ties broken by inspection id in the same direction."""
+    if sort not in SORT_COLUMNS:
+        raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(SORT_COLUMNS)}")
+    direction = "DESC" if descending else "ASC"
+    tie = "" if sort == "inspection_id" else f", {prefix}inspection_id {direction}"
+    return f"{prefix}{sort} {direction} NULLS LAST{tie}"

@@ -1,0 +1,91 @@
+"""The database schema: numbered migrations and the views every query reads.
+
+Each migration is a list of statements taking the database from version n-1 to n, applied in one
+transaction by :meth:`visionqc.store.database.Database.migrate`. Never edit a released migration: add a new
+one. Views are derived and recreated after every migration run, so a change to :data:`VIEWS` needs a new
+(possibly empty) migration.
+"""
+
+from __future__ import annotations
+
+DB_FILE = "visionqc.duckdb"
+
+# released migration: add a new one. Views are derived and recreated after every migration run.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL)",
+            """CREATE TABLE batches (
+                batch_id VARCHAR PRIMARY KEY, created_at TIMESTAMP NOT NULL, station VARCHAR, operator VARCHAR,
+                note VARCHAR, source VARCHAR NOT NULL, model_name VARCHAR, model_version VARCHAR,
+                status VARCHAR NOT NULL)""",
+            """CREATE TABLE images (
+                sha256 VARCHAR PRIMARY KEY, width INTEGER, height INTEGER, format VARCHAR, byte_size BIGINT,
+                path VARCHAR, thumb_path VARCHAR, first_seen TIMESTAMP NOT NULL)""",
+            """CREATE TABLE inspections (
+                inspection_id BIGINT PRIMARY KEY, batch_id VARCHAR NOT NULL, sha256 VARCHAR NOT NULL,
+                file_name VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, model_name VARCHAR,
+                model_version VARCHAR, no_defect_label VARCHAR, pred_defect VARCHAR, pred_defect_conf DOUBLE,
+                pred_severity VARCHAR, pred_severity_conf DOUBLE, pred_location VARCHAR,
+                pred_location_conf DOUBLE, pred_action VARCHAR, probabilities JSON, ood_score DOUBLE,
+                needs_review BOOLEAN, review_reason VARCHAR, duplicate_of BIGINT, rev_defect VARCHAR,
+                rev_severity VARCHAR, rev_location VARCHAR, rev_action VARCHAR, reviewed_at TIMESTAMP,
+                reviewed_by VARCHAR, outlier_score DOUBLE, deleted_at TIMESTAMP)""",
+            "CREATE TABLE embeddings (inspection_id BIGINT PRIMARY KEY, vector FLOAT[])",
+            """CREATE TABLE reviews (
+                review_id BIGINT PRIMARY KEY, inspection_id BIGINT NOT NULL, created_at TIMESTAMP NOT NULL,
+                reviewer VARCHAR NOT NULL, kind VARCHAR NOT NULL, defect VARCHAR, severity VARCHAR,
+                location VARCHAR, action VARCHAR, note VARCHAR, previous JSON)""",
+            """CREATE TABLE tags (
+                inspection_id BIGINT NOT NULL, tag VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+                PRIMARY KEY (inspection_id, tag))""",
+            """CREATE TABLE failures (
+                failure_id BIGINT PRIMARY KEY, batch_id VARCHAR NOT NULL, file_name VARCHAR NOT NULL,
+                reason VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL)""",
+            "CREATE SEQUENCE inspection_seq START 1",
+            "CREATE SEQUENCE review_seq START 1",
+            "CREATE SEQUENCE failure_seq START 1",
+        ],
+    ),
+    (
+        2,
+        [
+            # Duplicates (same SHA-256 as an earlier inspection) are reported, not classified again.
+            # inspections.duplicate_of (v1) stays for old files but is no longer written.
+            """CREATE TABLE duplicates (
+                duplicate_id BIGINT PRIMARY KEY, batch_id VARCHAR NOT NULL, file_name VARCHAR NOT NULL,
+                sha256 VARCHAR NOT NULL, inspection_id BIGINT NOT NULL, created_at TIMESTAMP NOT NULL)""",
+            "CREATE SEQUENCE duplicate_seq START 1",
+            "ALTER TABLE batches ADD COLUMN finished_at TIMESTAMP",
+            "UPDATE batches SET finished_at = created_at WHERE status = 'complete'",
+        ],
+    ),
+    (
+        3,
+        [
+            # Explore's near-duplicate search: the most similar earlier inspection and the cosine similarity,
+            # so History can sort by it (the 'near-duplicate' tag alone made them searchable, not sortable).
+            "ALTER TABLE inspections ADD COLUMN near_duplicate_of BIGINT",
+            "ALTER TABLE inspections ADD COLUMN near_duplicate_similarity DOUBLE",
+        ],
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# Effective labels: the latest review when there is one (even if it cleared severity), else the prediction.
+VIEWS = [
+    """CREATE OR REPLACE VIEW inspection_view_all AS
+    SELECT i.*,
+        CASE WHEN i.reviewed_at IS NULL THEN i.pred_defect ELSE i.rev_defect END AS defect,
+        CASE WHEN i.reviewed_at IS NULL THEN i.pred_severity ELSE i.rev_severity END AS severity,
+        CASE WHEN i.reviewed_at IS NULL THEN i.pred_location ELSE i.rev_location END AS location,
+        CASE WHEN i.reviewed_at IS NULL THEN i.pred_action ELSE i.rev_action END AS action,
+        i.pred_defect_conf AS confidence,
+        i.reviewed_at IS NOT NULL AS reviewed,
+        (CASE WHEN i.reviewed_at IS NULL THEN i.pred_defect ELSE i.rev_defect END) <> i.no_defect_label
+            AS is_defect,
+        i.deleted_at IS NOT NULL AS deleted
+    FROM inspections i""",
+    "CREATE OR REPLACE VIEW inspection_view AS SELECT * FROM inspection_view_all WHERE deleted_at IS NULL",
+]

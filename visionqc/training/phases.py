@@ -1,0 +1,188 @@
+"""The two training phases.
+
+- **Phase 1, heads only**, on the cached embeddings: one linear head per task, class-balanced sampling, the
+  multi-task loss, early stopping on validation.
+- **Phase 2, the last backbone blocks + heads**, on the cached activations entering those blocks, with
+  BatchNorm kept in eval mode (frozen statistics: training-mode BN collapses on small sets) and a cosine
+  learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from visionqc.model.card import EMBEDDING_DIM, PRIMARY_TASK
+from visionqc.model.network import DefectNet
+from visionqc.training.config import TrainConfig
+from visionqc.training.features import FeatureCache
+from visionqc.training.loop import PhaseResult, balanced_batches, fit, multitask_loss
+from visionqc.training.metrics import balanced_accuracy
+
+
+def _selection_loss(
+    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], val: torch.Tensor, cfg: TrainConfig
+) -> float:
+    """Validation loss for choosing the epoch: the weighted multi-task loss, or the defect task's alone."""
+    if cfg.selection_loss == "defect":
+        return float(nn.functional.cross_entropy(logits[PRIMARY_TASK], targets[PRIMARY_TASK][val]))
+    return float(multitask_loss(logits, {t: y[val] for t, y in targets.items()}, cfg.loss_weights))
+
+
+def train_heads(
+    embeddings: torch.Tensor,
+    labels: dict[str, np.ndarray],
+    task_sizes: dict[str, int],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    progress: bool = True,
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], PhaseResult]:
+    """Phase 1: linear heads on standardised cached embeddings; returns heads on *raw* embeddings.
+
+    The standardisation is folded into each head's weights afterwards, so the saved network needs none.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    views = embeddings.shape[0]
+    train_feats = embeddings[:, torch.from_numpy(train_idx)].reshape(-1, EMBEDDING_DIM)
+    mean, std = train_feats.mean(0), train_feats.std(0).clamp_min(1e-6)
+    z = (embeddings - mean) / std
+    targets = {t: torch.from_numpy(v) for t, v in labels.items()}
+    heads = nn.ModuleDict({t: nn.Linear(EMBEDDING_DIM, n) for t, n in task_sizes.items()})
+    dropout = nn.Dropout(cfg.dropout)
+    optimiser = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    val = torch.from_numpy(val_idx)
+
+    def train_epoch() -> None:
+        heads.train()
+        for idx, v in balanced_batches(
+            labels[PRIMARY_TASK], train_idx, views, cfg.batch_size, generator, cfg.balance_power
+        ):
+            x = dropout(z[v, idx])
+            loss = multitask_loss(
+                {t: h(x) for t, h in heads.items()}, {t: y[idx] for t, y in targets.items()}, cfg.loss_weights
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+
+    def validate() -> tuple[float, float]:
+        heads.eval()
+        with torch.no_grad():
+            logits = {t: h(z[0, val]) for t, h in heads.items()}
+            val_loss = _selection_loss(logits, targets, val, cfg)
+        predicted = logits[PRIMARY_TASK].argmax(1).numpy()
+        return balanced_accuracy(labels[PRIMARY_TASK][val_idx], predicted, task_sizes[PRIMARY_TASK]), val_loss
+
+    result = fit(
+        train_epoch,
+        validate,
+        heads,
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        select_on=cfg.select_on,
+        desc="phase 1 (heads)",
+        progress=progress,
+    )
+    folded = {}
+    with torch.no_grad():
+        for task, head in heads.items():
+            w = head.weight / std  # W (x - m) / s + b  ==  (W / s) x + (b - (W / s) m)
+            folded[task] = (w.clone(), (head.bias - w @ mean).clone())
+    return folded, result
+
+
+def set_heads(model: DefectNet, heads: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    with torch.no_grad():
+        for task, (w, b) in heads.items():
+            model.heads[task].weight.copy_(w)
+            model.heads[task].bias.copy_(b)
+
+
+def head_probabilities(model: DefectNet, embeddings: torch.Tensor) -> dict[str, np.ndarray]:
+    model.eval()
+    with torch.no_grad():
+        return {t: torch.softmax(v, dim=1).numpy() for t, v in model.head_logits(embeddings).items()}
+
+
+def finetune_last_blocks(
+    model: DefectNet,
+    cache: FeatureCache,
+    labels: dict[str, np.ndarray],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    progress: bool = True,
+) -> PhaseResult:
+    """Phase 2, in place on ``model`` (left at its best validation epoch).
+
+    BatchNorm stays in eval mode (its statistics frozen; its affine parameters train): on a few hundred
+    images, batch statistics are too noisy and training-mode BN collapsed the network.
+    """
+    torch.manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    split = cache.split_block
+    backbone = model.backbone
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tail = [*backbone._blocks[split:], backbone._conv_head, backbone._bn1]
+    tail_params = [p for m in tail for p in m.parameters()]
+    for p in [*tail_params, *model.heads.parameters()]:
+        p.requires_grad_(True)
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": tail_params, "lr": cfg.phase2_lr},
+            {"params": list(model.heads.parameters()), "lr": cfg.phase2_lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=cfg.phase2_epochs * steps_per_epoch)
+    acts = cache.activations
+    views = acts.shape[0]
+    targets = {t: torch.from_numpy(v) for t, v in labels.items()}
+    val = torch.from_numpy(val_idx)
+    n_defect = len(model.heads[PRIMARY_TASK].bias)
+
+    def validate() -> tuple[float, float]:
+        model.eval()
+        with torch.no_grad():
+            emb = torch.cat([model.tail_embedding(acts[0, val[s : s + 128]], split) for s in range(0, len(val), 128)])
+            logits = model.head_logits(emb)
+            loss = _selection_loss(logits, targets, val, cfg)
+        ba = balanced_accuracy(labels[PRIMARY_TASK][val_idx], logits[PRIMARY_TASK].argmax(1).numpy(), n_defect)
+        return ba, loss
+
+    def train_epoch() -> None:
+        model.eval()  # BN statistics frozen, no drop-connect ...
+        model.dropout.train()  # ... but dropout before the heads stays on
+        for idx, v in balanced_batches(
+            labels[PRIMARY_TASK], train_idx, views, cfg.batch_size, generator, cfg.balance_power
+        ):
+            logits = model.head_logits(model.tail_embedding(acts[v, idx], split))
+            loss = multitask_loss(logits, {t: y[idx] for t, y in targets.items()}, cfg.loss_weights)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+
+    result = fit(
+        train_epoch,
+        validate,
+        model,
+        epochs=cfg.phase2_epochs,
+        patience=cfg.phase2_patience,
+        select_on=cfg.select_on,
+        desc="phase 2 (last blocks)",
+        progress=progress,
+        score_before=True,
+    )
+    for p in model.parameters():
+        p.requires_grad_(False)
+    model.eval()
+    return result

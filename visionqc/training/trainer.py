@@ -1,0 +1,246 @@
+"""Training: the whole recipe that turns a labelled dataset into a model directory.
+
+The recipe, in the order :func:`train` runs it:
+
+1. **Split** the images train / validation / test, stratified by defect class, with a fixed seed.
+2. **Cache features** (:mod:`~visionqc.training.features`). Every image is decoded and preprocessed exactly
+   as :class:`~visionqc.model.predict.Predictor` does, plus a few augmented views (mild crops, brightness and
+   contrast; no flips or rotations: on inspection photos they cost accuracy). The frozen ImageNet backbone
+   turns each view into a 1280-d embedding once; phase 2 also keeps the activations entering the last blocks.
+3. **Phase 1: heads only** (:mod:`~visionqc.training.phases`), on the cached embeddings: one linear head per
+   task, class-balanced sampling, the multi-task loss ``sum_t w_t * CE_t`` (weights 1.0 / 0.7 / 0.7 by
+   default) with severity and location masked for defect-free images, early stopping on validation.
+4. **Phase 2: the last backbone blocks + heads**, on the cached activations, BatchNorm in eval mode, a cosine
+   learning-rate schedule and early stopping. Kept only if it beats phase 1 on validation balanced accuracy.
+5. **Calibrate** (:mod:`~visionqc.training.calibration`) the needs-review confidence threshold per task and
+   the out-of-distribution cut on the validation split, and store the training embeddings as the OOD bank.
+6. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
+   precision/recall and the confusion matrix per task on the test split, computed by a real ``Predictor`` on
+   the saved model directory, and the mean and spread of phase 1 over repeated random splits.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec
+from visionqc.model.checkpoint import Checkpoint, save_checkpoint
+from visionqc.model.network import DefectNet, load_imagenet_backbone
+from visionqc.model.predict import Predictor
+from visionqc.training.calibration import calibrate_confidence_thresholds, ood_threshold
+from visionqc.training.card import training_card
+from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
+from visionqc.training.datasets import Dataset, stratified_split
+from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
+from visionqc.training.features import FeatureCache, extract_features
+from visionqc.training.loop import PhaseResult
+from visionqc.training.phases import finetune_last_blocks, head_probabilities, set_heads, train_heads
+from visionqc.training.pipeline import log
+
+
+def task_labels(dataset: Dataset) -> dict[str, np.ndarray]:
+    """Task -> class index per sample, -1 where unknown (the loss masks those)."""
+    return {task: dataset.labels(task) for task in dataset.tasks}
+
+
+def limit_per_class(dataset: Dataset, max_per_class: int, seed: int) -> Dataset:
+    """A random subset with at most ``max_per_class`` images of each defect class (deterministic)."""
+    rng = np.random.default_rng(seed)
+    labels = dataset.labels(PRIMARY_TASK)
+    keep = []
+    for cls in np.unique(labels):
+        idx = np.flatnonzero(labels == cls)
+        keep.extend(rng.permutation(idx)[:max_per_class])
+    return dataset.subset(sorted(int(i) for i in keep))
+
+
+def base_card(dataset: Dataset, cfg: TrainConfig) -> ModelCard:
+    return ModelCard(
+        name=cfg.name,
+        version=cfg.version,
+        tasks=[TaskSpec(task, list(classes)) for task, classes in dataset.tasks.items()],
+        no_defect_class=dataset.no_defect_class,
+        input_size=cfg.input_size,
+        mean=list(NORMALISATION_MEAN),
+        std=list(NORMALISATION_STD),
+        ood_k=cfg.ood_k,
+    )
+
+
+def in_memory_predictor(card: ModelCard, model: DefectNet, bank=None, bank_labels=None) -> Predictor:
+    """A Predictor over a model that is not saved yet: training preprocesses through it, never by itself."""
+    return Predictor(None, checkpoint=Checkpoint(card, model, bank, bank_labels, Path(".")))
+
+
+def _without_unreadable(dataset: Dataset, cache: FeatureCache, cfg: TrainConfig) -> tuple[Dataset, list[str]]:
+    """Leave out the images that could not be decoded (from the dataset and the cache); returns their names."""
+    if not cache.failed:
+        return dataset, []
+    example = next(iter(cache.failed.values()))
+    log(cfg.progress, f"{len(cache.failed)} image(s) could not be read and are left out, e.g. {example}")
+    keep = [i for i in range(len(dataset.samples)) if i not in cache.failed]
+    unreadable = [dataset.key(dataset.samples[i]) for i in sorted(cache.failed)]
+    cache.embeddings = cache.embeddings[:, keep]
+    if cache.activations is not None:
+        cache.activations = cache.activations[:, keep]
+    return dataset.subset(keep), unreadable
+
+
+def _choose_phase(
+    model: DefectNet,
+    phase1: PhaseResult,
+    cache: FeatureCache,
+    labels: dict[str, np.ndarray],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+) -> tuple[int, DefectNet, PhaseResult | None, str]:
+    """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation balanced accuracy."""
+    if not cfg.phase2:
+        return 1, model, None, "phase 2 disabled (--no-phase2)"
+    candidate = copy.deepcopy(model)
+    phase2 = finetune_last_blocks(candidate, cache, labels, train_idx, val_idx, cfg, cfg.progress)
+    log(
+        cfg.progress,
+        f"phase 2: validation balanced accuracy {phase2.val_balanced_accuracy:.4f} "
+        f"(epoch {phase2.best_epoch}, {phase2.seconds:.1f} s)",
+    )
+    scores = f"({phase2.val_balanced_accuracy:.4f} {{}} {phase1.val_balanced_accuracy:.4f})"
+    if phase2.val_balanced_accuracy > phase1.val_balanced_accuracy:
+        return 2, candidate, phase2, "phase 2 beat phase 1 on validation balanced accuracy " + scores.format(">")
+    reason = "phase 2 did not beat phase 1 on validation balanced accuracy " + scores.format("<=") + "; kept phase 1"
+    return 1, model, phase2, reason
+
+
+def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int) -> torch.Tensor:
+    """Embeddings of the chosen network for every image (view 0 = exactly what the Predictor computes)."""
+    if phase == 1:
+        return cache.embeddings[0]
+    with torch.no_grad():
+        acts = cache.activations[0]
+        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in range(0, len(acts), 128)])
+
+
+def _calibrate(
+    card: ModelCard,
+    model: DefectNet,
+    final_emb: torch.Tensor,
+    labels: dict[str, np.ndarray],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Set the card's needs-review thresholds from the validation split; returns the OOD bank, its labels and
+    what the calibration did (for the card)."""
+    val = torch.from_numpy(val_idx)
+    val_labels = {task: y[val_idx] for task, y in labels.items()}
+    card.confidence_thresholds, calibration = calibrate_confidence_thresholds(
+        head_probabilities(model, final_emb[val]), val_labels, cfg.review_target_accuracy, cfg.max_review_share
+    )
+    bank = final_emb[torch.from_numpy(train_idx)]
+    bank_labels = torch.from_numpy(labels[PRIMARY_TASK][train_idx])
+    scorer = in_memory_predictor(card, model, bank, bank_labels)
+    card.ood_threshold = ood_threshold(scorer.ood_scores(final_emb[val].numpy()), cfg.ood_quantile)
+    calibration["ood"] = {
+        "threshold": card.ood_threshold,
+        "rule": f"{cfg.ood_quantile:.0%} quantile of the validation images' mean cosine distance to their "
+        f"{cfg.ood_k} nearest training embeddings",
+        "bank_size": len(train_idx),
+    }
+    return bank, bank_labels, calibration
+
+
+def train(
+    dataset: Dataset,
+    out_dir: str | Path,
+    cfg: TrainConfig,
+    command: str | None = None,
+    citation: str | None = None,
+) -> dict[str, Any]:
+    """Run the whole recipe (module docstring) and write the model directory. Returns the card JSON."""
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    load_at_start = [round(v, 2) for v in os.getloadavg()]  # other work on the machine slows every timing
+    if cfg.max_per_class:
+        dataset = limit_per_class(dataset, cfg.max_per_class, cfg.seed)
+    task_sizes = {t: len(c) for t, c in dataset.tasks.items()}
+    model = DefectNet(task_sizes)
+    load_imagenet_backbone(model)
+    model.eval()
+    card = base_card(dataset, cfg)
+    unfreeze = max(1, min(cfg.unfreeze_blocks, len(model.backbone_blocks())))
+    split_block = len(model.backbone_blocks()) - unfreeze if cfg.phase2 else None
+    log(cfg.progress, f"{len(dataset.samples)} images, classes {dataset.class_counts()}; caching features")
+    paths = [s.path for s in dataset.samples]
+    cache = extract_features(
+        in_memory_predictor(card, model), paths, cfg.views, cfg.seed, split_block, progress=cfg.progress
+    )
+    timings["feature_extraction"] = cache.seconds
+    dataset, unreadable = _without_unreadable(dataset, cache, cfg)
+    labels = task_labels(dataset)
+    train_idx, val_idx, test_idx = stratified_split(labels[PRIMARY_TASK], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    if len(val_idx) == 0 or len(train_idx) == 0:
+        raise ValueError("too few images to split into training and validation sets")
+
+    heads, phase1 = train_heads(cache.embeddings, labels, task_sizes, train_idx, val_idx, cfg, cfg.seed, cfg.progress)
+    set_heads(model, heads)
+    timings["phase1_heads"] = phase1.seconds
+    timings["phase1_total_with_features"] = cache.seconds + phase1.seconds
+    log(
+        cfg.progress,
+        f"phase 1: validation balanced accuracy {phase1.val_balanced_accuracy:.4f} "
+        f"(epoch {phase1.best_epoch}, {phase1.seconds:.1f} s + {cache.seconds:.1f} s features)",
+    )
+    phase, model, phase2, reason = _choose_phase(model, phase1, cache, labels, train_idx, val_idx, cfg)
+    if phase2 is not None:
+        timings["phase2"] = phase2.seconds
+    model.eval()
+
+    t_cal = time.perf_counter()
+    final_emb = _final_embeddings(model, cache, phase)
+    bank, bank_labels, calibration = _calibrate(card, model, final_emb, labels, train_idx, val_idx, cfg)
+    timings["calibration"] = time.perf_counter() - t_cal
+
+    repeated = None
+    if cfg.repeats > 0:
+        t_rep = time.perf_counter()
+        repeated = repeated_split_scores(cache.embeddings, labels, task_sizes, cfg)
+        timings["repeated_splits"] = time.perf_counter() - t_rep
+
+    card.raw = training_card(
+        dataset,
+        cfg,
+        splits=(train_idx, val_idx, test_idx),
+        phases=(phase1, phase2, phase, reason),
+        calibration=calibration,
+        repeated=repeated,
+        command=command,
+        citation=citation,
+        unreadable=unreadable,
+    )
+    out_dir = Path(out_dir)
+    save_checkpoint(out_dir, model, card, bank, bank_labels)
+
+    t_eval = time.perf_counter()
+    if len(test_idx):
+        test_report = evaluate_predictor(Predictor(out_dir), dataset, test_idx.tolist(), cfg.progress)
+        test_report["split"] = "test"
+        card.raw["metrics"]["test"] = test_report
+    timings["test_evaluation"] = time.perf_counter() - t_eval
+    timings["total"] = time.perf_counter() - t0
+    card.raw["training"]["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}
+    card.raw["training"]["torch_threads"] = torch.get_num_threads()
+    card.raw["training"]["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
+    }
+    save_checkpoint(out_dir, model, card, bank, bank_labels)
+    return card.to_json()

@@ -1,0 +1,137 @@
+"""The one correction form, used by every detail view and by the review queue: the labels to confirm or
+correct, a note, and who reviewed. Saving goes through the store's audit trail; errors become messages."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import streamlit as st
+
+from visionqc.labels import NO_VALUE, shown, stored
+from visionqc.model.card import ModelCard, card_classes
+from visionqc.store import StoreError
+from visionqc.ui.sidebar import last_reviewer, remember_reviewer
+from visionqc.ui.tables import TASK_COLUMNS
+
+
+def flash(group: str, kind: str, text: str) -> None:
+    """Leave a message (``kind`` = success / error / warning / info) for :func:`show_message` of ``group``."""
+    st.session_state[f"{group}_message"] = (kind, text)
+
+
+def show_message(group: str) -> None:
+    """Show (once) the message a callback left for the widget group ``group``."""
+    message = st.session_state.pop(f"{group}_message", None)
+    if message:
+        getattr(st, message[0])(message[1])
+
+
+def reports_errors(callback):
+    """A widget callback whose database errors become a message of its group, not a traceback.
+
+    The callback takes the message group as its keyword argument ``group``."""
+
+    @functools.wraps(callback)
+    def run(*args, **kwargs):
+        try:
+            callback(*args, **kwargs)
+        except (StoreError, ValueError) as exc:
+            flash(kwargs["group"], "error", f"Not saved: {exc}")
+
+    return run
+
+
+def task_names(card: ModelCard | None) -> list[str]:
+    return [t.name for t in card.tasks] if card is not None else ["defect", "severity", "location"]
+
+
+@reports_errors
+def _review(store, detail: dict, card: ModelCard | None, kind: str, *, key: str, reviewer_key: str, group: str):
+    state = st.session_state
+    reviewer = (state.get(reviewer_key) or "").strip()
+    if not reviewer:
+        flash(group, "error", "Enter your name first: every review records who made it.")
+        return
+    remember_reviewer(reviewer)
+    note = (state.get(f"{key}_note") or "").strip() or None
+    name = detail["file_name"]
+    if kind == "confirm":
+        store.review([int(detail["inspection_id"])], reviewer, "confirm", note=note)
+        flash(group, "success", f"Confirmed {name} as {shown(detail.get('defect'))} (by {reviewer}).")
+        return
+    labels: dict[str, Any] = {
+        task: stored(state.get(f"{key}_{task}")) for task, _ in TASK_COLUMNS if task in task_names(card)
+    }
+    store.review([int(detail["inspection_id"])], reviewer, "correct", note=note, **labels)
+    shown_labels = " · ".join(shown(v) for v in labels.values())
+    flash(group, "success", f"Saved: {shown_labels} for {name} (by {reviewer}). The model's prediction is kept.")
+
+
+def _skip(skipped_key: str, inspection_id: int) -> None:
+    st.session_state.setdefault(skipped_key, []).append(inspection_id)
+
+
+def correction_form(
+    store,
+    detail: dict,
+    card: ModelCard | None,
+    *,
+    key: str,
+    group: str,
+    reviewer_key: str | None = None,
+    skipped_key: str | None = None,
+) -> None:
+    """The labels of one inspection to confirm or correct, with a note.
+
+    ``key`` prefixes the widgets' keys; messages go to ``group`` (show them with :func:`show_message`).
+    Without ``reviewer_key`` the form asks for the reviewer's name itself (``f"{key}_who"``); with it, the name
+    is read from that widget. With ``skipped_key`` a Skip button adds the inspection to that list. Keyboard:
+    Y confirm, S save the correction, N skip.
+    """
+    tasks = task_names(card)
+    iid = int(detail["inspection_id"])
+    with st.form(f"{key}_form", border=True, enter_to_submit=False):
+        st.markdown("**Confirm or correct the labels**")
+        for task, title in TASK_COLUMNS:
+            if task not in tasks:
+                continue
+            current = detail.get(task)
+            options = list(dict.fromkeys([*card_classes(card, task), *([current] if current else [])]))
+            if task != "defect":
+                options = [NO_VALUE, *options]
+            index = options.index(current) if current in options else 0
+            st.selectbox(title, options, index=index, key=f"{key}_{task}")
+        if card is not None and "severity" in tasks:
+            st.caption(f"Choosing “{card.no_defect_class}” clears severity and location.")
+        st.text_input("Note (optional)", key=f"{key}_note")
+        if reviewer_key is None:
+            reviewer_key = f"{key}_who"
+            if reviewer_key not in st.session_state:
+                st.session_state[reviewer_key] = last_reviewer()
+            st.text_input("Your name", key=reviewer_key, help="Recorded with the review (the audit trail).")
+        args = {"key": key, "reviewer_key": reviewer_key, "group": group}
+        with st.container(horizontal=True):
+            st.form_submit_button(
+                "Confirm",
+                type="primary",
+                icon=":material/check:",
+                shortcut="Y",
+                on_click=_review,
+                args=(store, detail, card, "confirm"),
+                kwargs=args,
+                help="The labels shown are right (Y).",
+            )
+            st.form_submit_button(
+                "Save correction",
+                icon=":material/edit:",
+                shortcut="S",
+                on_click=_review,
+                args=(store, detail, card, "correct"),
+                kwargs=args,
+                help="Save the labels chosen above (S).",
+            )
+            if skipped_key is not None:
+                st.form_submit_button(
+                    "Skip", icon=":material/skip_next:", shortcut="N", on_click=_skip, args=(skipped_key, iid)
+                )

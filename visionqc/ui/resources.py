@@ -1,0 +1,91 @@
+"""What every page shares and loads once per process: the active model, the store, the browser's time zone.
+
+Torch is imported only when a page asks for the model: pages that only read the store (History, Dashboard,
+Explore, the review queue) never pay for it.
+"""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import streamlit as st
+
+from visionqc import config
+from visionqc.model.card import ModelCard, ModelLoadError, read_card
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=2)
+def _load_predictor(model_path: str, card_mtime: float):
+    from visionqc.model.predict import Predictor
+
+    return Predictor(model_path)
+
+
+def get_predictor():
+    """The active model's :class:`~visionqc.model.predict.Predictor`, or ``None`` (the reason: :func:`model_error`).
+
+    Cached per model directory and card timestamp, so activating another model takes effect on the next rerun.
+    """
+    path = config.model_dir()
+    card = path / "model.json"
+    try:
+        predictor = _load_predictor(str(path), card.stat().st_mtime if card.is_file() else 0.0)
+    except ModelLoadError as exc:
+        st.session_state["_visionqc_model_error"] = str(exc)
+        return None
+    st.session_state.pop("_visionqc_model_error", None)
+    return predictor
+
+
+def model_error() -> str | None:
+    return st.session_state.get("_visionqc_model_error")
+
+
+def clear_model_cache() -> None:
+    """Forget the loaded model (the Model page calls this after activating or rolling back)."""
+    _load_predictor.clear()
+
+
+@st.cache_resource(show_spinner=False)
+def _open_store(home: str):
+    from visionqc.store import Store
+
+    return Store(home)
+
+
+def get_store():
+    """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``)."""
+    return _open_store(str(config.data_dir()))
+
+
+def require_predictor():
+    """The active model, or an explanation on the page and a stop (the page cannot work without it)."""
+    predictor = get_predictor()
+    if predictor is None:
+        st.error(
+            f"No model is loaded, so nothing can be inspected. {model_error()}\n\n"
+            f"Put a model in `{config.model_dir()}` or point `VISIONQC_MODEL` at a model folder.",
+            icon=":material/error:",
+        )
+        st.stop()
+    return predictor
+
+
+def active_card() -> ModelCard | None:
+    """The active model's card, or ``None`` when it cannot be read (History still works without one).
+
+    Read from ``model.json`` alone, without loading the network."""
+    try:
+        return read_card(config.model_dir())
+    except ModelLoadError:
+        return None
+
+
+def browser_timezone() -> str:
+    """The user's browser time zone (days in filters and times in tables use it); UTC if unknown."""
+    name = getattr(st.context, "timezone", None) or "UTC"
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "UTC"
+    return name

@@ -1,0 +1,205 @@
+"""The inspections table every page shows (Inspect results, History, Explore selections and outliers): thumbnail,
+file, each task's effective label with the model's confidence, action and review state; and the batch summary."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from visionqc.actions import ACTIONS
+from visionqc.labels import NO_VALUE, order_actions, order_severities, stored
+from visionqc.model.card import ModelCard, card_classes
+from visionqc.reporting import palette
+
+TASK_COLUMNS = (("defect", "Defect"), ("severity", "Severity"), ("location", "Location"))
+
+
+def data_url(jpeg: bytes | None) -> str | None:
+    """A ``data:`` URL for an ImageColumn cell (thumbnails are small JPEGs)."""
+    if not jpeg:
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+@st.cache_data(max_entries=20_000, show_spinner=False)
+def thumbnail_url(path: str | None) -> str | None:
+    # Thumbnails are content-addressed (named by SHA-256), so a cached URL never goes stale.
+    if not path:
+        return None
+    try:
+        return data_url(Path(path).read_bytes())
+    except OSError:
+        return None
+
+
+def _confidence(label, predicted, confidence) -> float | None:
+    """The model's confidence, in percent, when the label shown is the model's own; ``None`` once a person
+    changed it (a percentage beside a person's label would read as the person's certainty)."""
+    if label is None or label != predicted or confidence is None or confidence != confidence:
+        return None
+    return round(100 * float(confidence), 1)
+
+
+STATUS_NEEDS_REVIEW, STATUS_CORRECTED, STATUS_CONFIRMED = "Needs review", "Corrected", "Confirmed"
+
+
+STATUS_COLORS = {
+    STATUS_NEEDS_REVIEW: palette.action_color("Review"),
+    STATUS_CORRECTED: "#8e44ad",
+    STATUS_CONFIRMED: "#7f8c8d",
+}
+
+
+def _status(needs_review, reviewed, changed: bool) -> list[str]:
+    if reviewed:
+        return [STATUS_CORRECTED if changed else STATUS_CONFIRMED]
+    return [STATUS_NEEDS_REVIEW] if needs_review else []
+
+
+def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
+    """Store rows (``Store.search`` / ``batch_rows``) -> the table a QC lead reads: thumbnail, file, each
+    task's effective label with the model's confidence in percent, action, review state."""
+    out = pd.DataFrame(index=rows.index)
+    out["Image"] = [thumbnail_url(p) for p in rows["thumb_file"]] if "thumb_file" in rows else None
+    out["File"] = rows["file_name"]
+    changed = pd.Series(False, index=rows.index)
+    for task, title in TASK_COLUMNS:
+        if task not in rows:
+            continue
+        labels = [stored(v) for v in rows[task]]
+        predicted = [stored(v) for v in rows[f"pred_{task}"]]
+        changed |= pd.Series([a != b for a, b in zip(labels, predicted, strict=True)], index=rows.index)
+        # Severity is a coloured pill (a one-item list); a missing label stays empty and shows the placeholder "—".
+        out[title] = [[v] if v else None for v in labels] if task == "severity" else labels
+        out[f"{title} %"] = [
+            _confidence(label, pred, conf)
+            for label, pred, conf in zip(labels, predicted, rows[f"pred_{task}_conf"], strict=True)
+        ]
+    out["Action"] = [[a] if isinstance(a, str) else [] for a in rows["action"]]
+    out["Status"] = [
+        _status(bool(n), bool(r), bool(c))
+        for n, r, c in zip(rows["needs_review"].fillna(False), rows["reviewed"].fillna(False), changed, strict=True)
+    ]
+    if history:  # Inspect shows one batch: the time, batch and station are in its heading
+        out["Reviewed by"] = rows["reviewed_by"]
+        out["Tags"] = [list(t) if t is not None and len(t) else [] for t in rows["tags"]]
+        out["Inspected at"] = _local_times(rows["created_at"], timezone)
+        out["Batch"] = rows["batch_id"]
+        out["Station"] = rows.get("station")
+        out["Outlier score"] = rows.get("outlier_score")
+        out["Near-duplicate similarity"] = rows.get("near_duplicate_similarity")
+    out["Why review"] = rows["review_reason"]
+    return out
+
+
+def _local_times(values, timezone: str):
+    stamps = pd.to_datetime(values)
+    return stamps.dt.tz_localize("UTC").dt.tz_convert(timezone).dt.tz_localize(None)
+
+
+def table_column_config(card: ModelCard | None = None, *, timezone: str = "UTC") -> dict:
+    """Column settings for :func:`inspections_table`: thumbnails, percent confidences, coloured actions."""
+    cc = st.column_config
+    severities = order_severities(card_classes(card, "severity"))
+    actions = list(ACTIONS)
+    percent = "%.0f%%"
+    help_conf = "How sure the model is of its label. “—” where a person changed the label or none applies."
+    statuses = list(STATUS_COLORS)
+    return {
+        "Image": cc.ImageColumn("Image", width="small", help="Click a row to see the photo large."),
+        "File": cc.TextColumn("File", width="medium"),
+        "Defect": cc.TextColumn("Defect"),
+        "Defect %": cc.NumberColumn("Defect conf.", format=percent, help=help_conf, width="small"),
+        "Severity": cc.MultiselectColumn(
+            "Severity",
+            options=severities,
+            color=[palette.severity_color(s) for s in severities],
+            width="small",
+        ),
+        "Severity %": cc.NumberColumn("Sev. conf.", format=percent, help=help_conf, width="small"),
+        "Location": cc.TextColumn("Location", width="small"),
+        "Location %": cc.NumberColumn("Loc. conf.", format=percent, help=help_conf, width="small"),
+        "Action": cc.MultiselectColumn(
+            "Action", options=actions, color=[palette.action_color(a) for a in actions], width="small"
+        ),
+        "Status": cc.MultiselectColumn(
+            "Review",
+            options=statuses,
+            color=[STATUS_COLORS[s] for s in statuses],
+            width=115,
+            help="Needs review: the model is unsure, a person should look. Corrected / Confirmed: a person did.",
+        ),
+        "Why review": cc.TextColumn("Why the model is unsure", width="medium"),
+        "Reviewed by": cc.TextColumn("Reviewed by", width="small"),
+        "Tags": cc.ListColumn("Tags", width="small"),
+        "Batch": cc.TextColumn("Batch", width="small"),
+        "Station": cc.TextColumn("Station", width="small"),
+        "Inspected at": cc.DatetimeColumn("Inspected at", format="YYYY-MM-DD HH:mm", help=f"Time zone: {timezone}"),
+        "Outlier score": cc.NumberColumn(
+            "Outlier score",
+            format="%.3f",
+            width="small",
+            help="How unlike the training images of its class (0 = typical). Computed on the Explore page.",
+        ),
+    }
+
+
+def show_inspections(
+    rows: pd.DataFrame,
+    card: ModelCard | None,
+    *,
+    key: str,
+    timezone: str = "UTC",
+    history: bool = False,
+    selection: str | None = None,
+    first_columns: tuple[str, ...] = (),
+):
+    """Render ``rows`` (from ``Store.search`` / ``batch_rows``) as the inspections table.
+
+    ``selection`` is ``"single-row"`` or ``"multi-row"`` to let the user pick rows (the event is returned);
+    ``first_columns`` moves columns to the front (e.g. the score a list is sorted by)."""
+    table = inspections_table(rows, timezone=timezone, history=history)
+    for position, column in enumerate(first_columns, start=2):
+        table.insert(position, column, table.pop(column))
+    options = {"on_select": "rerun", "selection_mode": selection} if selection else {}
+    return st.dataframe(
+        table,
+        column_config=table_column_config(card, timezone=timezone),
+        hide_index=True,
+        row_height=64,
+        placeholder=NO_VALUE,
+        key=key,
+        **options,
+    )
+
+
+def selected_rows(event) -> list[int]:
+    """Row positions selected in an ``st.dataframe(on_select=...)`` event (or its session-state value)."""
+    if event is None:
+        return []
+    selection = event.get("selection", {}) if isinstance(event, dict) else getattr(event, "selection", {})
+    rows = selection.get("rows", []) if isinstance(selection, dict) else getattr(selection, "rows", [])
+    return [int(r) for r in rows]
+
+
+_ACTION_MARKDOWN_COLOR = {"Pass": "green", "Hold": "yellow", "Rework": "orange", "Reject": "red", "Review": "blue"}
+
+
+def render_batch_summary(summary: dict) -> None:
+    """Two rows of metrics: the batch's counts, then how many images got each action."""
+    cells = [
+        ("Inspected", summary.get("inspected", 0), "New images classified in this batch."),
+        ("Needs review", summary.get("needs_review", 0), "The model was unsure about these; a person should look."),
+        ("Duplicates", summary.get("duplicates", 0), "Same bytes as an earlier inspection: reported, not re-counted."),
+        ("Failed", summary.get("failures", 0), "Files that could not be read; listed below with the reason."),
+    ]
+    for column, (label, value, help_text) in zip(st.columns(len(cells)), cells, strict=True):
+        column.metric(label, f"{value:,}", help=help_text, border=True)
+    by_action = summary.get("by_action", {})
+    actions = order_actions([*ACTIONS, *by_action])
+    for column, action in zip(st.columns(len(actions)), actions, strict=True):
+        color = _ACTION_MARKDOWN_COLOR.get(action, "gray")
+        column.metric(f":{color}[■] {action}", f"{by_action.get(action, 0):,}", border=True)
