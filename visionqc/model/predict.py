@@ -10,8 +10,9 @@ network works on the previous batch, so a stream of JPEGs keeps both cores busy.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,7 +23,13 @@ from PIL import Image
 from visionqc.actions import ActionPolicy
 from visionqc.intake.imaging import DecodedImage, ImageDecodeError, decode_image
 from visionqc.model.card import PRIMARY_TASK, ModelCard, read_card
-from visionqc.model.runtime import DEFAULT_BATCH_SIZES, GraphNetwork, choose_runtime, parity_warning
+from visionqc.model.runtime import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_DECODE_WORKERS,
+    GraphNetwork,
+    choose_runtime,
+    parity_warning,
+)
 from visionqc.model.weights import read_ood_bank
 
 if TYPE_CHECKING:
@@ -87,6 +94,7 @@ class Predictor:
         checkpoint: Checkpoint | None = None,
         runtime: str | None = None,
         threads: int | None = None,
+        decode_workers: int | None = None,
     ):
         self._checkpoint = checkpoint
         self._eager = None
@@ -103,6 +111,7 @@ class Predictor:
         self.runtime_warning = parity_warning(self.card, self.runtime)
         self.policy = policy or ActionPolicy()
         self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
+        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS
         size = self.card.input_size
         self._size = (size, size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
@@ -246,20 +255,17 @@ class Predictor:
     ) -> Iterator[tuple[K, DecodedImage | None, Prediction | ImageDecodeError]]:
         """Classify ``(key, image bytes)`` pairs, yielding ``(key, decoded, prediction or error)`` in order.
 
-        Decoding and resizing of the next batch run in a worker thread while the network runs on the
-        current one (Pillow releases the GIL while decoding). A file that fails to decode yields its
+        Decoding and resizing run in :attr:`decode_workers` threads, one batch ahead of the network (Pillow and
+        ONNX Runtime release the GIL), so both cores stay busy. A file that fails to decode yields its
         :class:`ImageDecodeError` and never stops the stream.
         """
 
-        def prepare(chunk: list[tuple[K, bytes]]):
-            prepared = []
-            for key, data in chunk:
-                try:
-                    decoded = self.decode(data)
-                    prepared.append((key, decoded, self.preprocess(decoded.image)))
-                except ImageDecodeError as exc:
-                    prepared.append((key, None, exc))
-            return prepared
+        def prepare(key: K, data: bytes):
+            try:
+                decoded = self.decode(data)
+                return key, decoded, self.preprocess(decoded.image)
+            except ImageDecodeError as exc:
+                return key, None, exc
 
         def chunks() -> Iterator[list[tuple[K, bytes]]]:
             chunk: list[tuple[K, bytes]] = []
@@ -271,15 +277,14 @@ class Predictor:
             if chunk:
                 yield chunk
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionqc-decode") as pool:
-            pending = None
+        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="visionqc-decode") as pool:
+            pending: deque[list[Future]] = deque()
             for chunk in chunks():
-                future = pool.submit(prepare, chunk)
-                if pending is not None:
-                    yield from self._run_prepared(pending.result())
-                pending = future
-            if pending is not None:
-                yield from self._run_prepared(pending.result())
+                pending.append([pool.submit(prepare, key, data) for key, data in chunk])
+                if len(pending) > 1:  # the decoders work on this batch while the network runs the one before
+                    yield from self._run_prepared([f.result() for f in pending.popleft()])
+            while pending:
+                yield from self._run_prepared([f.result() for f in pending.popleft()])
 
     def _run_prepared(self, prepared):
         good = [(i, arr) for i, (_, _, arr) in enumerate(prepared) if isinstance(arr, np.ndarray)]

@@ -46,6 +46,7 @@ MAX_BALANCED_ACCURACY_DROP = 0.005
 # on the 2-core machine (docs/BENCHMARKS.md): decoding the next batch runs beside it in another thread.
 DEFAULT_THREADS = 2
 DEFAULT_BATCH_SIZES = {"torch": 8, "onnx": 16, "int8": 16}
+DEFAULT_DECODE_WORKERS = 1
 
 
 def probability_output(task: str) -> str:
