@@ -7,7 +7,9 @@ cached) with an empty data folder and the shipped model, and drives Debian's hea
 
 - cold start: from launching the server to the Inspect page drawn with its file uploader and the script finished
   (the model loaded, ready to take files);
-- first inspection: one real 1080p JPEG put on the uploader, "Inspect 1 file" pressed, to the batch's results.
+- first inspection: one real 1080p JPEG put on the uploader, "Inspect 1 file" pressed, to the batch's results;
+- first heatmap: its row clicked, to the photo drawn with its heatmap (with an ONNX graph, the moment torch and
+  the PyTorch network load).
 
 Baseline (same run): the PyTorch runtime (``VISIONQC_RUNTIME=torch``), i.e. importing torch and building the
 network as the app did before ONNX; with ``--baseline-app`` also an older checkout of the app, as it was.
@@ -63,8 +65,8 @@ def photo_1080p() -> bytes:
     return buf.getvalue()
 
 
-def measure(browser, app_dir: Path, env: dict[str, str], photo: bytes) -> tuple[float, float]:
-    """(seconds from launch to a usable Inspect page, seconds for the first one-photo inspection)."""
+def measure(browser, app_dir: Path, env: dict[str, str], photo: bytes) -> tuple[float, float, float]:
+    """Seconds from launch to a usable Inspect page, for the first one-photo inspection, for its heatmap."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     home = Path(tempfile.mkdtemp(prefix="visionqc-cold-"))
@@ -96,8 +98,15 @@ def measure(browser, app_dir: Path, env: dict[str, str], photo: bytes) -> tuple[
         page.get_by_role("button", name=re.compile(r"^Inspect 1 file")).click()
         page.get_by_role("heading", name=re.compile(r"^Batch ")).wait_for()
         first = time.perf_counter() - clicked
+        grid = page.locator("[data-testid='stDataFrame']").filter(has_text="photo.jpg").last
+        grid.scroll_into_view_if_needed()
+        box = grid.bounding_box()
+        clicked = time.perf_counter()
+        page.mouse.click(box["x"] + 15, box["y"] + 36 + 32)  # the first row, under the header
+        page.get_by_text(re.compile("heatmap for")).wait_for()
+        heatmap = time.perf_counter() - clicked
         page.close()
-        return cold, first
+        return cold, first, heatmap
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -115,25 +124,27 @@ def main() -> None:
     if args.baseline_app:
         configurations = {"older checkout": (args.baseline_app.resolve(), {}), **configurations}
     photo = photo_1080p()
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in configurations}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in configurations}
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         for repeat in range(args.repeats):
             for name, (app_dir, env) in configurations.items():
-                cold, first = measure(browser, app_dir, env, photo)
-                results[name].append((cold, first))
-                print(f"  run {repeat + 1} {name:26}: cold start {cold:5.2f} s, first inspection {first:5.2f} s")
+                cold, first, heatmap = measure(browser, app_dir, env, photo)
+                results[name].append((cold, first, heatmap))
+                print(
+                    f"  run {repeat + 1} {name:26}: cold start {cold:5.2f} s, first inspection {first:5.2f} s, "
+                    f"first heatmap {heatmap:5.2f} s"
+                )
         browser.close()
-    base_cold = statistics.median(c for c, _ in results["torch runtime (baseline)"])
-    base_first = statistics.median(f for _, f in results["torch runtime (baseline)"])
+    base = [statistics.median(run[i] for run in results["torch runtime (baseline)"]) for i in range(3)]
     print(f"\nmedians of {args.repeats} (ratio = baseline / this: > 1 is faster than the baseline)")
     for name, runs in results.items():
-        cold = statistics.median(c for c, _ in runs)
-        first = statistics.median(f for _, f in runs)
+        cold, first, heatmap = (statistics.median(run[i] for run in runs) for i in range(3))
         print(
-            f"{name:26}: cold start to a usable Inspect page {cold:5.2f} s ({base_cold / cold:4.2f}x), "
-            f"first inspection {first:5.2f} s ({base_first / first:4.2f}x)"
+            f"{name:26}: cold start to a usable Inspect page {cold:5.2f} s ({base[0] / cold:4.2f}x), "
+            f"first inspection {first:5.2f} s ({base[1] / first:4.2f}x), "
+            f"first heatmap {heatmap:5.2f} s ({base[2] / heatmap:4.2f}x)"
         )
     print(f"load average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

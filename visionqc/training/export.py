@@ -96,9 +96,10 @@ def export_fp32(predictor: Predictor, path: Path) -> None:
 
 
 class _Calibration:
-    """Feeds calibration batches to ONNX Runtime's quantizer (its ``CalibrationDataReader`` protocol)."""
+    """Feeds calibration images to ONNX Runtime's quantizer (its ``CalibrationDataReader`` protocol), one per
+    batch: its histogram calibrators need every batch the same size."""
 
-    def __init__(self, arrays: np.ndarray, batch: int = 16):
+    def __init__(self, arrays: np.ndarray, batch: int = 1):
         self.arrays, self.batch, self.start = arrays, batch, 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
