@@ -31,17 +31,14 @@ class Checkpoint:
     directory: Path
 
 
-def _expected_shapes(card: ModelCard) -> dict[str, tuple[int, ...]]:
-    reference = DefectNet({t.name: len(t.classes) for t in card.tasks})
-    return {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-
-
 def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     """Read and cross-check a model directory. Raises :class:`ModelLoadError` with the exact problem."""
     directory = Path(model_dir)
     card = read_card(directory)
     path = weights_path(directory)
-    expected = _expected_shapes(card)
+    # Built once: its state dict gives the shapes every tensor must have, then it receives the weights.
+    model = DefectNet({t.name: len(t.classes) for t in card.tasks})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
@@ -82,7 +79,6 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     if bank is not None:
         bank = bank.float()
 
-    model = DefectNet({t.name: len(t.classes) for t in card.tasks})
     model.load_state_dict({k: tensors[k] for k in expected}, strict=True)
     model.eval()
     return Checkpoint(card=card, model=model, ood_bank=bank, ood_bank_labels=bank_labels, directory=directory)

@@ -111,7 +111,7 @@ class Predictor:
         self.runtime_warning = parity_warning(self.card, self.runtime)
         self.policy = policy or ActionPolicy()
         self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
-        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS
+        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[self.runtime]
         size = self.card.input_size
         self._size = (size, size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
