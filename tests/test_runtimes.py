@@ -241,16 +241,16 @@ def test_classifying_with_onnx_never_imports_torch_and_heatmaps_load_it_on_deman
         data = Path({str(image)!r}).read_bytes()
         result = run_batch(Store(tempfile.mkdtemp()), predictor, [UploadFile("a.jpg", data)], source="cli")
         assert result.inspected == 1, result
-        print(predictor.runtime, "torch" in sys.modules)
+        print(predictor.runtime, "torch" in sys.modules, predictor.heatmap_ready)
         from visionqc.model.heatmaps import heatmap_for_image
         from PIL import Image
         import io
         heat = heatmap_for_image(predictor, Image.open(io.BytesIO(data)).convert("RGB"))
-        print(heat.defect, "torch" in sys.modules)
+        print(heat.defect, "torch" in sys.modules, predictor.heatmap_ready)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     first, second = done.stdout.split("\n")[:2]
-    assert first == "onnx False"
-    assert second.endswith(" True")
+    assert first == "onnx False False"
+    assert second.endswith(" True True")

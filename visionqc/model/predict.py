@@ -148,6 +148,11 @@ class Predictor:
             return self._eager
 
     @property
+    def heatmap_ready(self) -> bool:
+        """Whether the PyTorch network that heatmaps take gradients through is built already."""
+        return self._eager is not None
+
+    @property
     def model(self) -> DefectNet:
         """The PyTorch network for inference (BatchNorm fused, channels-last): heatmaps take gradients through
         it. Built on first use, so classifying with an ONNX graph never imports torch."""

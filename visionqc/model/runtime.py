@@ -22,7 +22,6 @@ This module never imports torch: classifying with a graph needs only ONNX Runtim
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -217,9 +216,9 @@ class GraphNetwork:
         directory = Path(directory)
         data = _read_graph(directory, card, runtime)
         name = GRAPH_FILES[runtime]
-        threads = threads or int(os.environ.get("VISIONQC_THREADS") or 0) or DEFAULT_THREADS
         try:
-            session = ort.InferenceSession(data, session_options(threads), providers=["CPUExecutionProvider"])
+            options = session_options(threads or DEFAULT_THREADS)
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types for a malformed graph
             raise ModelLoadError(f"{name} is not a valid ONNX graph ONNX Runtime can run ({exc})") from None
         _check_io(session, card, name)
@@ -230,32 +229,3 @@ class GraphNetwork:
         """NHWC float32 batch -> (task -> probabilities [B, classes], embedding [B, 1280])."""
         embedding, *probs = self.session.run(self.output_names, {INPUT_NAME: batch})
         return dict(zip(self.tasks, probs, strict=True)), embedding
-
-
-def graph_summary(card: ModelCard) -> list[dict[str, Any]]:
-    """One row per runtime for reports: its parity on the test split and whether the rule allows it."""
-    section = _section(card)
-    allowed = allowed_runtimes(card)
-    torch_entry = section.get("torch") or {}
-    rows = [
-        {
-            "runtime": RUNTIME_LABELS["torch"],
-            "file": WEIGHTS_FILE,
-            "agreement": 1.0,
-            "balanced_accuracy": torch_entry.get("balanced_accuracy"),
-            "allowed": True,
-        }
-    ]
-    for runtime, entry in section.get("graphs", {}).items():
-        if runtime in GRAPH_FILES and isinstance(entry, dict):
-            parity = entry.get("parity") or {}
-            rows.append(
-                {
-                    "runtime": RUNTIME_LABELS[runtime],
-                    "file": entry.get("file"),
-                    "agreement": parity.get("agreement"),
-                    "balanced_accuracy": parity.get("balanced_accuracy"),
-                    "allowed": runtime in allowed,
-                }
-            )
-    return rows
