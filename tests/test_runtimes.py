@@ -174,6 +174,30 @@ def _rename_task(data, old, new):
     thresholds[new] = thresholds.pop(old)
 
 
+def test_a_graph_that_reads_another_file_as_its_weights_is_refused(model_copy):
+    """A graph may point its tensors at "external data" files; ONNX Runtime must not read one for us."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    (model_copy / "weights.bin").write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    tensor = numpy_helper.from_array(np.zeros(4, dtype=np.float32), "w")
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in {"location": str(model_copy / "weights.bin"), "offset": "0", "length": "16"}.items():
+        tensor.external_data.add(key=key, value=value)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["image", "w"], ["embedding"])],
+        "hostile",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [4])],
+        [tensor],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    (model_copy / "model.onnx").write_bytes(model.SerializeToString())
+    _rehash(model_copy)
+    with pytest.raises(ModelLoadError, match="not a valid ONNX graph"):
+        Predictor(model_copy, runtime="onnx")
+
+
 def test_a_graph_for_other_tasks_or_another_input_size_is_refused(model_copy):
     _edit_card(model_copy, lambda d: _rename_task(d, "location", "position"))
     with pytest.raises(ModelLoadError, match="do not match the tasks"):
