@@ -11,6 +11,7 @@ from PIL import Image
 
 from visionqc import cli
 from visionqc.cli.training import parse_loss_weights
+from visionqc.model.card import read_card
 from visionqc.model.checkpoint import load_checkpoint
 from visionqc.model.predict import Predictor
 from visionqc.training.calibration import calibrate_confidence_threshold
@@ -57,7 +58,14 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     localisation = card.raw["localisation"]["magnetic-tile test split"]
     assert 1 <= localisation["images"] <= 5 and 0.0 <= localisation["pointing_game"] <= 1.0
 
+    # train exported the network as ONNX graphs and measured their parity on its 6 test images.
+    runtimes = card.raw["runtimes"]
+    assert set(runtimes["graphs"]) == {"onnx", "int8"} and runtimes["parity_split"]["images"] == 6
+    assert all((small_model / graph["file"]).is_file() for graph in runtimes["graphs"].values())
+    assert runtimes["graphs"]["onnx"]["parity"]["agreement"] == 1.0
+
     predictor = Predictor(small_model)
+    assert predictor.runtime == runtimes["default"]
     image = Image.open(next((magnetic_tile / "images" / "crack").glob("*.jpg"))).convert("RGB")
     (prediction,) = predictor.predict_images([image])
     assert prediction.defect.label in card.classes("defect")
@@ -75,6 +83,19 @@ def test_evaluate_reproduces_the_recorded_test_metrics(small_model, magnetic_til
     assert cli.main(argv) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["tasks"]["defect"]["accuracy"] == recorded["tasks"]["defect"]["accuracy"]
+
+
+def test_export_redoes_the_graphs_of_a_saved_model_on_its_recorded_split(small_model, magnetic_tile, capsys):
+    before = read_card(small_model).raw["runtimes"]
+    argv = ["export", str(small_model), "--data", str(magnetic_tile), "--calibration-images", "8", "--quiet"]
+    assert cli.main(argv) == 0
+    assert "default runtime:" in capsys.readouterr().out
+    after = read_card(small_model).raw["runtimes"]
+    # The training split was re-derived from the card (no note), and the fp32 graph still matches PyTorch.
+    assert after["parity_split"] == before["parity_split"] == {"split": "test", "images": 6}
+    assert after["graphs"]["onnx"]["parity"]["agreement"] == 1.0
+    assert after["exported"]["command"].startswith("python -m visionqc export ")
+    assert Predictor(small_model, runtime="onnx").predict_images([Image.new("RGB", (64, 64))])
 
 
 def test_multitask_loss_masks_unknown_labels_and_weights_tasks():

@@ -19,3 +19,8 @@ def model_dir() -> Path:
     """``VISIONQC_MODEL`` if set, else the shipped default model."""
     value = os.environ.get("VISIONQC_MODEL")
     return Path(value).resolve() if value else DEFAULT_MODEL_DIR
+
+
+def runtime() -> str:
+    """``VISIONQC_RUNTIME`` (torch, onnx, int8) if set, else ``auto``: the fastest the model card allows."""
+    return os.environ.get("VISIONQC_RUNTIME") or "auto"

@@ -12,14 +12,31 @@ EXIT_BAD_MODEL = 3
 EXIT_STORE_ERROR = 4
 
 
+RUNTIME_CHOICES = ("auto", "torch", "onnx", "int8")
+RUNTIME_HELP = (
+    "network runtime: torch (PyTorch), onnx (ONNX Runtime, fp32 graph), int8 (ONNX Runtime, int8 graph), or "
+    "auto, the fastest the model card's measured parity allows (default: %(default)s, or $VISIONQC_RUNTIME)"
+)
+
+
+def add_runtime_option(parser: argparse.ArgumentParser) -> None:
+    from visionqc import config
+
+    parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default=config.runtime(), help=RUNTIME_HELP)
+
+
 def load_predictor(args: argparse.Namespace):
+    """The Predictor the arguments ask for, or ``None`` after printing why the model cannot be loaded."""
     from visionqc.actions import ActionPolicy
     from visionqc.model.card import ModelLoadError
     from visionqc.model.predict import Predictor
 
     policy = ActionPolicy.from_file(args.policy) if getattr(args, "policy", None) else None
     try:
-        return Predictor(args.model, policy=policy)
+        predictor = Predictor(args.model, policy=policy, runtime=getattr(args, "runtime", None))
     except ModelLoadError as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return None
+    if predictor.runtime_warning:
+        print(f"warning: {predictor.runtime_warning}", file=sys.stderr)
+    return predictor

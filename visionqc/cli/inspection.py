@@ -8,7 +8,14 @@ import sys
 from pathlib import Path
 
 from visionqc import config
-from visionqc.cli.common import EXIT_BAD_MODEL, EXIT_NOTHING_READ, EXIT_OK, EXIT_STORE_ERROR, load_predictor
+from visionqc.cli.common import (
+    EXIT_BAD_MODEL,
+    EXIT_NOTHING_READ,
+    EXIT_OK,
+    EXIT_STORE_ERROR,
+    add_runtime_option,
+    load_predictor,
+)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -117,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave the 1280-number embedding out of the JSON",
     )
     p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
+    add_runtime_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -136,4 +144,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
     p.add_argument("--resume", metavar="BATCH_ID", help="add to this open batch, skipping files it already holds")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_runtime_option(p)
     p.set_defaults(func=cmd_inspect)

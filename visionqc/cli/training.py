@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from visionqc import config
-from visionqc.cli.common import EXIT_BAD_MODEL, EXIT_OK
+from visionqc.cli.common import EXIT_BAD_MODEL, EXIT_OK, EXIT_USER_ERROR, add_runtime_option
 
 
 def parse_loss_weights(text: str) -> dict[str, float]:
@@ -68,6 +68,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         max_per_class=args.max_per_class,
+        export=args.export,
         progress=not args.quiet,
     )
     command = "python -m visionqc " + " ".join(shlex.quote(a) for a in (args.argv or []))
@@ -80,6 +81,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         ba = repeated["defect"]["balanced_accuracy"]
         print(f"\nrepeated splits ({repeated['splits']}): defect balanced accuracy {ba['mean']:.4f} ± {ba['std']:.4f}")
     print(f"\nphase {card['training']['phase_chosen']}: {card['training']['phase_reason']}")
+    if card.get("runtimes"):
+        print(format_runtimes(card["runtimes"]))
     _localise_after_training(args)
     print(f"model written to {args.out}")
     return EXIT_OK
@@ -104,7 +107,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     dataset = _read_dataset(args)
     try:
-        report = evaluate_model_dir(args.model, dataset, split=args.split, progress=not args.quiet)
+        report = evaluate_model_dir(
+            args.model, dataset, split=args.split, progress=not args.quiet, runtime=args.runtime
+        )
     except ModelLoadError as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return EXIT_BAD_MODEL
@@ -113,6 +118,67 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return EXIT_OK
+
+
+def format_runtimes(section: dict) -> str:
+    """The export's parity, one line per graph, for the terminal."""
+    lines = [f"runtimes (parity on {section['parity_split']['images']} test images):"]
+    lines.append(f"  torch: balanced accuracy {section['torch']['balanced_accuracy']:.4f}")
+    for runtime, graph in section["graphs"].items():
+        parity = graph["parity"]
+        verdict = f"refused: {graph['refused']}" if graph.get("refused") else "allowed"
+        lines.append(
+            f"  {runtime}: agreement {parity['agreement']:.1%}, balanced accuracy {parity['balanced_accuracy']:.4f} "
+            f"({verdict})"
+        )
+    lines.append(f"  default runtime: {section['default']}")
+    return "\n".join(lines)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import shlex
+
+    from visionqc.model.card import ModelLoadError, read_card
+    from visionqc.training.datasets import load_dataset
+    from visionqc.training.export import export_model, recorded_split
+
+    try:
+        card = read_card(args.model_dir)
+    except ModelLoadError as exc:
+        print(f"error: cannot load model {args.model_dir}: {exc}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    data = args.data or _recorded_data(card.raw)
+    if data is None:
+        print("error: the card does not say where the training data is; give it with --data", file=sys.stderr)
+        return EXIT_USER_ERROR
+    severity = (card.raw.get("severity") or {}).get("thresholds") or (0.003, 0.03)
+    dataset = load_dataset(data, no_defect_class=card.no_defect_class, severity_thresholds=tuple(severity))
+    train_idx, test_idx, note = recorded_split(card, dataset)
+    command = "python -m visionqc " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    section = export_model(
+        args.model_dir,
+        dataset,
+        train_idx,
+        test_idx,
+        calibration_images=args.calibration_images,
+        command=command,
+        note=note,
+        progress=not args.quiet,
+    )
+    print(format_runtimes(section))
+    return EXIT_OK
+
+
+def _recorded_data(card: dict) -> Path | None:
+    """The card's training_data.path, as given at training time (relative to where train ran, usually the
+    project folder)."""
+    path = (card.get("training_data") or {}).get("path")
+    if not path:
+        return None
+    for base in (Path.cwd(), config.PROJECT_ROOT):
+        if (base / path).is_dir():
+            return base / path
+    return Path(path)
 
 
 def cmd_localise(args: argparse.Namespace) -> int:
@@ -167,6 +233,7 @@ def add_dataset_options(p: argparse.ArgumentParser) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_evaluate(sub)
+    _add_export(sub)
     _add_localise(sub)
 
 
@@ -221,6 +288,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-per-class", type=int, help="use at most this many images per defect class (quick runs)")
     p.add_argument("--citation", help="training-data citation for the card (default: from DATA/SOURCE.md)")
+    p.add_argument(
+        "--export",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="export ONNX graphs (fp32 and int8) and measure their parity at the end (default: on)",
+    )
     p.set_defaults(func=cmd_train)
 
 
@@ -241,7 +314,33 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="all images, or only the test files recorded in the model card (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_runtime_option(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a model's ONNX graphs (fp32 and int8) and record their parity with PyTorch in its card",
+        description="Export the model's network as an ONNX graph (model.onnx) and an int8 version calibrated on "
+        "training images (model.int8.onnx), next to model.safetensors. Both are run on the card's test split "
+        "beside the PyTorch network; their top-1 agreement and balanced accuracy go into the card with each "
+        "file's SHA-256, and decide the default runtime: int8 when it agrees with PyTorch on at least 99%% of the "
+        "test images and its balanced accuracy is within 0.5 points of fp32, else fp32 ONNX under the same rule, "
+        "else PyTorch. train runs this at its end.",
+    )
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="model directory (model.json + model.safetensors)")
+    p.add_argument(
+        "--data", type=Path, help="the data the model was trained on (default: the card's training_data.path)"
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=int,
+        default=128,
+        help="training images the int8 ranges are calibrated on (default: %(default)s)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars on stderr")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_localise(sub: argparse._SubParsersAction) -> None:

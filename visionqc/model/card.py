@@ -192,3 +192,18 @@ def read_card(model_dir: str | Path) -> ModelCard:
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{CARD_FILE} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
     return parse_card(data)
+
+
+def update_card(model_dir: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Set top-level fields of a model directory's card (``None`` removes one), keeping every other field.
+
+    The file is replaced atomically, and never with a card that would no longer load. Returns the new card."""
+    path = Path(model_dir) / CARD_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(changes)
+    data = {k: v for k, v in data.items() if v is not None}
+    parse_card(data)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return data

@@ -17,22 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from visionqc.model.card import (
-    CARD_FILE,
-    CARD_FORMAT,
-    EMBEDDING_DIM,
-    ModelCard,
-    ModelLoadError,
-    parse_card,
-    read_card,
-)
+from visionqc.model.card import CARD_FILE, CARD_FORMAT, ModelCard, ModelLoadError, parse_card, read_card
 from visionqc.model.network import DefectNet
-
-WEIGHTS_FILE = "model.safetensors"
-MAX_WEIGHTS_BYTES = 512 * 1024 * 1024
-# Tensors saved beside the network weights: training embeddings for the out-of-distribution score.
-OOD_BANK = "ood.bank"
-OOD_BANK_LABELS = "ood.bank_labels"
+from visionqc.model.weights import OOD_BANK, OOD_BANK_LABELS, WEIGHTS_FILE, check_bank, weights_path
 
 
 @dataclass
@@ -44,24 +31,17 @@ class Checkpoint:
     directory: Path
 
 
-def _expected_shapes(card: ModelCard) -> dict[str, tuple[int, ...]]:
-    reference = DefectNet({t.name: len(t.classes) for t in card.tasks})
-    return {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-
-
 def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     """Read and cross-check a model directory. Raises :class:`ModelLoadError` with the exact problem."""
     directory = Path(model_dir)
     card = read_card(directory)
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise ModelLoadError(f"{directory} has no {WEIGHTS_FILE} (the weights)")
-    if weights_path.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise ModelLoadError(f"{WEIGHTS_FILE} is larger than {MAX_WEIGHTS_BYTES // 1_000_000} MB; refusing to load it")
-    expected = _expected_shapes(card)
+    path = weights_path(directory)
+    # Built once: its state dict gives the shapes every tensor must have, then it receives the weights.
+    model = DefectNet({t.name: len(t.classes) for t in card.tasks})
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     try:
-        with safe_open(str(weights_path), framework="pt", device="cpu") as fh:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
             keys = set(fh.keys())
             missing = sorted(set(expected) - keys)
             if missing:
@@ -93,16 +73,12 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
         raise ModelLoadError(f"{WEIGHTS_FILE} has tensors the card does not describe, e.g. {unknown[:3]}")
     bank = tensors.get(OOD_BANK)
     bank_labels = tensors.get(OOD_BANK_LABELS)
+    check_bank(
+        card, None if bank is None else tuple(bank.shape), None if bank_labels is None else tuple(bank_labels.shape)
+    )
     if bank is not None:
-        if bank.ndim != 2 or bank.shape[1] != EMBEDDING_DIM:
-            raise ModelLoadError(f"{OOD_BANK} must be [N, {EMBEDDING_DIM}], found {list(bank.shape)}")
-        if bank_labels is None or tuple(bank_labels.shape) != (bank.shape[0],):
-            raise ModelLoadError(f"{OOD_BANK_LABELS} must hold one label per {OOD_BANK} row")
         bank = bank.float()
-    if card.ood_threshold is not None and bank is None:
-        raise ModelLoadError(f"{CARD_FILE} sets an ood_threshold but {WEIGHTS_FILE} has no {OOD_BANK}")
 
-    model = DefectNet({t.name: len(t.classes) for t in card.tasks})
     model.load_state_dict({k: tensors[k] for k in expected}, strict=True)
     model.eval()
     return Checkpoint(card=card, model=model, ood_bank=bank, ood_bank_labels=bank_labels, directory=directory)

@@ -1,26 +1,40 @@
-"""Prediction: load a checkpoint once, classify batches of images, decide needs-review and the action.
+"""Prediction: load a model once, classify batches of images, decide needs-review and the action.
 
-Depends only on the checkpoint format (never on training code). Decoding runs in a worker thread
-while the network works on the previous batch, so a stream of JPEGs keeps both cores busy.
+Depends only on the model directory's format (never on training code). The network runs in the fastest
+runtime the card's parity allows (:mod:`~visionqc.model.runtime`): an ONNX graph in ONNX Runtime, without
+importing torch, or the PyTorch network itself. The PyTorch network is built only when a heatmap (which
+needs gradients) or the ``torch`` runtime first asks for it. Decoding runs in a worker thread while the
+network works on the previous batch, so a stream of JPEGs keeps both cores busy.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 from PIL import Image
 
 from visionqc.actions import ActionPolicy
 from visionqc.intake.imaging import DecodedImage, ImageDecodeError, decode_image
-from visionqc.model.card import PRIMARY_TASK, ModelCard
-from visionqc.model.checkpoint import Checkpoint, load_checkpoint
-from visionqc.model.network import fuse_batchnorm_for_inference
+from visionqc.model.card import PRIMARY_TASK, ModelCard, read_card
+from visionqc.model.runtime import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_DECODE_WORKERS,
+    GraphNetwork,
+    choose_runtime,
+    parity_warning,
+)
+from visionqc.model.weights import read_ood_bank
+
+if TYPE_CHECKING:
+    from visionqc.model.checkpoint import Checkpoint
+    from visionqc.model.network import DefectNet
 
 K = TypeVar("K")
 
@@ -66,42 +80,91 @@ class Prediction:
 
 
 class Predictor:
-    """Loads a model directory once; classifies images in batches."""
+    """Loads a model directory once; classifies images in batches.
+
+    ``runtime`` is ``"torch"``, ``"onnx"``, ``"int8"`` or ``None`` for the fastest the card allows;
+    ``checkpoint`` (a network in memory, as training has) always runs in PyTorch.
+    """
 
     def __init__(
         self,
-        model_dir: str | Path,
+        model_dir: str | Path | None,
         policy: ActionPolicy | None = None,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         checkpoint: Checkpoint | None = None,
+        runtime: str | None = None,
+        threads: int | None = None,
+        decode_workers: int | None = None,
     ):
-        self.checkpoint = checkpoint or load_checkpoint(model_dir)
-        self.card: ModelCard = self.checkpoint.card
+        self._checkpoint = checkpoint
+        self._eager = None
+        self._torch_lock = threading.Lock()  # app sessions share one Predictor: build the network once
+        if checkpoint is not None:
+            if runtime not in (None, "auto", "torch"):
+                raise ValueError("a network in memory runs in PyTorch only")
+            self.directory, self.card, self.runtime = Path(checkpoint.directory), checkpoint.card, "torch"
+        else:
+            self.directory = Path(model_dir)
+            self.card: ModelCard = read_card(self.directory)
+            self.runtime = choose_runtime(self.card, runtime)
+        # Set when the runtime was asked for although the card's parity rule does not allow it.
+        self.runtime_warning = parity_warning(self.card, self.runtime)
         self.policy = policy or ActionPolicy()
-        self.batch_size = batch_size
-        # Inference copy: BatchNorm folded into the convolutions, channels-last for oneDNN.
-        self.model = fuse_batchnorm_for_inference(self._fresh_model()).to(memory_format=torch.channels_last)
-        self.model.eval()
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
+        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[self.runtime]
         size = self.card.input_size
         self._size = (size, size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.card.std, dtype=np.float32)
-        bank = self.checkpoint.ood_bank
-        self._bank = None if bank is None else torch.nn.functional.normalize(bank.float(), dim=1)
+        if self.runtime == "torch":
+            self._network = self._eager_network()
+            bank = self.checkpoint.ood_bank
+            labels = self.checkpoint.ood_bank_labels
+            bank, labels = (None, None) if bank is None else (bank.float().numpy(), labels.numpy())
+        else:
+            self._network = GraphNetwork.load(self.directory, self.card, self.runtime, threads)
+            bank, labels = read_ood_bank(self.directory, self.card)
+        self._bank_raw, self._bank_labels = bank, labels
+        self._bank = None if bank is None else _normalise(bank)
 
-    def _fresh_model(self):
-        import copy
+    # --- the PyTorch network, built on first use -----------------------------------------------
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The weights and card as PyTorch loads them (read on first use)."""
+        with self._torch_lock:
+            if self._checkpoint is None:
+                from visionqc.model.checkpoint import load_checkpoint
 
-        return copy.deepcopy(self.checkpoint.model)
+                self._checkpoint = load_checkpoint(self.directory)
+            return self._checkpoint
+
+    def _eager_network(self):
+        checkpoint = self.checkpoint
+        with self._torch_lock:
+            if self._eager is None:
+                from visionqc.model.eager import EagerNetwork
+
+                self._eager = EagerNetwork(checkpoint)
+            return self._eager
+
+    @property
+    def heatmap_ready(self) -> bool:
+        """Whether the PyTorch network that heatmaps take gradients through is built already."""
+        return self._eager is not None
+
+    @property
+    def model(self) -> DefectNet:
+        """The PyTorch network for inference (BatchNorm fused, channels-last): heatmaps take gradients through
+        it. Built on first use, so classifying with an ONNX graph never imports torch."""
+        return self._eager_network().model
 
     def training_bank(self) -> tuple[np.ndarray, list[str]] | None:
         """The training embeddings the OOD score compares with, and each one's defect class (``None`` if the
         model has none): Explore scores stored inspections against them without touching tensors."""
-        bank, labels = self.checkpoint.ood_bank, self.checkpoint.ood_bank_labels
-        if bank is None:
+        if self._bank_raw is None:
             return None
         classes = self.card.classes(PRIMARY_TASK)
-        return bank.float().numpy(), [classes[int(i)] for i in labels]
+        return self._bank_raw, [classes[int(i)] for i in self._bank_labels]
 
     @property
     def model_name(self) -> str:
@@ -121,25 +184,19 @@ class Predictor:
         arr = np.asarray(resized, dtype=np.float32)
         return (arr - self._mean) * self._inv_std
 
-    def _to_batch(self, arrays: list[np.ndarray]) -> torch.Tensor:
-        # Stack HWC -> NHWC, then view as NCHW in channels-last memory: no copy.
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-
     # --- network -------------------------------------------------------------------------------
-    @torch.inference_mode()
     def forward_arrays(self, arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        logits, embedding = self.model(self._to_batch(arrays))
-        probs = {task: torch.softmax(v, dim=1).numpy() for task, v in logits.items()}
-        return probs, embedding.numpy()
+        """Preprocessed images -> (task -> class probabilities [B, classes], embeddings [B, 1280])."""
+        return self._network.forward(np.stack(arrays))
 
     def ood_scores(self, embeddings: np.ndarray) -> np.ndarray | None:
+        """Mean cosine distance of each embedding to its ``ood_k`` nearest training embeddings."""
         if self._bank is None:
             return None
-        z = torch.nn.functional.normalize(torch.from_numpy(embeddings).float(), dim=1)
-        sims = z @ self._bank.T
+        sims = _normalise(np.asarray(embeddings, dtype=np.float32)) @ self._bank.T
         k = min(self.card.ood_k, self._bank.shape[0])
-        top = sims.topk(k, dim=1).values
-        return (1.0 - top.mean(dim=1)).numpy()
+        top = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]
+        return (1.0 - top.mean(axis=1)).astype(np.float32)
 
     def _interpret(self, probs: dict[str, np.ndarray], embeddings: np.ndarray) -> list[Prediction]:
         card = self.card
@@ -203,20 +260,17 @@ class Predictor:
     ) -> Iterator[tuple[K, DecodedImage | None, Prediction | ImageDecodeError]]:
         """Classify ``(key, image bytes)`` pairs, yielding ``(key, decoded, prediction or error)`` in order.
 
-        Decoding and resizing of the next batch run in a worker thread while the network runs on the
-        current one (Pillow releases the GIL while decoding). A file that fails to decode yields its
+        Decoding and resizing run in :attr:`decode_workers` threads, one batch ahead of the network (Pillow and
+        ONNX Runtime release the GIL), so both cores stay busy. A file that fails to decode yields its
         :class:`ImageDecodeError` and never stops the stream.
         """
 
-        def prepare(chunk: list[tuple[K, bytes]]):
-            prepared = []
-            for key, data in chunk:
-                try:
-                    decoded = self.decode(data)
-                    prepared.append((key, decoded, self.preprocess(decoded.image)))
-                except ImageDecodeError as exc:
-                    prepared.append((key, None, exc))
-            return prepared
+        def prepare(key: K, data: bytes):
+            try:
+                decoded = self.decode(data)
+                return key, decoded, self.preprocess(decoded.image)
+            except ImageDecodeError as exc:
+                return key, None, exc
 
         def chunks() -> Iterator[list[tuple[K, bytes]]]:
             chunk: list[tuple[K, bytes]] = []
@@ -228,15 +282,14 @@ class Predictor:
             if chunk:
                 yield chunk
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="visionqc-decode") as pool:
-            pending = None
+        with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="visionqc-decode") as pool:
+            pending: deque[list[Future]] = deque()
             for chunk in chunks():
-                future = pool.submit(prepare, chunk)
-                if pending is not None:
-                    yield from self._run_prepared(pending.result())
-                pending = future
-            if pending is not None:
-                yield from self._run_prepared(pending.result())
+                pending.append([pool.submit(prepare, key, data) for key, data in chunk])
+                if len(pending) > 1:  # the decoders work on this batch while the network runs the one before
+                    yield from self._run_prepared([f.result() for f in pending.popleft()])
+            while pending:
+                yield from self._run_prepared([f.result() for f in pending.popleft()])
 
     def _run_prepared(self, prepared):
         good = [(i, arr) for i, (_, _, arr) in enumerate(prepared) if isinstance(arr, np.ndarray)]
@@ -246,3 +299,8 @@ class Predictor:
             predictions = {i: p for (i, _), p in zip(good, preds, strict=True)}
         for i, (key, decoded, arr) in enumerate(prepared):
             yield key, decoded, predictions.get(i, arr)
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (as torch.nn.functional.normalize: a zero row stays zero)."""
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)

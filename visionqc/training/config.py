@@ -43,4 +43,5 @@ class TrainConfig:
     max_review_share: float = 0.25
     ood_quantile: float = 0.99
     ood_k: int = 5
+    export: bool = True  # ONNX graphs (fp32, int8) and their parity, after training (visionqc.training.export)
     progress: bool = True

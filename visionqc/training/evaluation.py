@@ -11,7 +11,6 @@ import torch
 
 from visionqc.intake.imaging import ImageDecodeError
 from visionqc.model.card import PRIMARY_TASK
-from visionqc.model.checkpoint import load_checkpoint
 from visionqc.model.predict import Predictor
 from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import Dataset, stratified_split
@@ -97,10 +96,11 @@ def evaluate_predictor(
 
 
 def evaluate_model_dir(
-    model_dir: str | Path, dataset: Dataset, split: str = "all", progress: bool = True
+    model_dir: str | Path, dataset: Dataset, split: str = "all", progress: bool = True, runtime: str | None = None
 ) -> dict[str, Any]:
-    """Evaluate a saved model on a dataset: ``split="all"`` or ``"test"`` (the card's recorded test files)."""
-    predictor = Predictor(model_dir, checkpoint=load_checkpoint(model_dir))
+    """Evaluate a saved model on a dataset: ``split="all"`` or ``"test"`` (the card's recorded test files), in
+    ``runtime`` (default: the fastest the card allows, as prediction uses)."""
+    predictor = Predictor(model_dir, runtime=runtime)
     indices = None
     if split == "test":
         files = set(predictor.card.raw.get("training", {}).get("split", {}).get("test_files") or [])
@@ -112,6 +112,7 @@ def evaluate_model_dir(
     report = evaluate_predictor(predictor, dataset, indices, progress)
     report["split"] = split
     report["model"] = {"name": predictor.card.name, "version": predictor.card.version}
+    report["runtime"] = predictor.runtime
     return report
 
 

@@ -16,7 +16,6 @@ image is labelled with"); ``explain="predicted"`` measures what a user sees in t
 
 from __future__ import annotations
 
-import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -301,17 +300,12 @@ def write_to_card(model_dir: str | Path, report: LocalisationReport, key: str) -
     """Set ``localisation[key]`` in the model card (``key`` names the evaluation set, e.g.
     ``"magnetic-tile test split"``); other keys and every other field of the card stay as written.
     The file is replaced atomically and is checked to still load."""
-    from visionqc.model.card import CARD_FILE, parse_card
+    from visionqc.model.card import CARD_FILE, read_card, update_card
 
-    path = Path(model_dir) / CARD_FILE
-    card = json.loads(path.read_text(encoding="utf-8"))
-    current = card.get("localisation")
-    card["localisation"] = {**(current if isinstance(current, dict) else {}), key: report.card_entry()}
-    parse_card(card)  # never write a card that would no longer load
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    current = read_card(model_dir).raw.get("localisation")
+    entries = {**(current if isinstance(current, dict) else {}), key: report.card_entry()}
+    update_card(model_dir, {"localisation": entries})
+    return Path(model_dir) / CARD_FILE
 
 
 def held_out_samples(samples: list[LocalisationSample], root: Path, card_raw: dict) -> list[LocalisationSample]:

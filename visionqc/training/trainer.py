@@ -17,6 +17,8 @@ The recipe, in the order :func:`train` runs it:
 6. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
    precision/recall and the confusion matrix per task on the test split, computed by a real ``Predictor`` on
    the saved model directory, and the mean and spread of phase 1 over repeated random splits.
+7. **Export** (:mod:`~visionqc.training.export`) the network as ONNX graphs (fp32 and int8, calibrated on the
+   training split) and record their parity with PyTorch on the test split in the card.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec
+from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec, read_card
 from visionqc.model.checkpoint import Checkpoint, save_checkpoint
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
@@ -243,4 +245,9 @@ def train(
         "load_average_at_end": [round(v, 2) for v in os.getloadavg()],
     }
     save_checkpoint(out_dir, model, card, bank, bank_labels)
+    if cfg.export and len(test_idx):
+        from visionqc.training.export import export_model
+
+        export_model(out_dir, dataset, train_idx.tolist(), test_idx.tolist(), command=command, progress=cfg.progress)
+        return read_card(out_dir).raw
     return card.to_json()

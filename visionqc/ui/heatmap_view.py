@@ -55,7 +55,8 @@ def render_image_with_heatmap(detail: dict, predictor, *, key: str, width: int |
         if show:
             from visionqc.model.heatmaps import overlay
 
-            with st.spinner("Computing the heatmap…"):
+            first = "" if predictor.heatmap_ready else " (the first one also loads the network: a few seconds)"
+            with st.spinner(f"Computing the heatmap…{first}"):
                 heat = heatmap_cache().get_or_compute(predictor, image, str(detail["sha256"]))
             image = overlay(image, heat, opacity / 100)
             caption = f"{caption} · heatmap for “{heat.defect}” ({predictor.model_name} {predictor.model_version})"

@@ -1,7 +1,7 @@
 """What every page shares and loads once per process: the active model, the store, the browser's time zone.
 
-Torch is imported only when a page asks for the model: pages that only read the store (History, Dashboard,
-Explore, the review queue) never pay for it.
+The model runs in the fastest runtime its card allows (``VISIONQC_RUNTIME`` overrides): with an ONNX graph,
+opening the app and classifying never import torch; the PyTorch network loads when a heatmap is first asked for.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from visionqc.model.card import ModelCard, ModelLoadError, read_card
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
-def _load_predictor(model_path: str, card_mtime: float):
+def _load_predictor(model_path: str, card_mtime: float, runtime: str):
     from visionqc.model.predict import Predictor
 
-    return Predictor(model_path)
+    return Predictor(model_path, runtime=runtime)
 
 
 def get_predictor():
@@ -29,7 +29,7 @@ def get_predictor():
     path = config.model_dir()
     card = path / "model.json"
     try:
-        predictor = _load_predictor(str(path), card.stat().st_mtime if card.is_file() else 0.0)
+        predictor = _load_predictor(str(path), card.stat().st_mtime if card.is_file() else 0.0, config.runtime())
     except ModelLoadError as exc:
         st.session_state["_visionqc_model_error"] = str(exc)
         return None
