@@ -87,7 +87,10 @@ class Database:
             self.read_only_reason = read_only_reason(self.home)
         if self.read_only and not self.db_path.exists():
             raise StoreReadOnlyError(
-                self.home, f"{self.read_only_reason}, and there is no inspection database in it yet", "browsing"
+                self.home,
+                f"{self.read_only_reason}, and there is no inspection database in it yet",
+                "creating one",
+                browsable=False,
             )
 
     def check(self) -> None:
@@ -140,7 +143,7 @@ class Database:
         con = self._open(self.read_only if read_only is None else read_only)
         try:
             yield con
-        except (duckdb.Error, OSError) as exc:
+        except duckdb.Error as exc:
             error = self._translated(exc)
             if error is exc:
                 raise
@@ -219,6 +222,7 @@ class Database:
                 self.home,
                 self.read_only_reason or "read-only",
                 f"updating its database from schema version {current} to {SCHEMA_VERSION} (needed to show it)",
+                browsable=False,
             )
 
         def work(con: duckdb.DuckDBPyConnection) -> int:

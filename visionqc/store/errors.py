@@ -48,13 +48,13 @@ class StoreCorruptError(StoreError):
 class StoreReadOnlyError(StoreError):
     """The data folder or the database cannot be written (a read-only mount, or no write permission)."""
 
-    def __init__(self, home: Path, reason: str, doing: str = "saving"):
+    def __init__(self, home: Path, reason: str, doing: str = "saving", *, browsable: bool = True):
         self.home, self.reason = Path(home), reason
         super().__init__(
-            f"The data folder {home} is read-only ({reason}), so {doing} is not possible; nothing was changed. "
-            f"Inspections can still be browsed. Saving needs write permission for user {_user()} on the folder "
-            f"and on every file in it: make it writable (remount it read-write, or give that user write "
-            f"permission), or set VISIONQC_HOME to a writable folder."
+            f"The data folder {home} is read-only ({reason}), so {doing} is not possible; nothing was changed."
+            f"{' Inspections can still be browsed.' if browsable else ''} Saving needs write permission for user "
+            f"{_user()} on the folder and on every file in it: make it writable (remount it read-write, or give "
+            "that user write permission), or set VISIONQC_HOME to a writable folder."
         )
 
 
@@ -79,6 +79,12 @@ def format_bytes(count: int | None) -> str:
             return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+def space_needed(photo_bytes: int, photos: int) -> int:
+    """Bytes a batch needs on the data folder's disk: a copy of each photo, plus about 32 KB per photo for
+    its thumbnail, its database rows (the embedding is 5 KB) and the write-ahead log while a chunk commits."""
+    return photo_bytes + photos * 32 * 1024
 
 
 def free_bytes(path: Path) -> int | None:
@@ -120,16 +126,20 @@ def is_lock_error(exc: BaseException) -> bool:
     return any(text in str(exc) for text in _LOCKED)
 
 
-def corruption_problem(exc: BaseException) -> str | None:
-    """What looks wrong with the file, in words, when ``exc`` is a driver's report of a damaged file."""
+def corruption_problem(exc: BaseException, path: Path | None = None) -> str | None:
+    """What looks wrong with the file ``path``, in words, when ``exc`` is a driver's report of a damaged file."""
     text = str(exc)
     if "not a valid DuckDB database file" in text:
         return "it does not start like a DuckDB database (it is empty, or something else was written over it)"
     match = re.search(r"Could not read enough bytes.*?from location (\d+)", text)
     if match:
+        try:
+            size = f"{path.stat().st_size:,} bytes" if path is not None else "fewer bytes"
+        except OSError:
+            size = "fewer bytes"
         return (
-            f"the file ends before its data does (data expected at byte {int(match.group(1)):,}): it was cut "
-            "off, for example by an interrupted copy or a full disk"
+            f"it is cut off (its data goes on past byte {int(match.group(1)):,}, but the file has {size}), "
+            "for example by an interrupted copy or a full disk"
         )
     match = re.search(r"Corrupt database file.*?location (\d+)", text)
     if match:
@@ -150,7 +160,7 @@ def translate(exc: BaseException, home: Path, db_path: Path, doing: str = "savin
         return StoreSpaceError(home, exc.filename if isinstance(exc, OSError) and exc.filename else _file_in(text))
     if code in (errno.EROFS, errno.EACCES, errno.EPERM) or any(t in text for t in _PERMISSION):
         return StoreReadOnlyError(home, read_only_reason(home), doing)
-    problem = corruption_problem(exc)
+    problem = corruption_problem(exc, db_path)
     if problem is not None:
         return StoreCorruptError(db_path, problem)
     return None
