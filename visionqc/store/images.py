@@ -25,8 +25,10 @@ def _write_once(path: Path, data: bytes) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # name the file being written, not its temporary name
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

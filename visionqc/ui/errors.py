@@ -18,23 +18,20 @@ from visionqc.store import StoreBusyError, StoreCorruptError, StoreError, StoreR
 
 LOG = logging.getLogger("visionqc.ui")
 
-_TITLES = (
-    (StoreCorruptError, "The inspection database is damaged"),
-    (StoreReadOnlyError, "The data folder is read-only"),
-    (StoreSpaceError, "The disk is full"),
+# A damaged, read-only or full data folder's message starts with what happened; the others get a headline.
+_HEADLINES = (
+    ((StoreCorruptError, StoreReadOnlyError, StoreSpaceError), ""),
     (StoreBusyError, "The database is busy"),
     (StoreError, "The inspection database cannot be used"),
 )
 
 
-def title(exc: StoreError) -> str:
-    return next(text for kind, text in _TITLES if isinstance(exc, kind))
-
-
 def show_store_error(exc: StoreError, then: str = "") -> None:
     """The error as a message on the page, with what to do ``then`` (e.g. how to continue a batch)."""
-    LOG.warning("%s: %s", title(exc), exc, exc_info=exc)
-    st.error(f"**{title(exc)}.** {exc}" + (f"\n\n{then}" if then else ""), icon=":material/error:")
+    LOG.warning("store error shown on the page: %s", exc, exc_info=exc)
+    headline = next(text for kind, text in _HEADLINES if isinstance(exc, kind))
+    text = f"**{headline}:** {exc}" if headline else str(exc)
+    st.error(text + (f"\n\n{then}" if then else ""), icon=":material/error:")
 
 
 @contextmanager
