@@ -7,7 +7,8 @@ so a damaged file is never written, not even by replaying its write-ahead log. A
 primary-key index is read only when a write looks a key up; that write then fails with the same message
 and commits nothing.
 
-Measured on a 20,000-inspection file (136 MB, embeddings included): about 0.1 s.
+Measured on a 20,000-inspection file (136 MB, embeddings included): 0.1 s on an idle 2-core machine, 0.6 s
+under a load average of 13 (twice the time of fetching every inspections row into Python, in the same run).
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ import duckdb
 def _column_check(name: str, data_type: str) -> list[str]:
     quoted = '"' + name.replace('"', '""') + '"'
     if data_type.endswith("]"):
-        # Lists (the embeddings): their lengths and their last elements read every block of the child
-        # column at a fraction of the cost of hashing 1,280 floats per row.
-        return [f"max(len({quoted}))", f"max({quoted}[-1])"]
+        # Lists (the embeddings): the last element of each reads the list offsets and every block of the
+        # child column, at a fraction of the cost of hashing 1,280 floats per row.
+        return [f"max({quoted}[-1])"]
     return [f"bit_xor(hash({quoted}))"]
 
 
@@ -30,8 +31,9 @@ def read_every_table(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     Raises the driver's error when a block is damaged or missing."""
     columns: dict[str, list[str]] = {}
     for table, column, data_type in con.execute(
-        "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-        "WHERE schema_name = 'main' AND database_name = current_database() ORDER BY table_name, column_index"
+        "SELECT c.table_name, c.column_name, c.data_type FROM duckdb_columns() c JOIN duckdb_tables() t "
+        "USING (database_name, schema_name, table_name) "
+        "WHERE c.schema_name = 'main' AND c.database_name = current_database() ORDER BY c.table_name, c.column_index"
     ).fetchall():
         columns.setdefault(table, []).extend(_column_check(column, data_type))
     counts = {}
