@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pytest
 
+from visionqc.config import PROJECT_ROOT
 from visionqc.store.schema import DB_FILE
 
 HEADER_BYTES = 3 * 4096  # DuckDB: the main header and two database headers come before the first block
@@ -92,3 +95,29 @@ def small_disk(mount_point: Path, size_bytes: int) -> Iterator[Path]:
 
 def grow(mount_point: Path, size_bytes: int) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size_bytes}", str(mount_point)], check=True)
+
+
+def visionqc(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m visionqc ARGS`` with ``VISIONQC_HOME=home``, as a user runs it; waits for it."""
+    env = {**os.environ, "VISIONQC_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "visionqc", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def inspect_in_background(home: Path, model_dir: Path, folder: Path) -> subprocess.Popen:
+    """``python -m visionqc inspect FOLDER --quiet`` into ``home``, started and not waited for."""
+    env = {**os.environ, "VISIONQC_HOME": str(home)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "visionqc", "inspect", "--model", str(model_dir), str(folder), "--quiet"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

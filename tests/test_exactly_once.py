@@ -5,17 +5,14 @@ a version-3 file is migrated to image claims."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import duckdb
 import pytest
+from faults import inspect_in_background
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.intake.uploads import UploadFile
 from visionqc.model.predict import Predictor
 from visionqc.store import Store
@@ -136,18 +133,7 @@ def test_inspect_processes_started_together_store_each_image_once(tmp_path, defa
         folders.append(folder)
     home = tmp_path / "data"
     Store(home)  # created once, so the runs only race for the images
-    env = {**os.environ, "VISIONQC_HOME": str(home)}
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "visionqc", "inspect", "--model", str(default_model_dir), str(folder), "--quiet"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for folder in folders
-    ]
+    runs = [inspect_in_background(home, default_model_dir, folder) for folder in folders]
     outputs = [run.communicate(timeout=600) for run in runs]
     for run, (_, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 0, stderr

@@ -11,15 +11,21 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from faults import damage_a_block, digest, grow, read_only_mount, small_disk, truncate
+from faults import (
+    damage_a_block,
+    digest,
+    grow,
+    inspect_in_background,
+    read_only_mount,
+    small_disk,
+    truncate,
+    visionqc,
+)
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.intake.uploads import UploadFile
 from visionqc.model.predict import Predictor
 from visionqc.store import Store, StoreCorruptError, StoreReadOnlyError, StoreSpaceError
@@ -59,18 +65,6 @@ def photo_folder(tmp_path, tile_photos) -> Path:
     for i, path in enumerate(tile_photos(24, offset=600)):
         shutil.copy(path, folder / f"tile_{i:02d}.jpg")
     return folder
-
-
-def visionqc(home: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VISIONQC_HOME": str(home)}
-    return subprocess.run(
-        [sys.executable, "-m", "visionqc", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def consistent_counts(store: Store) -> dict[str, int]:
@@ -169,15 +163,7 @@ def test_a_backup_taken_while_inspect_writes_is_consistent(home, tmp_path, defau
     folder.mkdir()
     for i, path in enumerate(tile_photos(60, offset=700)):
         shutil.copy(path, folder / f"tile_{i:02d}.jpg")
-    env = {**os.environ, "VISIONQC_HOME": str(home)}
-    writer = subprocess.Popen(
-        [sys.executable, "-m", "visionqc", "inspect", "--model", str(default_model_dir), str(folder), "--quiet"],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    writer = inspect_in_background(home, default_model_dir, folder)
     store = Store(home)
     start = store.count()
     backups, taken_during = [], 0
