@@ -62,7 +62,7 @@ def home(seeded, tmp_path) -> Path:
 def photo_folder(tmp_path, tile_photos) -> Path:
     folder = tmp_path / "incoming"
     folder.mkdir()
-    for i, path in enumerate(tile_photos(24, offset=600)):
+    for i, path in enumerate(tile_photos(16, offset=600)):
         shutil.copy(path, folder / f"tile_{i:02d}.jpg")
     return folder
 
@@ -161,7 +161,7 @@ def test_a_damaged_backup_is_refused_and_nothing_is_replaced(home):
 def test_a_backup_taken_while_inspect_writes_is_consistent(home, tmp_path, default_model_dir, tile_photos):
     folder = tmp_path / "shift"
     folder.mkdir()
-    for i, path in enumerate(tile_photos(60, offset=700)):
+    for i, path in enumerate(tile_photos(48, offset=700)):
         shutil.copy(path, folder / f"tile_{i:02d}.jpg")
     writer = inspect_in_background(home, default_model_dir, folder)
     store = Store(home)
@@ -171,7 +171,7 @@ def test_a_backup_taken_while_inspect_writes_is_consistent(home, tmp_path, defau
         deadline = time.monotonic() + 300
         while writer.poll() is None and store.count() == start and time.monotonic() < deadline:
             time.sleep(0.2)
-        for n in range(3):
+        for n in range(2):
             out = tmp_path / f"backup-{n}.duckdb"
             done = visionqc(home, "backup", "--out", str(out), timeout=300)
             assert done.returncode == 0, done.stderr
@@ -191,7 +191,7 @@ def test_a_backup_taken_while_inspect_writes_is_consistent(home, tmp_path, defau
         shutil.copy(out, restored / DB_FILE)
         counts = consistent_counts(Store(restored))
         sizes.append(counts["inspections"])
-    assert sizes == sorted(sizes) and start <= sizes[0] and sizes[-1] <= store.count() == start + 60
+    assert sizes == sorted(sizes) and start <= sizes[0] and sizes[-1] <= store.count() == start + 48
 
 
 # --- a full disk --------------------------------------------------------------------------------------
@@ -231,8 +231,8 @@ def test_a_full_disk_while_saving_photos_stops_the_batch_cleanly_and_it_resumes(
 
 @pytest.mark.slow
 def test_inspect_on_a_real_full_disk_says_so_and_resume_finishes(tmp_path, photo_folder, default_model_dir):
-    """A 2 MB tmpfs fills up mid-batch; after it grows, the printed --resume command completes the batch."""
-    with small_disk(tmp_path / "disk", 2 * 1024 * 1024) as disk:
+    """A 1.5 MB tmpfs fills up mid-batch; after it grows, the printed --resume command completes the batch."""
+    with small_disk(tmp_path / "disk", 1536 * 1024) as disk:
         home = disk / "visionqc-data"
         done = visionqc(home, "inspect", "--model", str(default_model_dir), str(photo_folder), "--quiet")
         assert done.returncode == EXIT_STORE_ERROR, done.stdout + done.stderr
@@ -252,7 +252,7 @@ def test_inspect_on_a_real_full_disk_says_so_and_resume_finishes(tmp_path, photo
         assert store.batch(batch_id)["status"] == "complete"
         rows = store.batch_rows(batch_id)
         assert sorted(Path(n).name for n in rows["file_name"]) == sorted(p.name for p in photo_folder.iterdir())
-        assert consistent_counts(store)["inspections"] == 24
+        assert consistent_counts(store)["inspections"] == 16
         assert not no_temporary_files(home)
 
 
