@@ -7,8 +7,10 @@ so a damaged file is never written, not even by replaying its write-ahead log. A
 primary-key index is read only when a write looks a key up; that write then fails with the same message
 and commits nothing.
 
-Measured on a 20,000-inspection file (136 MB, embeddings included): 0.1 s on an idle 2-core machine, 0.6 s
-under a load average of 13 (twice the time of fetching every inspections row into Python, in the same run).
+Measured on this 2-core machine: a 20,000-inspection file (136 MB, embeddings included) in 0.1 s idle and
+0.6 s under a load average of 13; a 100,000-inspection file (663 MB) in 1.4-1.6 s under a load average of
+16, 1.4 times as long as fetching every inspections row into Python in the same run. The cost grows with
+the file (the embeddings are most of it), once per ``Store`` opened: once per app process, once per command.
 """
 
 from __future__ import annotations
