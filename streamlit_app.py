@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from visionqc.ui import pages, sidebar
+from visionqc.ui import errors, pages, sidebar
 
 st.set_page_config(page_title="VisionQC", page_icon=":material/fact_check:", layout="wide")
 
@@ -21,4 +21,5 @@ if not registered:
 
 current = st.navigation(registered)
 sidebar.render_sidebar()
-current.run()
+with errors.page_boundary():  # a busy, damaged, read-only or full data folder: a message, not a stack trace
+    current.run()

@@ -35,7 +35,7 @@ already = upload.inspected_batch(key) if uploads else None
 clicked = st.button(
     f"Inspect {len(uploads)} file{'s' if len(uploads) != 1 else ''}" if uploads else "Inspect",
     type="primary",
-    disabled=not uploads or already is not None,
+    disabled=not uploads or already is not None or store.read_only,
     icon=":material/play_arrow:",
     key="inspect_run",
 )

@@ -232,5 +232,5 @@ def test_a_busy_database_is_a_message_not_a_crash(app, tile_photos, monkeypatch)
     app.run()
     app.button(key="inspect_run").click().run()
     assert not app.exception
-    assert any("could not be saved completely" in e.value and "locked" in e.value for e in app.error)
+    assert any("The database is busy:" in e.value and "locked" in e.value for e in app.error)
     assert upload.CURRENT_BATCH not in app.session_state, "no batch is shown as if it were done"

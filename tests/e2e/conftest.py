@@ -4,7 +4,8 @@ Reusable by every page's e2e test:
 
 - ``app_server`` (module scope): starts ``streamlit run streamlit_app.py`` on a free port with a fresh
   temporary ``VISIONQC_HOME``; yields an :class:`AppServer` (``url``, ``home``, ``log``); kills it afterwards.
-- ``start_app_server(home, env=...)``: the same as a context manager, for tests that need their own server.
+- ``start_app_server(home, env=...)``: the same as a context manager, for tests that need their own server
+  (the ``app_server_at`` fixture hands it to a test module).
 - ``browser`` (session scope) and ``page`` (function scope, 1400×1000, downloads allowed).
 - ``wait_for_app`` (fixture): ``wait_for_app(page)`` waits until Streamlit has finished running the script.
 - ``screenshot_dir``: where to write screenshots (the test's tmp_path unless ``VISIONQC_SCREENSHOTS`` is set).
@@ -141,6 +142,12 @@ def app_server(tmp_path_factory) -> Iterator[AppServer]:
     home = tmp_path_factory.mktemp("e2e") / "visionqc-data"
     with start_app_server(home) as server:
         yield server
+
+
+@pytest.fixture
+def app_server_at():
+    """``with app_server_at(home) as server:`` runs the app on the data folder ``home`` (see ``start_app_server``)."""
+    return start_app_server
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -65,6 +66,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from visionqc.store import Store, StoreError
     from visionqc.store.ingest import run_batch
 
+    try:  # first: a damaged or read-only database is reported before the model loads, and never written
+        store = Store(config.data_dir())
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
     predictor = load_predictor(args)
     if predictor is None:
         return EXIT_BAD_MODEL
@@ -74,7 +80,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             print(f"... {done} file(s) processed", file=sys.stderr, flush=True)
 
     try:
-        store = Store(config.data_dir())
         result = run_batch(
             store,
             predictor,
@@ -88,6 +93,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         )
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        if exc.batch_id is not None:
+            _how_to_resume(args, store, exc)
         return EXIT_STORE_ERROR
     summary = result.summary
     print(f"batch {result.batch_id} in {store.db_path}")
@@ -103,6 +110,49 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for failure in result.failures:
         print(f"could not read {failure.file_name}: {failure.reason}", file=sys.stderr)
     return EXIT_OK if result.inspected or result.duplicates or result.skipped else EXIT_NOTHING_READ
+
+
+def _how_to_resume(args: argparse.Namespace, store, exc) -> None:
+    """After an interrupted batch: how much space to free (disk full), what was saved, the command to go on."""
+    from visionqc.store import StoreCorruptError, StoreError, StoreSpaceError
+    from visionqc.store.errors import format_bytes, space_needed
+
+    if isinstance(exc, StoreCorruptError):
+        return  # nothing to resume until the database is restored
+    if isinstance(exc, StoreSpaceError):
+        sizes = [p.stat().st_size for p in _input_files(args.paths)]
+        print(
+            f"This run's {len(sizes)} file(s) take {format_bytes(sum(sizes))}: free at least "
+            f"{format_bytes(space_needed(sum(sizes), len(sizes)))} on that disk (the photos are stored as copies, "
+            "with thumbnails and database rows beside them).",
+            file=sys.stderr,
+        )
+    try:
+        saved = len(store.recorded_names(exc.batch_id))
+    except StoreError:
+        saved = None
+    kept = f"{saved} file(s) of batch {exc.batch_id} are saved" if saved is not None else f"batch {exc.batch_id}"
+    command = ["python", "-m", "visionqc", *_without_resume(args.argv), "--resume", exc.batch_id]
+    print(f"{kept}; continue it, skipping what it holds, with:\n  {shlex.join(command)}", file=sys.stderr)
+
+
+def _without_resume(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume":
+            skip = True
+        elif not arg.startswith("--resume="):
+            kept.append(arg)
+    return kept
+
+
+def _input_files(paths: list[str]) -> list[Path]:
+    files: list[Path] = []
+    for path in map(Path, paths):
+        files.extend(sorted(path.rglob("*")) if path.is_dir() else [path])
+    return [p for p in files if p.is_file()]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

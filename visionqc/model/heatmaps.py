@@ -26,8 +26,11 @@ inspection, and :class:`HeatmapCache` keeps it as a small ``.npz`` keyed by imag
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -400,9 +403,14 @@ class HeatmapCache:
 
     @staticmethod
     def _save(path: Path, heat: np.ndarray, label: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Keep the map for next time if the folder allows: a read-only or full data folder only loses the cache."""
         buf = io.BytesIO()
         np.savez_compressed(buf, heat=np.clip(np.rint(heat * 255), 0, 255).astype(np.uint8), defect=np.str_(label))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)  # atomic: a concurrent reader sees the old state or the whole file
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(buf.getvalue())
+            tmp.replace(path)  # atomic: a concurrent reader sees the old state or the whole file
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)

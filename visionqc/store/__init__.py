@@ -3,7 +3,13 @@
 The only package that imports a database driver. Everything above it talks to :class:`Store`.
 """
 
-from visionqc.store.database import StoreBusyError, StoreError
+from visionqc.store.errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreReadOnlyError,
+    StoreSpaceError,
+)
 from visionqc.store.records import DuplicateRecord, FailureRecord, InspectionRecord, utc_now
 from visionqc.store.store import Store
 
@@ -13,6 +19,9 @@ __all__ = [
     "InspectionRecord",
     "Store",
     "StoreBusyError",
+    "StoreCorruptError",
     "StoreError",
+    "StoreReadOnlyError",
+    "StoreSpaceError",
     "utc_now",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from visionqc.filters import InspectionFilter
+from visionqc.store.claims import claim_images, visible_holders
 from visionqc.store.records import (
     DUPLICATE_SCHEMA,
     EMBEDDING_SCHEMA,
@@ -73,16 +74,13 @@ class BatchesMixin:
         return {r[0] for r in rows}
 
     def earlier_inspections(self, shas: Sequence[str]) -> dict[str, int]:
-        """For each SHA-256 already inspected (and not deleted), its earliest inspection id."""
+        """For each SHA-256 already inspected (and not deleted), the inspection that counts for it.
+
+        A look-up to save classifying known images again; :meth:`write_chunk` is what guarantees it."""
         if not shas:
             return {}
         with self.connect() as con:
-            rows = con.execute(
-                "SELECT sha256, min(inspection_id) FROM inspections "
-                "WHERE sha256 IN (SELECT unnest(?::VARCHAR[])) AND deleted_at IS NULL GROUP BY sha256",
-                [sorted(set(shas))],
-            ).fetchall()
-        return {sha: int(i) for sha, i in rows}
+            return visible_holders(con, shas)
 
     def reserve_inspection_ids(self, count: int) -> list[int]:
         """Take ``count`` ids from the sequence (ids of a crashed chunk are simply never used)."""
@@ -100,10 +98,16 @@ class BatchesMixin:
         inspections: Sequence[InspectionRecord] = (),
         duplicates: Sequence[DuplicateRecord] = (),
         failures: Sequence[FailureRecord] = (),
-    ) -> None:
-        """Write one chunk of a batch in a single transaction: all of it lands, or none of it."""
+    ) -> dict[int, int]:
+        """Write one chunk of a batch in a single transaction: all of it lands, or none of it.
+
+        Each inspection claims its image (:func:`~visionqc.store.claims.claim_images`). One whose image another
+        inspection holds (another run wrote it first) is written as a duplicate of that inspection instead,
+        and so is every duplicate of the chunk that pointed at it. Returns ``{inspection id written as a
+        duplicate: the inspection holding its image}``.
+        """
         if not (inspections or duplicates or failures):
-            return
+            return {}
         images = list({r.sha256: r for r in reversed(inspections)}.values())  # first record of each SHA-256
         image_table = arrow_table(IMAGE_SCHEMA, images, first_seen=[r.created_at for r in images])
         inspection_table = arrow_table(
@@ -115,20 +119,36 @@ class BatchesMixin:
         embedding_table = arrow_table(
             EMBEDDING_SCHEMA, inspections, vector=[np.asarray(r.embedding, dtype=np.float32) for r in inspections]
         )
-        duplicate_table = arrow_table(DUPLICATE_SCHEMA, duplicates)
         failure_table = arrow_table(FAILURE_SCHEMA, failures)
 
-        def work(con: duckdb.DuckDBPyConnection) -> None:
+        def work(con: duckdb.DuckDBPyConnection) -> dict[int, int]:
             con.register("chunk_images", image_table)
             con.register("chunk_inspections", inspection_table)
             con.register("chunk_embeddings", embedding_table)
-            con.register("chunk_duplicates", duplicate_table)
             con.register("chunk_failures", failure_table)
+            lost = claim_images(con, "chunk_inspections")
             con.execute("INSERT INTO images SELECT * FROM chunk_images ON CONFLICT DO NOTHING")
             con.execute(
-                "INSERT INTO inspections BY NAME SELECT * FROM chunk_inspections",
+                "INSERT INTO inspections BY NAME SELECT * FROM chunk_inspections "
+                "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",
+                [list(lost)],
             )
-            con.execute("INSERT INTO embeddings SELECT * FROM chunk_embeddings")
+            con.execute(
+                "INSERT INTO embeddings SELECT * FROM chunk_embeddings "
+                "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",
+                [list(lost)],
+            )
+            # The chunk's duplicates (pointing at the winner where theirs lost), then the inspections that lost.
+            recorded = [
+                DuplicateRecord(d.file_name, d.sha256, lost.get(d.inspection_id, d.inspection_id), d.created_at)
+                for d in duplicates
+            ]
+            recorded += [
+                DuplicateRecord(r.file_name, r.sha256, lost[r.inspection_id], r.created_at)
+                for r in inspections
+                if r.inspection_id in lost
+            ]
+            con.register("chunk_duplicates", arrow_table(DUPLICATE_SCHEMA, recorded))
             con.execute(
                 "INSERT INTO duplicates SELECT nextval('duplicate_seq'), ?, file_name, sha256, inspection_id, "
                 "created_at FROM chunk_duplicates",
@@ -139,8 +159,9 @@ class BatchesMixin:
                 "FROM chunk_failures",
                 [batch_id],
             )
+            return lost
 
-        self._write(work)
+        return self._write(work)
 
     def finish_batch(self, batch_id: str) -> None:
         self._write(

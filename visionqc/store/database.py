@@ -5,10 +5,16 @@ process. The app and ``python -m visionqc inspect`` share the file, so :class:`D
 connection open: each operation opens a short-lived connection, retrying with back-off while another
 process holds the lock, and every write is one transaction (a crash leaves no half-written rows).
 Timestamps are naive ``TIMESTAMP`` values in UTC.
+
+Opening checks the file before anything writes to it (:mod:`~visionqc.store.integrity`), and a folder
+that cannot be written is opened read-only: everything can be read, and every write is refused with a
+:class:`StoreReadOnlyError` before it starts. Driver and disk errors a user can act on (damaged file, full
+disk, no permission) leave this module as the :class:`StoreError` that says so (:mod:`~visionqc.store.errors`).
 """
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -20,26 +26,25 @@ from typing import TypeVar
 import duckdb
 
 from visionqc import config
+from visionqc.store.errors import (
+    StoreBusyError,
+    StoreCorruptError,
+    StoreError,
+    StoreReadOnlyError,
+    is_lock_error,
+    read_only_reason,
+    translate,
+)
+from visionqc.store.integrity import read_every_table
 from visionqc.store.records import utc_now
 from visionqc.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, VIEWS
+
+__all__ = ["Database", "StoreBusyError", "StoreError", "rollback", "sql_path"]
 
 T = TypeVar("T")
 # duckdb.connect() and close() share one database instance per file inside a process; opening while
 # another thread closes the last connection races in DuckDB, so both happen under this lock.
 _INSTANCE_LOCK = threading.Lock()
-
-
-class StoreError(RuntimeError):
-    """A problem with the database the user can act on; ``str(err)`` says what to do."""
-
-
-class StoreBusyError(StoreError):
-    """Another process kept the database locked for longer than the store is willing to wait."""
-
-
-def _is_lock_error(exc: Exception) -> bool:
-    text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
 
 
 class Database:
@@ -49,24 +54,70 @@ class Database:
     method call.
     """
 
-    def __init__(self, home: str | Path | None = None, *, lock_timeout: float = 60.0):
+    def __init__(self, home: str | Path | None = None, *, lock_timeout: float = 60.0, read_only: bool = False):
         self.home = Path(home) if home is not None else config.data_dir()
-        self.home.mkdir(parents=True, exist_ok=True)
         self.db_path = self.home / DB_FILE
         self.lock_timeout = lock_timeout
+        # Why every write is refused (None: writing is allowed).
+        self.read_only_reason: str | None = "it was opened read-only" if read_only else None
+        self.damage: StoreCorruptError | None = None  # set when a damaged block turns up: no write after it
+        self._prepare_folder()
+        self.check()
         self.migrate()
 
+    @property
+    def read_only(self) -> bool:
+        return self.read_only_reason is not None
+
+    def _prepare_folder(self) -> None:
+        """Create the data folder if needed and find out whether it can be written."""
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            error = translate(exc, self.home, self.db_path, doing="creating the data folder")
+            raise error or StoreError(f"cannot create the data folder {self.home}: {exc.strerror}") from exc
+        if self.db_path.exists() and not os.access(self.db_path, os.R_OK):
+            raise StoreError(
+                f"cannot read the inspection database {self.db_path}: user has no read permission on it; "
+                "give it read permission or set VISIONQC_HOME to another folder"
+            )
+        if self.read_only_reason is None and not (
+            os.access(self.home, os.W_OK) and (not self.db_path.exists() or os.access(self.db_path, os.W_OK))
+        ):
+            self.read_only_reason = read_only_reason(self.home)
+        if self.read_only and not self.db_path.exists():
+            raise StoreReadOnlyError(
+                self.home,
+                f"{self.read_only_reason}, and there is no inspection database in it yet",
+                "creating one",
+                browsable=False,
+            )
+
+    def check(self) -> None:
+        """Read every block of the file that holds data, on a read-only connection, before anything writes.
+
+        Raises :class:`StoreCorruptError` (which file, what looks wrong, what to do) for a damaged file, and
+        :class:`StoreError` for a DuckDB file that is not a VisionQC database."""
+        if not self.db_path.exists():
+            return
+        with self.connect(read_only=True) as con:
+            self._version(con)
+            read_every_table(con)
+
     # --- connections ----------------------------------------------------------------------------
-    def _open(self) -> duckdb.DuckDBPyConnection:
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
             try:
                 with _INSTANCE_LOCK:
-                    return duckdb.connect(str(self.db_path))
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc):
-                    raise StoreError(f"cannot open the database {self.db_path}: {exc}") from exc
+                    return duckdb.connect(str(self.db_path), read_only=read_only)
+            except duckdb.Error as exc:
+                if not is_lock_error(exc):
+                    error = self._translated(exc)
+                    if error is exc:  # whatever else stops DuckDB opening the file is about the file
+                        error = StoreError(f"cannot open the database {self.db_path}: {exc}")
+                    raise error from exc
                 if time.monotonic() >= deadline:
                     raise StoreBusyError(
                         f"the database {self.db_path} stayed locked by another VisionQC process for "
@@ -76,18 +127,47 @@ class Database:
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.25)
 
+    def _translated(self, exc: BaseException, doing: str = "saving") -> BaseException:
+        """``exc`` as the :class:`StoreError` it means (remembering damage), or ``exc`` itself."""
+        error = translate(exc, self.home, self.db_path, doing)
+        if isinstance(error, StoreCorruptError):
+            self.damage = error
+        return exc if error is None else error
+
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection (for reads). Close it quickly: it locks out other processes."""
-        con = self._open()
+    def connect(self, *, read_only: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection (for reads). Close it quickly: it locks out other processes.
+
+        Read-only when the folder is (``read_only=None``) or when asked. Errors a user can act on leave it as
+        the :class:`StoreError` that says so."""
+        con = self._open(self.read_only if read_only is None else read_only)
         try:
             yield con
+        except duckdb.Error as exc:
+            error = self._translated(exc)
+            if error is exc:
+                raise
+            raise error from exc
         finally:
-            with _INSTANCE_LOCK:
-                con.close()
+            try:
+                with _INSTANCE_LOCK:
+                    con.close()  # closing the last connection checkpoints: it can meet a full disk too
+            except duckdb.Error as exc:
+                error = self._translated(exc)
+                if error is exc:
+                    raise
+                raise error from exc
 
     def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 8) -> T:
-        """Run ``work`` in one transaction, retrying when another thread's transaction conflicts."""
+        """Run ``work`` in one transaction, retrying when another thread's transaction conflicts.
+
+        Refused before it starts when the folder is read-only or the file turned out to be damaged. A key
+        that another thread's transaction committed meanwhile is a conflict too (DuckDB reports it as a
+        constraint error): the retry sees that row and ``work`` decides again."""
+        if self.damage is not None:
+            raise self.damage
+        if self.read_only:
+            raise StoreReadOnlyError(self.home, self.read_only_reason or "read-only")
         for attempt in range(attempts):
             with self.connect() as con:
                 con.execute("BEGIN TRANSACTION")
@@ -95,10 +175,10 @@ class Database:
                     result = work(con)
                     con.execute("COMMIT")
                     return result
-                except duckdb.TransactionException:
+                except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
                     rollback(con)
-                    if attempt == attempts - 1:
-                        raise
+                    if attempt == attempts - 1 or translate(exc, self.home, self.db_path) is not None:
+                        raise  # a full disk or a damaged file is no conflict: connect() says what it is
                 except BaseException:
                     rollback(con)
                     raise
@@ -132,6 +212,18 @@ class Database:
             current = self._version(con)
         if current == SCHEMA_VERSION:
             return current
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database is at schema version {current}, newer than this VisionQC ({SCHEMA_VERSION}); "
+                "update VisionQC"
+            )
+        if self.read_only:
+            raise StoreReadOnlyError(
+                self.home,
+                self.read_only_reason or "read-only",
+                f"updating its database from schema version {current} to {SCHEMA_VERSION} (needed to show it)",
+                browsable=False,
+            )
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
             current = self._version(con)  # again, inside the transaction: another process may have migrated

@@ -7,8 +7,12 @@ with its ``batch_id`` and the same uploads resumes it, skipping every file the b
 
 A file whose bytes (SHA-256) were inspected before, in an earlier batch or earlier in this one, is a
 *duplicate*: it is reported and recorded in ``duplicates`` with the earlier inspection, but not
-classified or counted again. Every file that cannot be read (an :class:`UploadFailure` or an
-:class:`ImageDecodeError`) is recorded in ``failures`` with its reason; the rest of the batch goes on.
+classified or counted again. A look-up before classifying finds most of them; the store's image claims
+(:mod:`visionqc.store.claims`) make it exact when several runs race: a file whose image another run wrote
+first while this one was classifying it becomes a duplicate of that run's inspection.
+
+Every file that cannot be read (an :class:`UploadFailure` or an :class:`ImageDecodeError`) is recorded in
+``failures`` with its reason; the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from visionqc.intake.uploads import UploadFailure, UploadFile
+from visionqc.store.errors import StoreError
 from visionqc.store.images import save_image
 from visionqc.store.records import DuplicateRecord, FailureRecord, InspectionRecord, utc_now
 from visionqc.store.store import Store
@@ -128,7 +133,8 @@ def run_batch(
     ``uploads`` are what :mod:`visionqc.intake.uploads` yields (pass a list to get a real ``total`` in
     ``progress(done, total)``; for a generator ``total`` is ``None``). ``batch_id`` resumes an open
     batch: files whose name the batch already holds are skipped. Errors of the store or the model
-    propagate; everything written before them stays consistent and the batch stays resumable.
+    propagate (a :class:`StoreError` carries the ``batch_id`` to resume); everything written before them
+    stays consistent and the batch stays resumable.
     """
     if batch_id is None:
         batch_id = store.create_batch(
@@ -146,11 +152,15 @@ def run_batch(
         already = store.recorded_names(batch_id)
     total = len(uploads) if isinstance(uploads, Sized) else None
     run = _BatchRun(store, predictor, batch_id, already, progress, total, chunk_size)
-    for (inspection_id, name, sha, data), decoded, prediction in predictor.predict_stream(run.to_classify(uploads)):
-        run.classified(inspection_id, name, sha, data, decoded, prediction)
-    run.flush()
-    store.finish_batch(batch_id)
-    run.result.summary = store.batch_summary(batch_id)
+    try:
+        for (inspection_id, name, sha, data), decoded, prediction in predictor.predict_stream(run.to_classify(uploads)):
+            run.classified(inspection_id, name, sha, data, decoded, prediction)
+        run.flush()
+        store.finish_batch(batch_id)
+        run.result.summary = store.batch_summary(batch_id)
+    except StoreError as exc:
+        exc.batch_id = batch_id  # what was written stays; the caller tells the user how to resume
+        raise
     return run.result
 
 
@@ -168,6 +178,7 @@ class _BatchRun:
         self.run_ids: dict[str, int] = {}  # sha -> inspection id reserved in this run
         self.outcome: dict[int, str | None] = {}  # reserved id -> None when classified, else the failure reason
         self.waiting: dict[int, list[str]] = {}  # reserved id -> names of in-batch duplicates not yet resolved
+        self.lost: dict[int, int] = {}  # reserved id whose image another run wrote first -> that run's inspection
         self.done = 0
 
     def tick(self) -> None:
@@ -181,7 +192,7 @@ class _BatchRun:
         self.result.failures.append(record)
 
     def duplicate(self, name: str, sha: str, earlier: int) -> None:
-        record = DuplicateRecord(name, sha, earlier)
+        record = DuplicateRecord(name, sha, self.lost.get(earlier, earlier))
         self.pending_duplicates.append(record)
         self.result.duplicates.append(record)
 
@@ -195,10 +206,20 @@ class _BatchRun:
                 self.fail(name, reason)
 
     def flush(self) -> None:
-        self.store.write_chunk(
+        lost = self.store.write_chunk(
             self.result.batch_id, self.pending_inspections, self.pending_duplicates, self.pending_failures
         )
-        self.result.inspection_ids.extend(r.inspection_id for r in self.pending_inspections)
+        for record in self.pending_inspections:
+            if record.inspection_id in lost:  # another run wrote this image first: the store kept a duplicate
+                self.result.duplicates.append(
+                    DuplicateRecord(record.file_name, record.sha256, lost[record.inspection_id], record.created_at)
+                )
+            else:
+                self.result.inspection_ids.append(record.inspection_id)
+        if lost:
+            self.lost.update(lost)
+            for record in self.result.duplicates:
+                record.inspection_id = lost.get(record.inspection_id, record.inspection_id)
         self.pending_inspections.clear()
         self.pending_duplicates.clear()
         self.pending_failures.clear()

@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from visionqc.actions import ActionPolicy, check_action
+from visionqc.store.claims import restorable, take_claims
 from visionqc.store.query import clean_tags
 from visionqc.store.records import utc_now
 
@@ -39,8 +40,9 @@ class ReviewsMixin:
         ``kind``: ``"correct"`` sets the labels given (a label left out keeps its effective value;
         ``None`` clears it; correcting to the no-defect class clears severity and location);
         ``"confirm"`` accepts the effective labels (this is "mark reviewed"); ``"delete"`` soft-deletes;
-        ``"restore"`` undoes a soft delete. Every review is appended to ``reviews`` with the labels
-        before it (``previous``); the prediction columns are never changed. When ``action`` is not
+        ``"restore"`` undoes a soft delete (not for an inspection whose image was inspected again after the
+        deletion: it stays deleted, so the image is counted once). Every review is appended to ``reviews``
+        with the labels before it (``previous``); the prediction columns are never changed. When ``action`` is not
         given and the labels changed (or the row was waiting for review), the action is derived by
         ``policy`` (default :class:`visionqc.actions.ActionPolicy`).
         """
@@ -64,6 +66,9 @@ class ReviewsMixin:
                 "(SELECT unnest(?::BIGINT[])) ORDER BY inspection_id",
                 [id_list],
             ).fetchall()
+            if kind == "restore":  # an image inspected again after the deletion stays counted once
+                allowed = restorable(con, id_list)
+                current = [row for row in current if row[0] in allowed]
             reviews = [r for r in (change.apply(row) for row in current) if r is not None]
             if not reviews:
                 return 0
@@ -86,6 +91,8 @@ class ReviewsMixin:
                     "UPDATE inspections SET deleted_at = ? WHERE inspection_id IN (SELECT unnest(?::BIGINT[]))",
                     [now if kind == "delete" else None, changed_ids],
                 )
+                if kind == "restore":
+                    take_claims(con, changed_ids, now)
             return len(reviews)
 
         return self._write(work)

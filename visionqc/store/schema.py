@@ -70,6 +70,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE inspections ADD COLUMN near_duplicate_similarity DOUBLE",
         ],
     ),
+    (
+        4,
+        [
+            # Exactly once per image: the one inspection that counts for each image content (SHA-256). Its
+            # primary key is what stops two racing runs from both counting an image (visionqc.store.claims):
+            # the loser of the race records a duplicate of the winner. A claim held by a soft-deleted
+            # inspection may be taken over, so a deleted image can be inspected again.
+            """CREATE TABLE image_claims (
+                sha256 VARCHAR PRIMARY KEY, inspection_id BIGINT NOT NULL, claimed_at TIMESTAMP NOT NULL)""",
+            # Existing files: each image is held by its earliest visible inspection, else its earliest one.
+            """INSERT INTO image_claims
+            SELECT sha256, coalesce(min(inspection_id) FILTER (WHERE deleted_at IS NULL), min(inspection_id)),
+                min(created_at)
+            FROM inspections GROUP BY sha256""",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from visionqc import config
 from visionqc.model.card import ModelCard, ModelLoadError, read_card
+from visionqc.ui import errors
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
@@ -54,8 +55,14 @@ def _open_store(home: str):
 
 
 def get_store():
-    """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``)."""
-    return _open_store(str(config.data_dir()))
+    """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``).
+
+    Opening checks the database: a damaged one raises :class:`~visionqc.store.StoreCorruptError` (the page
+    boundary shows it; it is not cached, so the next run checks again). A read-only one is said on the page."""
+    store = _open_store(str(config.data_dir()))
+    if store.read_only:
+        errors.read_only_notice(store)
+    return store
 
 
 def require_predictor():

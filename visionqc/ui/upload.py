@@ -8,8 +8,10 @@ import hashlib
 import streamlit as st
 
 from visionqc.intake.uploads import iter_named_bytes
-from visionqc.store import StoreError
+from visionqc.store import StoreCorruptError, StoreError, StoreSpaceError
+from visionqc.store.errors import format_bytes, space_needed
 from visionqc.store.ingest import run_batch
+from visionqc.ui import errors
 
 
 def upload_key(files) -> str:
@@ -26,8 +28,25 @@ def expand_uploads(named_bytes):
 
 
 _BATCHES = "_visionqc_inspected_uploads"  # upload key -> batch id, so a rerun never inspects the same files twice
+_INTERRUPTED = "_visionqc_interrupted_uploads"  # upload key -> batch id a store error stopped: the next press resumes
 CURRENT_BATCH = "inspect_batch_id"
 RESULTS_TABLE = "inspect_results"
+
+
+def _how_to_go_on(store, exc: StoreError, named_bytes) -> str:
+    if exc.batch_id is None or isinstance(exc, StoreCorruptError):
+        return ""
+    need = ""
+    if isinstance(exc, StoreSpaceError):
+        sizes = [len(data) for _, data in named_bytes]
+        need = (
+            f"These uploads take {format_bytes(sum(sizes))}: free at least "
+            f"{format_bytes(space_needed(sum(sizes), len(sizes)))} on that disk. "
+        )
+    return (
+        f"{need}Then press **Inspect** again: batch `{exc.batch_id}` continues where it stopped, and the files it "
+        "already holds are not inspected twice."
+    )
 
 
 def inspected_batch(key: str) -> str | None:
@@ -46,6 +65,7 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
         st.session_state[CURRENT_BATCH] = done_before
         return done_before
     items = expand_uploads(named_bytes)
+    interrupted = st.session_state.setdefault(_INTERRUPTED, {})
     bar = st.progress(0.0, text=f"Classifying {len(items)} files…")
 
     def progress(done: int, total: int | None) -> None:
@@ -62,15 +82,15 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
             note=note.strip() or None,
             source="app",
             progress=progress,
+            batch_id=interrupted.get(key),
         )
     except StoreError as exc:
         bar.empty()
-        st.error(
-            f"The batch could not be saved completely: {exc}. Files saved before the problem are kept; press "
-            "Inspect again to go on (files already saved are then reported as duplicates).",
-            icon=":material/error:",
-        )
+        if exc.batch_id is not None:
+            interrupted[key] = exc.batch_id
+        errors.show_store_error(exc, then=_how_to_go_on(store, exc, named_bytes))
         return None
+    interrupted.pop(key, None)
     bar.empty()
     st.session_state.pop(RESULTS_TABLE, None)  # a row selected in the previous batch means nothing here
     st.session_state.setdefault(_BATCHES, {})[key] = result.batch_id
