@@ -61,6 +61,7 @@ class Kpis:
     top_defect_count: int = 0
     serious: int = 0  # defective inspections at medium severity or above
     backlog: int = 0  # flagged "needs review" and not reviewed yet
+    unusable: int = 0  # photos marked "not a part / unusable image" in the period: in no other figure
 
     @property
     def defect_rate(self) -> float | None:
@@ -163,8 +164,16 @@ def _condition(f: InspectionFilter) -> tuple[str, list[Any]]:
 
 
 def _scope(f: InspectionFilter, scan_from: date | None, scan_to: date | None) -> InspectionFilter:
-    """``f`` without its label conditions (each chart applies those itself) over the days scanned."""
-    return replace(f, date_from=scan_from, date_to=scan_to, **{name: () for name in LABEL_FIELDS.values()})
+    """``f`` without its label conditions (each chart applies those itself) over the days scanned, without
+    the photos marked unusable: they are in no quality figure."""
+    labels = {name: () for name in LABEL_FIELDS.values()}
+    return replace(f, date_from=scan_from, date_to=scan_to, unusable=False, **labels)
+
+
+def _unusable_count(store: Store, f: InspectionFilter, first_day: date | None, last_day: date) -> int:
+    """Photos marked unusable in the period (models, stations and operators of ``f``; they have no labels)."""
+    scope = replace(_scope(f, first_day, last_day), unusable=True)
+    return store.count(scope)
 
 
 def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: date, scan_from: date | None):
@@ -263,7 +272,9 @@ def dashboard_data(
     sql, params = _sql(f, period, first_day, anchor, scan_from)
     with store.connect() as con:
         rows = con.execute(sql, params).df()
-    return _shape(f, period, include_no_defect, rows, first_day, anchor)
+    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
+    unusable = _unusable_count(store, f, first_day, None if period.key == "all" else anchor)
+    return replace(data, kpis=replace(data.kpis, unusable=unusable))
 
 
 def _rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:
