@@ -52,8 +52,10 @@ class BatchesMixin:
             con.execute(
                 "INSERT INTO batches (batch_id, created_at, station, operator, note, source, model_name, "
                 "model_version, status, part_number, lot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
-                [batch_id, now, station or None, operator or None, note or None, source, model_name, model_version]
-                + [part_number or None, lot or None],
+                [
+                    *(batch_id, now, station or None, operator or None, note or None, source),
+                    *(model_name, model_version, part_number or None, lot or None),
+                ],
             )
             return batch_id
 
