@@ -42,5 +42,8 @@ class TrainConfig:
     review_target_accuracy: float = 0.95
     max_review_share: float = 0.25
     ood_quantile: float = 0.99
+    # Miss-averse review: validation defects caught or flagged, and the budget of second looks at good parts.
+    miss_target_recall: float = 0.98
+    miss_max_free_flagged: float = 0.10
     ood_k: int = 5
     progress: bool = True
