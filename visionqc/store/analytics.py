@@ -100,6 +100,8 @@ class DashboardData:
     by_location: pd.DataFrame  # location, count, share (defective only)
     by_action: pd.DataFrame  # action, count, share
     daily: pd.DataFrame  # day, inspected, defects, defect_rate
+    by_station: pd.DataFrame = field(default_factory=pd.DataFrame)  # group, action, count, inspected, defect_rate
+    by_operator: pd.DataFrame = field(default_factory=pd.DataFrame)  # the same, by who ran the batch
     no_defect_labels: tuple[str, ...] = field(default_factory=tuple)
     include_no_defect: bool = False
 
@@ -130,6 +132,8 @@ class DashboardData:
             f"Period: {self.period_text()}",
             f"Models: {', '.join(map(str, f.model_names)) if f.model_names else 'all'}",
             f"Stations: {', '.join(map(str, f.stations)) if f.stations else 'all'}",
+            f"Operators: {', '.join(map(str, f.operators)) if f.operators else 'all'}",
+            "Unusable photos (not a part, blurred, …) are in no figure but their own count",
         ]
         for dimension, values in self.picks.items():
             lines.append(f"{DIMENSION_TITLES[dimension]}: {', '.join(values)}")
@@ -143,6 +147,8 @@ class DashboardData:
             parts.append("model " + ", ".join(map(str, f.model_names)))
         if f.stations:
             parts.append("station " + ", ".join(map(str, f.stations)))
+        if f.operators:
+            parts.append("operator " + ", ".join(map(str, f.operators)))
         parts += [f"{d} = {', '.join(v)}" for d, v in self.picks.items()]
         return " · ".join(parts)
 
@@ -273,8 +279,39 @@ def dashboard_data(
     with store.connect() as con:
         rows = con.execute(sql, params).df()
     data = _shape(f, period, include_no_defect, rows, first_day, anchor)
-    unusable = _unusable_count(store, f, first_day, None if period.key == "all" else anchor)
-    return replace(data, kpis=replace(data.kpis, unusable=unusable))
+    last = None if period.key == "all" else anchor
+    unusable = _unusable_count(store, f, first_day, last)
+    return replace(
+        data,
+        kpis=replace(data.kpis, unusable=unusable),
+        by_station=comparison(store, f, first_day, last, "station"),
+        by_operator=comparison(store, f, first_day, last, "operator"),
+    )
+
+
+COMPARE_BY = ("station", "operator")
+
+
+def comparison(store: Store, f: InspectionFilter, first_day: date | None, last_day: date | None, by: str):
+    """Stations (or operators) side by side over the period: per group and action the count, and per group the
+    inspections, defects and defect rate. Every condition of ``f`` applies (unusable photos never count)."""
+    if by not in COMPARE_BY:
+        raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {by!r}")
+    where, params = _condition(replace(f, date_from=first_day, date_to=last_day, unusable=False))
+    sql = f"""SELECT coalesce(b.{by}, '{NO_VALUE}') AS "group", coalesce(v.action, '{NO_VALUE}') AS action,
+            count(*) AS count, count(*) FILTER (WHERE v.is_defect) AS defects
+        FROM (SELECT * FROM inspection_view WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id
+        GROUP BY ALL ORDER BY 1, 2"""
+    with store.connect() as con:
+        frame = con.execute(sql, params).df()
+    if frame.empty:
+        return pd.DataFrame(columns=["group", "action", "count", "share", "inspected", "defects", "defect_rate"])
+    totals = frame.groupby("group")[["count", "defects"]].transform("sum")
+    frame["inspected"] = totals["count"].astype(int)
+    frame["defects"] = totals["defects"].astype(int)
+    frame["share"] = frame["count"] / frame["inspected"]
+    frame["defect_rate"] = frame["defects"] / frame["inspected"]
+    return frame[["group", "action", "count", "share", "inspected", "defects", "defect_rate"]]
 
 
 def _rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -406,5 +443,9 @@ def _daily(part: pd.DataFrame, first_day: date | None, last_day: date) -> pd.Dat
 
 
 def filter_options(store: Store) -> dict[str, list[str]]:
-    """Values for the model and station pickers."""
-    return {"models": store.distinct_values("model_name"), "stations": store.distinct_values("station")}
+    """Values for the model, station and operator pickers."""
+    return {
+        "models": store.distinct_values("model_name"),
+        "stations": store.distinct_values("station"),
+        "operators": store.distinct_values("operator"),
+    }
