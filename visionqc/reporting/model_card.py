@@ -133,7 +133,8 @@ def thresholds_table(raw: dict[str, Any]) -> pd.DataFrame:
         miss = calibration.get("miss_averse") or {}
         how = (
             f"validation defects caught or flagged {100 * miss['val_defect_recall']:.1f}% (target "
-            f"{100 * miss['target_recall']:.0f}%); good images flagged by any rule {100 * miss['val_free_flagged_share']:.1f}%"
+            f"{100 * miss['target_recall']:.0f}%); good images flagged by any rule "
+            f"{100 * miss['val_free_flagged_share']:.1f}%"
             if "val_defect_recall" in miss
             else ""
         )
@@ -256,7 +257,7 @@ def where_it_looks(raw: dict[str, Any]) -> str | None:
     entries = localisation_entries(raw)
     if not entries:
         return None
-    name, entry = next(iter(entries.items()))
+    entry = next(iter(entries.values()))
     return (
         f"Its heatmap (where it looked) lands on the real defect in **{_pct(entry.get('pointing_game'))}** of "
         f"{entry.get('images', 0)} test defects, and within 15 pixels of it in "
