@@ -476,6 +476,17 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(seeded, tmp_path)
     second = frame.set_index("inspection_id").loc[2]
     assert (second["severity"], second["pred_severity"], second["reviewed_by"]) == ("high", "low", "Zoë")
     assert frame.set_index("inspection_id").loc[7, "tags"] == "Prüfer;retrain"
+    # What a shift report needs: where, who, which lot, what a person set, and times with their zone.
+    for column in ("station", "operator", "note", "lot", "part_number", "batch_id", "model_version", "rev_severity"):
+        assert column in frame.columns, column
+    assert second["rev_severity"] == "high"
+    assert all(str(t).endswith("+00:00") for t in frame["created_at"])
+    assert frame["confidence"].map(lambda v: len(f"{v}".split(".")[-1]) <= 4).all()
+    berlin = pd.read_csv(
+        io.BytesIO(store.export_csv(InspectionFilter(defects=("crack",), timezone="Europe/Berlin"))),
+        encoding="utf-8-sig",
+    )
+    assert all(str(t)[-6:] in ("+01:00", "+02:00") for t in berlin["created_at"])
 
     target = tmp_path / "export.csv"
     assert store.export_csv(InspectionFilter(), path=target) == target

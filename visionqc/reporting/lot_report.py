@@ -29,7 +29,7 @@ FONT_FILES = (
     Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
     Path("/usr/share/fonts/TTF/DejaVuSans.ttf"),
 )
-THUMB_MM = 16.0
+THUMB_MM = 11.0
 
 
 @dataclass
@@ -65,7 +65,8 @@ class LotReport:
             return "—"
         aware = value if value.tzinfo else value.replace(tzinfo=UTC)
         local = aware.astimezone(ZoneInfo(self.timezone))
-        return f"{local:%Y-%m-%d %H:%M} {self.timezone} (UTC{local:%z})"
+        offset = f"{local:%z}"
+        return f"{local:%Y-%m-%d %H:%M} {self.timezone} (UTC{offset[:3]}:{offset[3:]})"
 
     def _span(self) -> str:
         first, last = self.summary.get("first_at"), self.summary.get("last_at")
@@ -90,6 +91,8 @@ def lot_report_data(
     summary = store.report_summary(f)
     listed_filter = replace(f, actions=LISTED_ACTIONS, unusable=False)
     listed, _ = store.search(listed_filter, sort="inspection_id", descending=False, page_size=MAX_LISTED)
+    rank = {a: i for i, a in enumerate(LISTED_ACTIONS)}  # rejects first, then holds, each in inspection order
+    listed = listed.sort_values(["action", "inspection_id"], key=lambda c: c.map(rank) if c.name == "action" else c)
     batches = summary.get("batches") or []
     if title is None:
         title = f"Lot report: batch {batches[0]}" if len(batches) == 1 else "Lot report: selected inspections"
@@ -154,10 +157,10 @@ def _header(pdf: _Pdf, report: LotReport) -> None:
         pdf.set_font(pdf.family, "B", 10)
         pdf.cell(38, 6, pdf.text_of(label))
         pdf.set_font(pdf.family, "", 10)
-        pdf.multi_cell(0, 6, pdf.text_of(value), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 6, pdf.text_of(value), new_x="LMARGIN", new_y="NEXT", align="L")
     for line in report.scope:
         pdf.set_font(pdf.family, "", 9)
-        pdf.multi_cell(0, 5, pdf.text_of(line), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 5, pdf.text_of(line), new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(3)
 
 
@@ -184,12 +187,13 @@ def _counts(pdf: _Pdf, report: LotReport) -> None:
         f"Reviewed by a person: {s['reviewed']:,} · still waiting for review: {s['open_reviews']:,}",
     ]
     for line in notes:
-        pdf.multi_cell(0, 6, pdf.text_of(line), new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 6, pdf.text_of(line), new_x="LMARGIN", new_y="NEXT", align="L")
     pdf.ln(3)
 
 
-LIST_COLUMNS = (("", THUMB_MM + 2), ("File", 52), ("Action", 17), ("Defect", 28), ("Severity", 22))
-LIST_COLUMNS += (("Location", 22), ("Reviewed by", 17))
+# Widths in mm; together the 180 mm between the margins of an A4 page.
+LIST_COLUMNS = (("", THUMB_MM + 3), ("File", 53), ("Action", 16), ("Defect", 27), ("Severity", 22))
+LIST_COLUMNS += (("Location", 24), ("Reviewed by", 24))
 
 
 def _listed(pdf: _Pdf, report: LotReport) -> None:
@@ -201,7 +205,7 @@ def _listed(pdf: _Pdf, report: LotReport) -> None:
         pdf.cell(0, 6, "None in this lot.", new_x="LMARGIN", new_y="NEXT")
         return
     _list_header(pdf)
-    height = THUMB_MM + 2
+    height = THUMB_MM + 2.5
     for row in rows.to_dict("records"):
         if pdf.will_page_break(height):
             pdf.add_page()
@@ -240,9 +244,27 @@ def _list_row(pdf: _Pdf, row: dict, height: float) -> None:
         _with_confidence(row.get("location"), row.get("pred_location"), row.get("pred_location_conf")),
         row.get("reviewed_by") if isinstance(row.get("reviewed_by"), str) else "not yet",
     ]
-    for (_, width), value in zip(LIST_COLUMNS[1:], values, strict=True):
+    file_width = LIST_COLUMNS[1][1]
+    _file_name_cell(pdf, shown(values[0]), file_width, height)
+    pdf.set_xy(x + LIST_COLUMNS[0][1] + file_width, y)
+    for (_, width), value in zip(LIST_COLUMNS[2:], values[1:], strict=True):
         pdf.cell(width, height, _cell_text(pdf, shown(value), width), border="B")
     pdf.ln(height)
+
+
+def _file_name_cell(pdf: _Pdf, name: str, width: float, height: float, lines: int = 3) -> None:
+    """The file name whole, wrapped on up to ``lines`` lines (a long path keeps its end: the file's own name)."""
+    text = pdf.text_of(name)
+    room = (width - 2) * lines * 0.95
+    if pdf.get_string_width(text) > room:
+        ellipsis = "…" if pdf.unicode_text else "..."
+        while text and pdf.get_string_width(ellipsis + text) > room:
+            text = text[1:]
+        text = ellipsis + text
+    x, y = pdf.get_x(), pdf.get_y()
+    pdf.cell(width, height, "", border="B")  # the row's rule
+    pdf.set_xy(x, y + 1)
+    pdf.multi_cell(width, 3.8, text, wrapmode="CHAR", align="L", max_line_height=3.8)
 
 
 def _sign_off(pdf: _Pdf) -> None:
@@ -258,12 +280,13 @@ def _sign_off(pdf: _Pdf) -> None:
         pdf.text_of("I checked this lot's results and the rejects and holds listed above."),
         new_x="LMARGIN",
         new_y="NEXT",
+        align="L",
     )
     pdf.ln(10)
     for label in ("Name", "Date", "Signature"):
-        pdf.cell(20, 6, pdf.text_of(label))
-        pdf.cell(40, 6, "", border="B")
-        pdf.cell(2, 6, "")
+        pdf.cell(18, 6, pdf.text_of(label))
+        pdf.cell(38, 6, "", border="B")
+        pdf.cell(4, 6, "")
     pdf.ln()
 
 
