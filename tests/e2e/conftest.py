@@ -4,7 +4,8 @@ Reusable by every page's e2e test:
 
 - ``app_server`` (module scope): starts ``streamlit run streamlit_app.py`` on a free port with a fresh
   temporary ``VISIONQC_HOME``; yields an :class:`AppServer` (``url``, ``home``, ``log``); kills it afterwards.
-- ``start_app_server(home, env=...)``: the same as a context manager, for tests that need their own server.
+- ``start_app_server(home, env=...)``: the same as a context manager, for tests that need their own server
+  (the ``app_server_on`` fixture hands it to test modules).
 - ``browser`` (session scope) and ``page`` (function scope, 1400×1000, downloads allowed).
 - ``wait_for_app`` (fixture): ``wait_for_app(page)`` waits until Streamlit has finished running the script.
 - ``screenshot_dir``: where to write screenshots (the test's tmp_path unless ``VISIONQC_SCREENSHOTS`` is set).
@@ -133,6 +134,12 @@ def _stop(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def app_server_on():
+    """``app_server_on(home)``: :func:`start_app_server` for a module's own seeded data folder."""
+    return start_app_server
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,9 @@ def _why(rows: pd.DataFrame) -> list:
     ]
 
 
+FIRST_COLUMNS = ("Image", "File", "Action", "Status", "Why review", "Defect", "Defect %", "Severity", "Location")
+
+
 def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
     """Store rows (``Store.search`` / ``batch_rows``) -> the table a QC lead reads: thumbnail, file, action, review
     state, each task's effective label with the model's confidence in percent, why to look, who reviewed."""
@@ -112,7 +115,10 @@ def inspections_table(rows, *, timezone: str = "UTC", history: bool = False):
         out["Batch"] = rows["batch_id"]
         out["Outlier score"] = rows.get("outlier_score")
         out["Near-duplicate similarity"] = rows.get("near_duplicate_similarity")
-    return out
+    # What a QC lead reads first stays in view; the other labels' confidences go to the far right.
+    first = [c for c in FIRST_COLUMNS if c in out]
+    last = [c for c in ("Severity %", "Location %") if c in out]
+    return out[first + [c for c in out if c not in first and c not in last] + last]
 
 
 def _local_times(values, timezone: str):
@@ -130,7 +136,7 @@ def table_column_config(card: ModelCard | None = None, *, timezone: str = "UTC")
     statuses = list(STATUS_COLORS)
     return {
         "Image": cc.ImageColumn("Image", width=48, help="Click any cell of a row to see the photo large."),
-        "File": cc.TextColumn("File", width=230),
+        "File": cc.TextColumn("File", width=210),
         "Defect": cc.TextColumn("Defect", width=90),
         "Defect %": cc.NumberColumn("Conf.", format=percent, help=help_conf, width=58),
         "Severity": cc.MultiselectColumn(
@@ -149,11 +155,11 @@ def table_column_config(card: ModelCard | None = None, *, timezone: str = "UTC")
             "Review",
             options=statuses,
             color=[STATUS_COLORS[s] for s in statuses],
-            width=110,
+            width=105,
             help="Needs review: the model is unsure, a person should look. Corrected / Confirmed: a person did. "
             "Unusable: a person marked the photo “not a part / unusable image”.",
         ),
-        "Why review": cc.TextColumn("Why look", width=230),
+        "Why review": cc.TextColumn("Why look", width=210),
         "Reviewed by": cc.TextColumn("Reviewed by", width=100),
         "Tags": cc.ListColumn("Tags", width=120),
         "Batch": cc.TextColumn("Batch", width=150),
