@@ -303,3 +303,16 @@ def test_single_day_single_class_builds_every_chart(tmp_path):
     assert charts.color_scale_of(built[0].chart) == {"high": "#4d1f86"}
     png = exports.chart_png(built[1].chart)
     assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_stations_compared_on_defect_rate_and_action_mix(data):
+    chart = charts.group_comparison(data.by_station, by="station")
+    spec = chart.to_dict()
+    rate, mix = spec["hconcat"]
+    assert mark_types(rate) == ["bar", "text", "text"] and mark_types(mix) == ["bar", "text"]
+    assert rate["layer"][0]["encoding"]["x"]["field"] == "defect_rate"
+    assert mix["layer"][0]["encoding"]["x"]["stack"] == "normalize"
+    labels = {r["group"]: r["label"] for r in spec_rows(chart) if "label" in r and "of" in str(r["label"])}
+    first = data.by_station.iloc[0]
+    assert labels[first["group"]] == f"{first['defect_rate']:.1%} of {int(first['inspected'])}"
+    assert charts.group_comparison(data.by_station.iloc[0:0]).to_dict()["mark"]["type"] == "text"  # says "none"

@@ -240,7 +240,7 @@ def _index_expression(field: str, domain: Sequence[str]) -> str:
 def severity_ratio(
     frame: pd.DataFrame, *, selected: Sequence[str] | None = None, subtitle: str | None = None
 ) -> alt.Chart:
-    """Donut of severities among defective inspections, lowest first. ``frame``: ``severity, count, share``."""
+    """Labelled bars of severities among defective inspections, lowest first. ``frame``: ``severity, count, share``."""
     domain, colors = palette.severity_scale(frame["severity"]) if not frame.empty else ([], [])
     return _ratio_bars(
         frame,
@@ -258,7 +258,7 @@ def severity_ratio(
 def action_ratio(
     frame: pd.DataFrame, *, selected: Sequence[str] | None = None, subtitle: str | None = None
 ) -> alt.Chart:
-    """Donut of the actions taken (effective labels). ``frame``: ``action, count, share``."""
+    """Labelled bars of the actions taken (effective labels). ``frame``: ``action, count, share``."""
     domain, colors = palette.action_scale(frame["action"]) if not frame.empty else ([], [])
     return _ratio_bars(
         frame,
@@ -329,14 +329,15 @@ def group_comparison(frame: pd.DataFrame, *, by: str = "station", subtitle: str 
     rates = groups.assign(
         label=[f"{r:.1%} of {n:,}" for r, n in zip(groups["defect_rate"], groups["inspected"], strict=True)]
     )
-    y = alt.Y("group:N", sort=order, title=noun, axis=alt.Axis(labelLimit=140))
+    y = alt.Y("group:N", sort=order, title=noun, axis=alt.Axis(labelLimit=120))
+    top = float(rates["defect_rate"].max())
     rate_base = alt.Chart(rates).encode(
         y=y,
         x=alt.X(
             "defect_rate:Q",
             title="Defect rate",
             axis=alt.Axis(format="%"),
-            scale=alt.Scale(domain=[0, max(0.05, float(rates["defect_rate"].max()) * 1.45)]),
+            scale=alt.Scale(domain=[0, min(1.0, max(0.05, top * 1.6))], nice=False),
         ),
         tooltip=[
             alt.Tooltip("group:N", title=noun),
@@ -345,13 +346,20 @@ def group_comparison(frame: pd.DataFrame, *, by: str = "station", subtitle: str 
             alt.Tooltip("defect_rate:Q", title="Defect rate", format=".1%"),
         ],
     )
+    # The value sits beside a short bar and inside a long one, so it never runs off the chart.
+    long_bar = alt.datum.defect_rate > 0.55 * min(1.0, max(0.05, top * 1.6))
     rate = alt.layer(
         rate_base.mark_bar(color="#4e79a7"),
-        rate_base.mark_text(align="left", dx=4, fontSize=11, color="#1b1f24").encode(text="label:N"),
-    ).properties(width=190, height=max(90, 34 * len(order)))
+        rate_base.mark_text(align="left", dx=4, fontSize=11, color="#1b1f24")
+        .encode(text="label:N")
+        .transform_filter(~long_bar),
+        rate_base.mark_text(align="right", dx=-4, fontSize=11, color="#ffffff")
+        .encode(text="label:N")
+        .transform_filter(long_bar),
+    ).properties(width=170, height=max(90, 34 * len(order)))
     domain, colors = palette.action_scale(frame["action"])
     mix = (
-        alt.Chart(frame.assign(label=[f"{s:.0%}" if s >= 0.12 else "" for s in frame["share"]]))
+        alt.Chart(frame.assign(label=[f"{v:.0%}" if v >= 0.2 else "" for v in frame["share"]]))
         .encode(
             y=alt.Y("group:N", sort=order, title=None, axis=alt.Axis(labels=False, ticks=False)),
             x=alt.X("sum(count):Q", stack="normalize", title="Action mix", axis=alt.Axis(format="%")),
@@ -375,5 +383,5 @@ def group_comparison(frame: pd.DataFrame, *, by: str = "station", subtitle: str 
             )
         ),
         mix.mark_text(dx=-3, align="right", fontSize=11, color="#ffffff").encode(text="label:N"),
-    ).properties(width=210, height=max(90, 34 * len(order)))
-    return alt.hconcat(rate, mix, title=_title(title, subtitle)).resolve_scale(y="shared")
+    ).properties(width=150, height=max(90, 34 * len(order)))
+    return alt.hconcat(rate, mix, title=_title(title, subtitle), spacing=8).resolve_scale(y="shared")
