@@ -238,6 +238,7 @@ def when_it_asks(raw: dict[str, Any]) -> list[str]:
         )
     calibration = ((raw.get("training") or {}).get("calibration") or {}).get("miss_averse") or {}
     measured = ((raw.get("metrics") or {}).get("test") or {}).get("miss_averse") or {}
+    lines.append("")  # the list ends here (markdown): what follows is a paragraph
     if calibration:
         lines.append(
             f"On the photos used to set these limits, {_pct(calibration.get('val_defect_recall'))} of the defective "

@@ -4,11 +4,14 @@ box keyed by the rows shown, so ticks never move to other images when the rows c
 
 from __future__ import annotations
 
+import html
+
 import pandas as pd
 import streamlit as st
 
 from visionqc.labels import shown
 from visionqc.ui.selection import ids_of, rows_key
+from visionqc.ui.tables import thumbnail_url
 
 # Streamlit's markdown badge colours, nearest to the palette's action colours.
 BADGE_COLORS = {"Pass": "green", "Hold": "yellow", "Rework": "orange", "Reject": "red", "Review": "blue"}
@@ -36,6 +39,19 @@ def tile_caption(row: pd.Series) -> str:
     return " ".join(parts)
 
 
+def tile_picture(thumb: str | None, file_name: str) -> str:
+    """The thumbnail in a box of fixed height (tall and wide photos line up) and the whole file name under it."""
+    url = thumbnail_url(thumb) if isinstance(thumb, str) else None
+    name = html.escape(file_name)
+    picture = (
+        f'<img src="{url}" alt="{name}" style="width:100%;height:130px;object-fit:contain;background:#f2f5f9">'
+        if url
+        else '<div style="height:130px;background:#f2f5f9"></div>'
+    )
+    caption = f'<div style="font-size:0.78rem;color:#555;word-break:break-all;line-height:1.25">{name}</div>'
+    return picture + caption
+
+
 def _request_open(key: str, inspection_id: int) -> None:
     st.session_state[f"{key}_open_request"] = inspection_id
 
@@ -55,11 +71,8 @@ def render_grid(rows: pd.DataFrame, *, key: str, selectable: bool = False, per_r
         for column, row in zip(st.columns(per_row), records[start : start + per_row], strict=False):
             iid = int(row["inspection_id"])
             with column.container(border=True):
-                thumb = row.get("thumb_file")
-                if isinstance(thumb, str):
-                    st.image(thumb, width="stretch")
+                st.html(tile_picture(row.get("thumb_file"), str(row["file_name"])))
                 st.markdown(tile_caption(pd.Series(row)))
-                st.caption(str(row["file_name"]), help=str(row["file_name"]))
                 with st.container(horizontal=True, vertical_alignment="center"):
                     if selectable and st.checkbox("Select", key=f"{grid_key}_{iid}"):
                         ticked.append(iid)
