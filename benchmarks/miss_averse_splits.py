@@ -27,8 +27,8 @@ from visionqc.training.recalibrate import test_effect
 from visionqc.training.trainer import base_card, in_memory_predictor
 
 
-def main(data: str, seeds=(1, 2, 3, 4, 5)) -> None:
-    cfg = TrainConfig(progress=False)
+def main(data: str, views: int = 3, seeds=(1, 2, 3, 4, 5)) -> None:
+    cfg = TrainConfig(progress=False, views=views)
     dataset = load_dataset(data)
     sizes = {t: len(c) for t, c in dataset.tasks.items()}
     model = DefectNet(sizes)
@@ -38,6 +38,7 @@ def main(data: str, seeds=(1, 2, 3, 4, 5)) -> None:
     cache = extract_features(
         in_memory_predictor(card, model), [s.path for s in dataset.samples], cfg.views, cfg.seed, progress=False
     )
+    print(f"features of {len(dataset.samples)} images x {cfg.views} views computed", flush=True)
     labels = {t: dataset.labels(t) for t in dataset.tasks}
     no_defect = card.classes(PRIMARY_TASK).index(card.no_defect_class)
     emb = cache.embeddings[0]
@@ -82,4 +83,6 @@ def main(data: str, seeds=(1, 2, 3, 4, 5)) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).parents[1] / ".." / "shared/data/magnetic-tile"))
+    default = str(Path(__file__).parents[1] / ".." / "shared/data/magnetic-tile")
+    # views: 3 as training does; 1 (the image as the Predictor sees it) when the machine is busy.
+    main(sys.argv[1] if len(sys.argv) > 1 else default, views=int(sys.argv[2]) if len(sys.argv) > 2 else 3)
