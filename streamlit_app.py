@@ -10,7 +10,8 @@ import streamlit as st
 
 from visionqc.ui import errors, pages, sidebar
 
-st.set_page_config(page_title="VisionQC", page_icon=":material/fact_check:", layout="wide")
+# The icon is a file of ours: a Material icon name would make the browser fetch it from the internet.
+st.set_page_config(page_title="VisionQC", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 registered = [
     st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path) for spec in pages.page_specs()

@@ -1,8 +1,8 @@
-"""History: find any past inspection, review and tag many at once, export the filtered set as CSV."""
+"""History: find any past inspection, review and tag many at once, export the filtered set as CSV or a PDF report."""
 
 import streamlit as st
 
-from visionqc.ui import detail, history, resources, tables
+from visionqc.ui import history, lot_report, resources, results
 from visionqc.ui.corrections import show_message
 from visionqc.ui.filters import history_filters
 
@@ -34,28 +34,29 @@ st.markdown(
     f"**{total:,} inspection{' matches' if total == 1 else 's match'}** · "
     f"showing {first:,}–{first + len(rows) - 1 if total else 0:,}"
 )
-event = tables.show_inspections(
-    rows, card, key=history.HISTORY_TABLE, timezone=timezone, history=True, selection="multi-row"
+view = results.choose_view("history")
+selected = results.render_results(
+    store, rows, card, key=history.HISTORY_TABLE, view=view, timezone=timezone, history=True, multi=True
 )
-selected = rows.iloc[[i for i in tables.selected_rows(event) if i < len(rows)]]
 
-st.download_button(
-    f"Download all {total:,} matching inspections as CSV",
-    data=lambda: store.export_csv(flt, sort=history.SORT_CHOICES[sort], descending=descending == "Descending"),
-    file_name="visionqc-history.csv",
-    mime="text/csv",
-    icon=":material/download:",
-    on_click="ignore",
-    disabled=total == 0,
-    key="history_csv",
-)
+with st.container(horizontal=True):
+    st.download_button(
+        f"Download all {total:,} matching inspections as CSV",
+        data=lambda: store.export_csv(flt, sort=history.SORT_CHOICES[sort], descending=descending == "Descending"),
+        file_name="visionqc-history.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+        disabled=total == 0,
+        key="history_csv",
+    )
+    lot_report.download_button(store, flt, key="history_pdf", disabled=total == 0, timezone=timezone)
 
 show_message("history_bulk")  # e.g. "Deleted 3 inspection(s)", shown even once the rows are gone
-if selected.empty:
-    st.caption("Select rows (the boxes at the left of the table) to tag, review or delete them, or to see one large.")
+if not selected:
+    st.caption(
+        "Tick rows (the boxes at the left of the table, or “Select” on a picture) to tag, review, mark unusable "
+        "or delete them. Click any cell of a row to see the image."
+    )
     st.stop()
-st.subheader(f"{len(selected)} selected")
-history.render_bulk_actions(store, selected, key="history_bulk", deleted=flt.deleted == "only")
-if len(selected) == 1:
-    st.divider()
-    detail.render_inspection_detail(store, int(selected.iloc[0]["inspection_id"]), card, key="history")
+history.render_bulk_actions(store, rows, selected, key="history_bulk", deleted=flt.deleted == "only")

@@ -57,10 +57,13 @@ if period == "custom":
         start = end = picked[0]
 scope, zone = st.columns([3, 1])
 with scope:
-    models_col, stations_col = st.columns(2)
+    models_col, stations_col, operators_col = st.columns(3)
     models = models_col.multiselect("Models", options["models"], placeholder="All models", key="dashboard_models")
     stations = stations_col.multiselect(
         "Stations", options["stations"], placeholder="All stations", key="dashboard_stations"
+    )
+    operators = operators_col.multiselect(
+        "Operators", options["operators"], placeholder="All operators", key="dashboard_operators"
     )
 with zone:
     zones = sorted(available_timezones() | {analytics.configured_timezone()})
@@ -69,7 +72,9 @@ with zone:
     )
     include_no_defect = st.toggle("Include “no defect”", key="dashboard_include_no_defect")
 
-dashboard_filter = InspectionFilter(timezone=time_zone, model_names=tuple(models), stations=tuple(stations))
+dashboard_filter = InspectionFilter(
+    timezone=time_zone, model_names=tuple(models), stations=tuple(stations), operators=tuple(operators)
+)
 for dimension, values in st.session_state[CROSS_KEY].items():
     dashboard_filter = dashboard_filter.with_labels(dimension, stored_all(values))
 data = analytics.dashboard_data(
@@ -119,8 +124,8 @@ if data.empty:
 
 # --- KPIs ---------------------------------------------------------------------------------------
 cards = dashboard.kpi_cards(data.kpis)
-for row in (cards[:3], cards[3:]):  # two rows of three: labels and deltas stay readable on a laptop screen
-    for column, card in zip(st.columns(3), row, strict=True):
+for row in (cards[:4], cards[4:]):  # two rows: labels and deltas stay readable on a laptop screen
+    for column, card in zip(st.columns(4), row, strict=False):
         column.metric(border=True, **card)
 
 # --- charts -------------------------------------------------------------------------------------
@@ -152,7 +157,7 @@ for row in range(0, len(chart_sections), 2):
                 )
                 st.download_button(
                     "CSV",
-                    data=exports.frame_csv(section.frame),
+                    data=exports.frame_csv(section.frame, timezone=time_zone),
                     file_name=f"{section.key}.csv",
                     mime="text/csv",
                     on_click="ignore",

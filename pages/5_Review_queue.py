@@ -2,11 +2,11 @@
 
 import streamlit as st
 
-from visionqc.ui import detail, resources
+from visionqc.filters import InspectionFilter
+from visionqc.ui import detail, resources, results
 from visionqc.ui.corrections import correction_form, show_message
 from visionqc.ui.filters import history_filters
 from visionqc.ui.heatmap_view import render_image_with_heatmap
-from visionqc.ui.sidebar import reviewer_input
 
 SKIPPED = "queue_skipped"  # ids skipped in this session: they come back next session
 GROUP = "queue"  # where the form's messages go
@@ -14,7 +14,8 @@ GROUP = "queue"  # where the form's messages go
 st.title("Review queue")
 st.caption(
     "Inspections waiting for a person, most uncertain first: flagged “needs review” or with a low defect "
-    "confidence, not reviewed yet. Keyboard: **Y** confirm, **S** save the correction, **N** skip."
+    "confidence, not reviewed yet. Keyboard: **Y** confirm, **S** save the correction, **U** not a part / "
+    "unusable image, **N** skip. Your name is in the sidebar."
 )
 store = resources.get_store()
 card = resources.active_card()
@@ -22,10 +23,7 @@ timezone = resources.browser_timezone()
 
 with st.expander("Filters (the same as History)", expanded=False, icon=":material/filter_alt:"):
     flt = history_filters(store, card, key="queue", timezone=timezone)
-name_col, threshold_col = st.columns([1, 2])
-with name_col:
-    reviewer_input("queue_reviewer")
-below = threshold_col.slider(
+below = st.slider(
     "Also queue images with a defect confidence under (%)",
     0,
     100,
@@ -66,4 +64,9 @@ with right:
     if inspection.get("review_reason"):
         st.warning(inspection["review_reason"], icon=":material/flag:")
     detail.render_probabilities(inspection, key)
-    correction_form(store, inspection, card, key=key, group=GROUP, reviewer_key="queue_reviewer", skipped_key=SKIPPED)
+    correction_form(store, inspection, card, key=key, group=GROUP, skipped_key=SKIPPED)
+
+with st.expander("The next ones waiting, as pictures", icon=":material/grid_view:"):
+    upcoming, _ = store.review_queue(flt, below / 100, skip=skipped, limit=24)
+    queue_rows, _ = store.search(InspectionFilter(ids=upcoming), sort="confidence", descending=False, page_size=0)
+    results.render_results(store, queue_rows, card, key="queue_upcoming", view="pictures", timezone=timezone)

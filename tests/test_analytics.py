@@ -412,3 +412,33 @@ def test_filter_validation(tmp_path):
     with pytest.raises(KeyError):
         InspectionFilter().with_labels("station", ["x"])
     assert Period("7d").days(TODAY) == (date(2026, 3, 14), TODAY)
+
+
+def test_unusable_photos_leave_every_quality_figure_and_are_counted_apart(tmp_path):
+    store = Store(tmp_path / "home")
+    ids = insert(store, ROWS)
+    before = week(store)
+    # Rows 1 (crack/high Reject) and 4 (free Pass) of the last 7 days were not our part at all.
+    assert store.mark_unusable([ids[0], ids[3]], "Ana", "not our part") == 2
+    after = week(store)
+    assert after.kpis.unusable == 2 and before.kpis.unusable == 0
+    assert after.kpis.inspected == before.kpis.inspected - 2
+    assert after.kpis.defects == before.kpis.defects - 1
+    assert as_dict(after.by_action, "action")["Reject"] == as_dict(before.by_action, "action")["Reject"] - 1
+    assert sum(after.by_station["count"]) == after.kpis.inspected
+    assert after.daily["inspected"].sum() == after.kpis.inspected
+    # Marked and not: the comparison charts agree with the KPIs.
+    line1 = after.by_station[after.by_station["group"] == "Line 1"]
+    assert line1["inspected"].iloc[0] == line1["count"].sum()
+
+
+def test_stations_compared_on_defect_rate_and_action_mix(seeded):
+    data = week(seeded)
+    frame = data.by_station
+    assert set(frame["group"]) == {"Line 1", "Line 2"}
+    line2 = frame[frame["group"] == "Line 2"]
+    # Rows 10 (dent Hold) and 11 (free Review) in the last 7 days.
+    assert as_dict(line2, "action") == {"Hold": 1, "Review": 1}
+    assert line2["defect_rate"].iloc[0] == pytest.approx(0.5) and line2["share"].sum() == pytest.approx(1.0)
+    assert frame["count"].sum() == data.kpis.inspected
+    assert set(data.by_operator["group"]) == {"t"}

@@ -24,7 +24,15 @@ from visionqc.store.analytics import DashboardData, dashboard_data
 
 TODAY = date(2026, 3, 20)
 NO_DEFECT = "free"
-KEYS = ["defect_severity", "daily_trend", "defect_ratio", "severity_ratio", "location", "action_ratio"]
+KEYS = [
+    "defect_severity",
+    "daily_trend",
+    "severity_ratio",
+    "location",
+    "action_ratio",
+    "station_comparison",
+    "operator_comparison",
+]
 
 # (UTC time, defect, severity, location, action, needs_review) — 12 inspections over five days.
 ROWS = [
@@ -87,8 +95,8 @@ def mark_types(spec: dict) -> list[str]:
     """Every mark type in a chart spec, layers included (a layered chart has no top-level mark)."""
     mark = spec.get("mark")
     types = [mark["type"] if isinstance(mark, dict) else mark] if mark else []
-    for layer in spec.get("layer", []):
-        types += mark_types(layer)
+    for part in (*spec.get("layer", []), *spec.get("hconcat", []), *spec.get("vconcat", [])):
+        types += mark_types(part)
     return types
 
 
@@ -96,15 +104,18 @@ def tooltip_fields(encoding: dict) -> dict[str, dict]:
     return {t["field"]: t for t in encoding["tooltip"]}
 
 
-SEVERITY_EXPECTED = {"low": "#2ca02c", "medium": "#ff7f0e", "high": "#d62728"}
+SEVERITY_EXPECTED = {"low": "#c5b5e0", "medium": "#8c6bb1", "high": "#4d1f86"}
 
 
-def test_palette_is_green_orange_red():
+def test_severity_is_a_purple_ramp_apart_from_every_action_colour():
     assert {s: palette.SEVERITY_COLORS[s] for s in SEVERITY_EXPECTED} == SEVERITY_EXPECTED
     assert palette.severity_scale(["high", None, "low", "medium"]) == (
         ["low", "medium", "high", "—"],
-        ["#2ca02c", "#ff7f0e", "#d62728", palette.NEUTRAL_COLOR],
+        ["#c5b5e0", "#8c6bb1", "#4d1f86", palette.NEUTRAL_COLOR],
     )
+    # "low" must never read as "Pass" nor "high" as "Reject" when both are on one page.
+    assert not set(palette.SEVERITY_COLORS.values()) & set(palette.ACTION_COLORS.values())
+    assert not set(palette.SEVERITY_COLORS.values()) & set(palette.CATEGORY_COLORS)
 
 
 # --- encodings ------------------------------------------------------------------------------------------
@@ -136,19 +147,27 @@ def test_defect_severity_bars_encoding(data):
 
 def test_severity_colours_agree_on_every_severity_chart(data):
     bars = charts.color_scale_of(charts.defect_severity_bars(data.defect_severity))
-    donut_chart = charts.severity_ratio(data.by_severity)
-    donut = charts.color_scale_of(donut_chart)
-    assert bars == donut == SEVERITY_EXPECTED
-    spec = donut_chart.to_dict()
-    assert spec["mark"]["type"] == "arc"
-    assert spec["encoding"]["theta"]["field"] == "count"
-    assert spec["encoding"]["color"]["scale"]["domain"] == ["low", "medium", "high"]
-    tips = tooltip_fields(spec["encoding"])
+    ratio_chart = charts.severity_ratio(data.by_severity)
+    ratio = charts.color_scale_of(ratio_chart)
+    assert bars == ratio == SEVERITY_EXPECTED
+    spec = ratio_chart.to_dict()
+    bars_layer, labels_layer = spec["layer"]
+    assert bars_layer["mark"]["type"] == "bar" and labels_layer["mark"]["type"] == "text"
+    x = bars_layer["encoding"]["x"]
+    assert x["field"] == "count" and x["axis"]["tickMinStep"] == 1  # counts never step by 0.5
+    assert bars_layer["encoding"]["color"]["scale"]["domain"] == ["low", "medium", "high"]
+    tips = tooltip_fields(bars_layer["encoding"])
     assert set(tips) == {"severity", "count", "share"} and tips["share"]["format"] == ".1%"
-    assert {r["severity"]: r["count"] for r in spec_rows(donut_chart)} == {"low": 3, "medium": 2, "high": 3}
+    assert {r["severity"]: r["count"] for r in spec_rows(ratio_chart)} == {"low": 3, "medium": 2, "high": 3}
+    # The values and percentages are written on the chart (so also in its PNG), not only in tooltips.
+    assert {r["severity"]: r["label"] for r in spec_rows(ratio_chart)} == {
+        "low": "3  (37.5%)",
+        "medium": "2  (25.0%)",
+        "high": "3  (37.5%)",
+    }
     # one severity only: still its own colour, not the first colour of a default scheme
     only_high = charts.severity_ratio(data.by_severity[data.by_severity["severity"] == "high"])
-    assert charts.color_scale_of(only_high) == {"high": "#d62728"}
+    assert charts.color_scale_of(only_high) == {"high": "#4d1f86"}
 
 
 def test_action_ratio_uses_action_colours(data):
@@ -156,7 +175,7 @@ def test_action_ratio_uses_action_colours(data):
     colours = charts.color_scale_of(chart)
     assert colours == {a: palette.ACTION_COLORS[a] for a in ("Pass", "Hold", "Rework", "Reject", "Review")}
     spec = chart.to_dict()
-    assert spec["encoding"]["color"]["scale"]["domain"] == ["Pass", "Hold", "Rework", "Reject", "Review"]
+    assert spec["layer"][0]["encoding"]["color"]["scale"]["domain"] == ["Pass", "Hold", "Rework", "Reject", "Review"]
     assert spec["params"][0]["value"] == [{"action": "Reject"}]
     assert {r["action"]: r["count"] for r in spec_rows(chart)} == {
         "Pass": 4,
@@ -165,29 +184,7 @@ def test_action_ratio_uses_action_colours(data):
         "Reject": 3,
         "Review": 1,
     }
-    assert set(tooltip_fields(spec["encoding"])) == {"action", "count", "share"}
-
-
-def test_defect_ratio_and_no_defect_class(store, data):
-    chart = charts.defect_ratio(data.by_defect)
-    spec = chart.to_dict()
-    assert spec["encoding"]["color"]["field"] == "defect"
-    assert {r["defect"]: r["count"] for r in spec_rows(chart)} == {"crack": 4, "scratch": 2, "dent": 2}
-    assert NO_DEFECT not in charts.color_scale_of(chart)
-    assert not set(charts.color_scale_of(chart).values()) & set(SEVERITY_EXPECTED.values())
-    assert tooltip_fields(spec["encoding"])["share"]["format"] == ".1%"
-    with_free = dashboard_data(store, period=Period("7d"), include_no_defect=True, today=TODAY)
-    colours = charts.color_scale_of(charts.defect_ratio(with_free.by_defect, no_defect_label=NO_DEFECT))
-    assert colours[NO_DEFECT] == palette.NO_DEFECT_COLOR
-
-
-def test_defect_ratio_collapses_the_tail_into_other_types():
-    frame = pd.DataFrame({"defect": [f"t{i:02d}" for i in range(14)], "count": list(range(14, 0, -1))})
-    chart = charts.defect_ratio(frame, top_n=3)
-    rows = {r["defect"]: r["count"] for r in spec_rows(chart)}
-    assert rows == {"t00": 14, "t01": 13, "t02": 12, charts.OTHER_TYPES: sum(range(1, 12))}
-    assert charts.color_scale_of(chart)[charts.OTHER_TYPES] == palette.NEUTRAL_COLOR
-    assert charts.selection_values([{"defect": "t00"}, {"defect": charts.OTHER_TYPES}], "defect") == ["t00"]
+    assert set(tooltip_fields(spec["layer"][0]["encoding"])) == {"action", "count", "share"}
 
 
 def test_location_bars(data):
@@ -302,7 +299,20 @@ def test_single_day_single_class_builds_every_chart(tmp_path):
     assert [s.key for s in built] == KEYS
     for section in built:
         marks = mark_types(section.chart.to_dict())
-        assert marks and "text" not in marks, (section.key, marks)  # real charts, no "no data" message
-    assert charts.color_scale_of(built[0].chart) == {"high": "#d62728"}
+        assert marks and marks != ["text"], (section.key, marks)  # real charts, not the "no data" message
+    assert charts.color_scale_of(built[0].chart) == {"high": "#4d1f86"}
     png = exports.chart_png(built[1].chart)
     assert Image.open(io.BytesIO(png)).format == "PNG"
+
+
+def test_stations_compared_on_defect_rate_and_action_mix(data):
+    chart = charts.group_comparison(data.by_station, by="station")
+    spec = chart.to_dict()
+    rate, mix = spec["hconcat"]
+    assert mark_types(rate) == ["bar", "text", "text"] and mark_types(mix) == ["bar", "text"]
+    assert rate["layer"][0]["encoding"]["x"]["field"] == "defect_rate"
+    assert mix["layer"][0]["encoding"]["x"]["stack"] == "normalize"
+    labels = {r["group"]: r["label"] for r in spec_rows(chart) if "label" in r and "of" in str(r["label"])}
+    first = data.by_station.iloc[0]
+    assert labels[first["group"]] == f"{first['defect_rate']:.1%} of {int(first['inspected'])}"
+    assert charts.group_comparison(data.by_station.iloc[0:0]).to_dict()["mark"]["type"] == "text"  # says "none"

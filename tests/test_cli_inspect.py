@@ -195,3 +195,52 @@ def test_killed_inspect_leaves_a_consistent_database_and_resumes(tmp_path, defau
     rows = store.batch_rows(batch_id)
     assert sorted(Path(name).name for name in rows["file_name"]) == sorted(p.name for p in sources)
     assert store.batch_summary(batch_id)["duplicates"] == 0
+
+
+def test_report_writes_the_lot_report_of_a_batch_inspected_by_the_command_line(
+    tmp_path, default_model_dir, magnetic_tile
+):
+    from pypdf import PdfReader
+
+    folder = tmp_path / "lot"
+    folder.mkdir()
+    for path in (
+        photos(magnetic_tile, "break", 3) + photos(magnetic_tile, "uneven", 2) + photos(magnetic_tile, "free", 2)
+    ):
+        shutil.copy(path, folder / path.name)
+    (folder / "drawing.pdf").write_bytes(b"%PDF-1.4 not a photo")
+    home = tmp_path / "data"
+    done = run_inspect(
+        home, default_model_dir, str(folder), "--station", "Line 4", "--operator", "Zoë", "--lot", "L-0042", "--quiet"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "drawing.pdf: skipped: not an image file type (.pdf)" in done.stderr, "a PDF is never skipped silently"
+    batch_id = done.stdout.split()[1]
+    out = tmp_path / "lot.pdf"
+    env = {**os.environ, "VISIONQC_HOME": str(home)}
+    report = subprocess.run(
+        [sys.executable, "-m", "visionqc", "report", batch_id, "--out", str(out), "--timezone", "Europe/Berlin"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    text = " ".join(page.extract_text() for page in PdfReader(out).pages)
+    for expected in (batch_id, "Line 4", "Zoë", "L-0042", "magnetic-tile", "Europe/Berlin (UTC+0", "Sign-off"):
+        assert expected in text, expected
+    rows, _ = Store(home).search(InspectionFilter(batches=(batch_id,), actions=("Reject", "Hold")), page_size=0)
+    assert len(rows), "the photos include defects the model rejects or holds"
+    unwrapped = "".join(text.split())  # long names wrap inside their cell
+    for name in rows["file_name"]:
+        assert name in unwrapped, name
+    missing = subprocess.run(
+        [sys.executable, "-m", "visionqc", "report", "no-such-batch"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert missing.returncode != 0 and "no batch 'no-such-batch'" in missing.stderr

@@ -25,6 +25,13 @@ def test_the_card_has_everything_the_app_and_a_reviewer_need(default_model_dir):
     assert len(card.classes("location")) == 9 and "center" in card.classes("location")
     assert set(card.confidence_thresholds) == {"defect", "severity", "location"}
     assert card.ood_threshold is not None
+    # The miss-averse cut, calibrated on the card's validation split, with its measured defect recall.
+    miss = raw["training"]["calibration"]["miss_averse"]
+    assert card.miss_threshold == miss["threshold"] and 0 < card.miss_threshold < 1
+    assert miss["val_defect_recall"] >= miss["target_recall"] and miss["met_target"]
+    test_effect = raw["metrics"]["test"]["miss_averse"]
+    assert test_effect["test_free_flagged_share"] <= 0.15
+    assert test_effect["test_defect_recall_caught_or_flagged"] >= 0.98
     assert raw["severity"]["thresholds"] == [0.003, 0.03]
     assert "Huang" in raw["training_data"]["citation"]
     training = raw["training"]
@@ -62,3 +69,21 @@ def test_held_out_defect_balanced_accuracy_stays_above_the_bar(default_model_dir
     # Same numbers as the card reports (the same Predictor path computed both).
     recorded = card.raw["metrics"]["test"]["tasks"]["defect"]
     assert defect["balanced_accuracy"] == pytest.approx(recorded["balanced_accuracy"], abs=0.011)
+
+
+def test_the_miss_averse_cut_can_be_recalibrated_only_on_the_training_data(default_model_dir, magnetic_tile, tmp_path):
+    from visionqc.model.predict import Predictor
+    from visionqc.training.recalibrate import card_split
+
+    predictor = Predictor(default_model_dir)
+    dataset = load_dataset(magnetic_tile, severity_thresholds=tuple(predictor.card.raw["severity"]["thresholds"]))
+    _, val, test = card_split(predictor, dataset)  # the recomputed test split equals the card's test files
+    assert len(val) == predictor.card.raw["training"]["split"]["sizes"]["val"]
+    assert not set(val) & set(test)
+    other = tmp_path / "other"
+    for cls in ("free", "crack"):
+        (other / cls).mkdir(parents=True)
+        for i, source in enumerate(sorted((magnetic_tile / "images" / cls).glob("*.jpg"))[:4]):
+            (other / cls / f"{i}.jpg").write_bytes(source.read_bytes())
+    with pytest.raises(ValueError, match="differs from the card's test_files"):
+        card_split(predictor, load_dataset(other))

@@ -53,11 +53,19 @@ def seeded(visionqc_home) -> Store:
 def test_kpis_match_the_database_and_a_cross_filter_narrows_them(seeded, default_model_dir, monkeypatch):
     at = open_dashboard(default_model_dir, monkeypatch)
     labels = [m.label for m in at.metric]
-    assert labels == ["Inspected", "Defect rate", "Last 7 days", "Top defect", "≥ Medium severity", "Review backlog"]
+    assert labels == [
+        "Inspected",
+        "Defect rate",
+        "Last 7 days",
+        "Top defect",
+        "≥ Medium severity",
+        "Review backlog",
+        "Unusable photos",
+    ]
     # The default period is the last 30 days; the seeded rows span 20, so every live row counts.
     total = seeded.count(InspectionFilter())
     assert metric(at, "Inspected") == f"{total:,}"
-    assert len(at.get("vega_lite_chart")) == 6
+    assert len(at.get("vega_lite_chart")) == 7
 
     # Clicking "crack" on a chart stores this cross-filter; every KPI is then about cracks only.
     at.session_state[CROSS_KEY] = {"defect": ["crack"]}

@@ -81,8 +81,13 @@ def total_shown(at: AppTest) -> int:
     raise AssertionError("the page shows no match count")
 
 
+def table_key(at: AppTest) -> str:
+    """The results table's key: it carries the ids shown, so ticks never move to other images."""
+    return at.session_state[f"{history.HISTORY_TABLE}_key"]
+
+
 def table(at: AppTest) -> pd.DataFrame:
-    return at.dataframe(key=history.HISTORY_TABLE).value
+    return at.dataframe(key=table_key(at)).value
 
 
 def shown_names(at: AppTest) -> list[str]:
@@ -210,10 +215,28 @@ def test_tag_boxes_combine_with_and(app, rows):
 
 def test_clear_filters_resets_every_filter(app, rows):
     app.multiselect(key="history_f_tags_all").set_value(["retrain"])
+    app.multiselect(key="history_f_stations").set_value(["Line 2"])
+    app.multiselect(key="history_f_operators").set_value(["Bo"])
+    app.radio(key="history_f_reviewed").set_value("No")
     app.text_input(key="history_f_file_name").set_value("nothing-matches-this")
     check(app, [])
     app.button(key="history_f_clear").click()
     check(app, sorted(rows["file_name"]))
+    # The widgets show the empty values too, and the next unrelated click keeps them empty.
+    assert app.multiselect(key="history_f_tags_all").value == []
+    assert app.multiselect(key="history_f_operators").value == []
+    assert app.text_input(key="history_f_file_name").value == ""
+    assert app.radio(key="history_f_reviewed").value == "Any"
+    app.radio(key="history_order").set_value("Ascending")
+    check(app, sorted(rows["file_name"]))
+
+
+def test_filter_by_station_and_operator(app, rows):
+    app.multiselect(key="history_f_operators").set_value(["Bo"])
+    check(app, expect(rows, rows["operator"] == "Bo"))
+    assert total_shown(app) == 12
+    app.multiselect(key="history_f_stations").set_value(["Line 1"])
+    check(app, [])
 
 
 def test_server_side_sorting_and_paging(app, rows):
@@ -234,8 +257,8 @@ def test_server_side_sorting_and_paging(app, rows):
     assert list(table(app)["File"]) == names[::-1][:25]
 
 
-def select(app: AppTest, positions: list[int]) -> None:
-    app.session_state[history.HISTORY_TABLE] = {"selection": {"rows": positions, "columns": [], "cells": []}}
+def select(app: AppTest, positions: list[int], cells: list | None = None) -> None:
+    app.session_state[table_key(app)] = {"selection": {"rows": positions, "columns": [], "cells": cells or []}}
     app.run()
     assert not app.exception, app.exception
 
@@ -246,7 +269,7 @@ def test_detail_view_shows_probabilities_and_review_history(app, rows):
     app.run()
     corrected = rows.iloc[4]
     position = list(table(app)["File"]).index(corrected["file_name"])
-    select(app, [position])
+    select(app, [], cells=[[position, "Defect"]])  # a click on any cell opens the side panel
     assert any(c.value.startswith("Model predicted:") for c in app.caption)
     defect_probs = next(df.value for df in app.dataframe if "Probability" in df.value.columns)
     assert len(defect_probs) == 6 and defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
@@ -260,14 +283,16 @@ def test_bulk_tag_untag_review_and_soft_delete(app, home):
     store = Store(home)
     select(app, [0, 1, 2])
     ids = [int(i) for i in store.search(InspectionFilter(), page_size=3)[0]["inspection_id"]]
-    app.text_input(key="history_bulk_who").set_value("Chris")
+    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    app.run()
+    assert any(m.value.startswith("**Selected — 3 images:") for m in app.markdown), "the images are named first"
     app.text_input(key="history_bulk_add").set_value("shift-report, line-2")
-    app.button(key="history_bulk_add_btn").click().run()
+    app.button(key="history_bulk_add_tags_btn").click().run()
     assert any("Tagged 3 inspection(s)" in s.value for s in app.success)
     assert store.count(InspectionFilter(tags_all=("shift-report", "line-2"))) == 3
 
     app.multiselect(key="history_bulk_remove").set_value(["line-2"])
-    app.button(key="history_bulk_remove_btn").click().run()
+    app.button(key="history_bulk_remove_tags_btn").click().run()
     assert store.count(InspectionFilter(tags_any=("line-2",))) == 0
     assert store.count(InspectionFilter(tags_any=("shift-report",))) == 3
 
@@ -318,3 +343,44 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(app, home, rows):
     assert by_name[UMLAUT_NAME]["tags"] == "edge;retrain"
     assert by_name[rows.iloc[4]["file_name"]]["defect"] == "crack"
     assert by_name[rows.iloc[4]["file_name"]]["pred_defect"] == rows.iloc[4]["pred_defect"]
+
+
+def test_ticks_never_move_to_other_images_when_a_filter_changes(app, home, rows):
+    """The trust bug: ticks stayed on row *positions* after a filter change and tagged unrelated images."""
+    store = Store(home)
+    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    select(app, [0, 1, 2])
+    ticked = list(table(app)["File"][:3])
+    assert any(ticked[0] in m.value for m in app.markdown if m.value.startswith("**Selected"))
+    app.multiselect(key="history_f_batches").set_value([rows.iloc[-1]["batch_id"]]).run()
+    assert not any(m.value.startswith("**Selected") for m in app.markdown), "no bulk action on the new rows"
+    assert any("ticks were cleared" in i.value and ticked[0] in i.value for i in app.info)
+    assert not [b for b in app.button if b.key == "history_bulk_add_tags_btn"]
+    # Ticking on the new rows acts on exactly those images.
+    select(app, [1])
+    target = table(app).iloc[1]["File"]
+    app.text_input(key="history_bulk_add").set_value("checked")
+    app.button(key="history_bulk_add_tags_btn").click().run()
+    tagged, _ = store.search(InspectionFilter(tags_all=("checked",)), page_size=0)
+    assert list(tagged["file_name"]) == [target]
+
+
+def test_bulk_mark_unusable_keeps_the_reason_in_the_audit_trail(app, home, rows):
+    store = Store(home)
+    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    app.selectbox(key="history_sort").set_value("File name")
+    app.radio(key="history_order").set_value("Ascending").run()
+    select(app, [0, 1])
+    names = list(table(app)["File"][:2])
+    app.selectbox(key="history_bulk_unusable_reason").set_value("not our part")
+    app.button(key="history_bulk_unusable_btn").click().run()
+    assert not app.exception
+    marked, _ = store.search(InspectionFilter(unusable=True), page_size=0)
+    assert sorted(marked["file_name"]) == sorted(names)
+    assert set(marked["unusable_reason"]) == {"not our part"} and marked["defect"].isna().all()
+    trail = store.inspection_detail(int(marked.iloc[0]["inspection_id"]))["reviews"]
+    assert (trail.iloc[-1]["kind"], trail.iloc[-1]["unusable_reason"]) == ("unusable", "not our part")
+    assert trail.iloc[-1]["previous"]["defect"] is not None, "the labels before are kept"
+    app.radio(key="history_f_unusable").set_value("Only").run()
+    assert shown_names(app) == sorted(names)
+    assert all(list(s) == ["Unusable"] for s in table(app)["Status"])

@@ -19,6 +19,7 @@ from visionqc.ui import pages, upload
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 180
+DETAIL = f"{upload.RESULTS_TABLE}_detail"  # the side panel's widget keys start with this and the inspection id
 
 
 def make_zip(entries: dict[str, bytes]) -> bytes:
@@ -39,7 +40,7 @@ def app(visionqc_home, default_model_dir, monkeypatch) -> AppTest:
 
 
 def inspect(at: AppTest, files: list[tuple[str, bytes, str]]) -> str:
-    at.file_uploader(key="inspect_files").set_value(files)
+    at.file_uploader(key="inspect_files_0").set_value(files)
     at.run()
     button = at.button(key="inspect_run")
     assert button.label == f"Inspect {len(files)} file{'s' if len(files) != 1 else ''}"
@@ -52,6 +53,19 @@ def inspect(at: AppTest, files: list[tuple[str, bytes, str]]) -> str:
 def table_with(at: AppTest, column: str):
     """The first table on the page that has ``column`` (read-only tables carry no key in AppTest)."""
     return next(df.value for df in at.dataframe if column in df.value.columns)
+
+
+def results_table(at: AppTest):
+    """The results table; its key carries the ids it shows (a selection never moves to other images)."""
+    return at.dataframe(key=at.session_state[f"{upload.RESULTS_TABLE}_key"])
+
+
+def click_row(at: AppTest, position: int, column: str = "File") -> None:
+    """Click a cell of the results table's row ``position`` (any cell opens the inspection in a side panel)."""
+    at.session_state[at.session_state[f"{upload.RESULTS_TABLE}_key"]] = {
+        "selection": {"rows": [], "columns": [], "cells": [[position, column]]}
+    }
+    at.run()
 
 
 def metric(at: AppTest, label: str) -> int:
@@ -91,7 +105,7 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_p
     assert list(duplicates["File"]) == ["shift.zip/copy.jpg"]
     assert list(duplicates["Inspected earlier as"]) == [singles[0].name]
 
-    table = app.dataframe(key=upload.RESULTS_TABLE).value
+    table = results_table(app).value
     expected_names = [p.name for p in singles] + [f"shift.zip/shift/{p.name}" for p in zipped]
     assert sorted(table["File"]) == sorted(expected_names)
     assert all(url.startswith("data:image/jpeg;base64,") for url in table["Image"])
@@ -112,13 +126,21 @@ def test_files_and_a_zip_are_inspected_once_with_duplicates_reported(app, tile_p
 
 
 def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visionqc_home):
-    app.text_input(key="inspect_station").set_value("Line 2 – Kamera A")
-    app.text_input(key="inspect_operator").set_value("Zoë")
+    # The station and operator pick-lists fill from use: an earlier batch recorded these two.
+    Store(visionqc_home).create_batch(
+        station="Line 2 – Kamera A", operator="Zoë", note=None, source="cli", model_name=None, model_version=None
+    )
+    app.run()
+    assert "Line 2 – Kamera A" in app.selectbox(key="inspect_station").options
+    app.selectbox(key="inspect_station").set_value("Line 2 – Kamera A")
+    app.selectbox(key="inspect_operator").set_value("Zoë")
+    app.text_input(key="inspect_lot").set_value("L-0042")
     app.text_input(key="inspect_note").set_value("night shift")
     batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(3, offset=20)])
     store = Store(visionqc_home)
     batch = store.batch(batch_id)
     assert (batch["station"], batch["operator"], batch["note"]) == ("Line 2 – Kamera A", "Zoë", "night shift")
+    assert batch["lot"] == "L-0042"
     assert any("Line 2 – Kamera A" in c.value for c in app.caption)
 
     button = [b for b in app.get("download_button") if b.label == "Download this batch as CSV"]
@@ -126,7 +148,7 @@ def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visi
     data = store.batch_csv(batch_id)  # what the button's deferred callable returns
     assert data.startswith(b"\xef\xbb\xbf")
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
-    assert sorted(r["file_name"] for r in rows) == sorted(app.dataframe(key=upload.RESULTS_TABLE).value["File"])
+    assert sorted(r["file_name"] for r in rows) == sorted(results_table(app).value["File"])
     assert {r["batch_id"] for r in rows} == {batch_id}
 
 
@@ -150,9 +172,7 @@ def test_bad_files_are_listed_with_reasons_and_the_rest_saved(app, tile_photos, 
     assert "leaves the archive" in reasons["evil.zip/../../escape.jpg"]
     stored = Store(visionqc_home).batch_failures(batch_id)
     assert sorted(stored["file_name"]) == sorted(reasons)
-    assert sorted(app.dataframe(key=upload.RESULTS_TABLE).value["File"]) == sorted(
-        [good.name, f"evil.zip/ok/{in_zip.name}"]
-    )
+    assert sorted(results_table(app).value["File"]) == sorted([good.name, f"evil.zip/ok/{in_zip.name}"])
 
 
 def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_review(
@@ -161,13 +181,12 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(3, offset=40)])
     store = Store(visionqc_home)
     rows = store.batch_rows(batch_id)
-    app.session_state[upload.RESULTS_TABLE] = {"selection": {"rows": [1], "columns": [], "cells": []}}
-    app.run()
+    click_row(app, 1)
     assert not app.exception
     target = int(rows.iloc[1]["inspection_id"])
     predicted = rows.iloc[1]["pred_defect"]
     assert any(c.value.startswith("Model predicted:") for c in app.caption)
-    assert app.toggle(key=f"inspect_{target}_heatmap_on").value, "the photo shows where the model looked"
+    assert app.toggle(key=f"{DETAIL}_{target}_heatmap_on").value, "the photo shows where the model looked"
     assert list((visionqc_home / "heatmaps").rglob("*.npz")), "the heatmap is cached for the next look"
     defect_probs = table_with(app, "Probability")  # the first tab: defect type
     classes = [c.removesuffix(" ✔") for c in defect_probs["Class"]]
@@ -177,14 +196,15 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     assert defect_probs["Probability"].sum() == pytest.approx(100, abs=1)
 
     new_defect = "crack" if predicted != "crack" else "blowhole"
-    app.selectbox(key=f"inspect_{target}_defect").set_value(new_defect)
-    app.selectbox(key=f"inspect_{target}_severity").set_value("high")
-    app.text_input(key=f"inspect_{target}_note").set_value("visible crack at the edge")
-    app.text_input(key=f"inspect_{target}_who").set_value("Ana Lead")
+    app.selectbox(key=f"{DETAIL}_{target}_defect").set_value(new_defect)
+    app.selectbox(key=f"{DETAIL}_{target}_severity").set_value("high")
+    app.text_input(key=f"{DETAIL}_{target}_note").set_value("visible crack at the edge")
+    app.text_input(key="sidebar_reviewer").set_value("Ana Lead")
     [save] = [b for b in app.button if b.label == "Save correction"]
     save.click().run()
     assert not app.exception
-    assert any(s.value.startswith("Saved:") for s in app.success)
+    # AppTest reruns the whole page (a browser reruns only the panel), so the panel stays closed: open it again.
+    click_row(app, 1, "Defect")
 
     detail = store.inspection_detail(target)
     assert (detail["defect"], detail["severity"]) == (new_defect, "high")
@@ -194,7 +214,7 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
     assert review["previous"]["defect"] == predicted
     history = table_with(app, "Labels before")
     assert list(history["Who"]) == ["Ana Lead"]
-    table = app.dataframe(key=upload.RESULTS_TABLE).value
+    table = results_table(app).value
     assert table.iloc[1]["Defect"] == new_defect
     assert list(table.iloc[1]["Status"]) == ["Corrected"]
     assert pd.isna(table.iloc[1]["Defect %"]), "no model percentage beside a person's label"
@@ -202,11 +222,10 @@ def test_selecting_a_row_shows_probabilities_and_a_correction_is_saved_as_a_revi
 
 def test_a_correction_without_a_name_is_refused(app, tile_photos, visionqc_home):
     batch_id = inspect(app, [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=50)])
-    app.session_state[upload.RESULTS_TABLE] = {"selection": {"rows": [0], "columns": [], "cells": []}}
-    app.run()
+    click_row(app, 0)
     [save] = [b for b in app.button if b.label == "Save correction"]
+    assert any("Enter your name" in w.value for w in app.warning), "the form says a name is needed before saving"
     save.click().run()
-    assert any("Enter your name" in e.value for e in app.error)
     assert not Store(visionqc_home).batch_rows(batch_id)["reviewed"].any()
 
 
@@ -226,7 +245,7 @@ def test_a_busy_database_is_a_message_not_a_crash(app, tile_photos, monkeypatch)
         raise StoreBusyError("the database stayed locked by another VisionQC process for 60 s")
 
     monkeypatch.setattr(visionqc.ui.upload, "run_batch", busy)
-    app.file_uploader(key="inspect_files").set_value(
+    app.file_uploader(key="inspect_files_0").set_value(
         [(p.name, p.read_bytes(), "image/jpeg") for p in tile_photos(1, offset=60)]
     )
     app.run()

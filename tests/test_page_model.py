@@ -48,6 +48,22 @@ def test_model_page_shows_the_card(model_dir):
     assert loc["Images"].tolist() == [2, 1, 1]
 
 
+def test_model_page_speaks_plain_words_first(model_dir):
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.switch_page("pages/6_Model.py").run()
+    assert not at.exception, at.exception
+    plain = " ".join(m.value for m in at.markdown[:12])
+    assert "What it finds" in plain and "How often it is right" in plain and "When it asks a person" in plain
+    assert "photos it never saw while learning" in plain
+    card = read_card(model_dir)
+    assert f"more than a **{100 * card.miss_threshold:.0f}%** chance" in plain
+    for jargon in ("LayerCAM", "pointing game", "k=5", "out of distribution", "cosine"):
+        assert jargon.lower() not in plain.lower(), jargon
+    # The technical tables are still there, behind an expander.
+    assert any("Technical details" in e.label for e in at.expander)
+
+
 def test_confusion_frame_shares_are_per_true_class():
     frame = model_card.confusion_frame({"labels": ["a", "b"], "rows_true_columns_predicted": [[3, 1], [0, 2]]})
     assert frame["Images"].tolist() == [3, 1, 0, 2]

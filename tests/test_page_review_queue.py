@@ -49,7 +49,7 @@ def app(home) -> AppTest:
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
     at.slider(key="queue_confidence").set_value(100).run()
-    at.text_input(key="queue_reviewer").set_value("Ana").run()
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
     assert not at.exception, at.exception
     return at
 
@@ -104,7 +104,21 @@ def test_skip_moves_on_without_writing(app, home):
 def test_a_review_needs_a_name(app, home):
     store = Store(home)
     first = waiting_order(store)[0]
-    app.text_input(key="queue_reviewer").set_value("").run()
+    app.text_input(key="sidebar_reviewer").set_value("").run()
     button(app, "Confirm").click().run()
     assert any("name" in e.value for e in app.error)
     assert store.review_history(first).empty
+
+
+def test_not_a_part_is_a_key_in_the_queue_and_leaves_it(app, home):
+    store = Store(home)
+    order = waiting_order(store)
+    [unusable] = [b for b in app.button if b.label == "Not a part / unusable"]
+    app.selectbox(key=f"queue_{order[0]}_unusable_reason").set_value("blurred")
+    unusable.click().run()
+    assert not app.exception, app.exception
+    detail = store.inspection_detail(order[0])
+    assert detail["unusable_reason"] == "blurred" and detail["defect"] is None and detail["action"] is None
+    assert list(store.review_history(order[0])["kind"]) == ["unusable"]
+    assert shown_id(app) == order[1], "the queue moves on"
+    assert any("unusable" in s.value for s in app.success)

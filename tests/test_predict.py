@@ -97,5 +97,25 @@ def test_out_of_distribution_image_is_flagged(predictor):
     rng = np.random.default_rng(0)
     noise = Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8), "RGB")
     pred = predictor.predict_images([noise])[0]
-    assert pred.needs_review and "out of distribution" in pred.review_reason
+    assert pred.needs_review and "unlike the photos it learned from" in pred.review_reason
     assert pred.action == "Review"
+
+
+def test_a_no_defect_prediction_above_the_miss_averse_cut_asks_for_a_second_look(predictor, magnetic_tile):
+    image = Image.open(sorted((magnetic_tile / "images" / "free").glob("*.jpg"))[0]).convert("RGB")
+    card = predictor.card
+    original = card.miss_threshold
+    try:
+        card.miss_threshold = None
+        (plain,) = predictor.predict_images([image])
+        assert plain.defect.label == card.no_defect_class
+        defect_probability = 1 - plain.defect.probabilities[card.no_defect_class]
+        card.miss_threshold = defect_probability / 2  # any defect probability above it must be looked at
+        (flagged,) = predictor.predict_images([image])
+        assert flagged.needs_review and "may hide a defect" in flagged.review_reason
+        assert flagged.action == "Review" and flagged.defect.label == card.no_defect_class
+        card.miss_threshold = min(1.0, defect_probability + 0.01)
+        (passed,) = predictor.predict_images([image])
+        assert "may hide a defect" not in (passed.review_reason or "")
+    finally:
+        card.miss_threshold = original

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from visionqc.csvfile import UTF8_BOM
 from visionqc.filters import InspectionFilter
 from visionqc.store import DuplicateRecord, FailureRecord, InspectionRecord, Store, StoreBusyError, StoreError
-from visionqc.store.inspections import UTF8_BOM
 from visionqc.store.query import build_where
-from visionqc.store.schema import SCHEMA_VERSION
+from visionqc.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 T0 = datetime(2026, 3, 10, 12, 0, 0)  # naive UTC
 
@@ -148,7 +148,7 @@ def test_new_store_is_migrated_to_the_latest_schema_once(tmp_path):
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
         tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    assert versions == list(range(1, SCHEMA_VERSION + 1))
+    assert versions == [version for version, _ in MIGRATIONS]  # the lead renumbers branches' migrations at merge
     assert {"batches", "images", "inspections", "embeddings", "reviews", "tags", "failures", "duplicates"} <= tables
     assert {"inspection_view", "inspection_view_all"} <= views
     assert (tmp_path / "home" / "visionqc.duckdb").is_file()
@@ -476,6 +476,17 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(seeded, tmp_path)
     second = frame.set_index("inspection_id").loc[2]
     assert (second["severity"], second["pred_severity"], second["reviewed_by"]) == ("high", "low", "Zoë")
     assert frame.set_index("inspection_id").loc[7, "tags"] == "Prüfer;retrain"
+    # What a shift report needs: where, who, which lot, what a person set, and times with their zone.
+    for column in ("station", "operator", "note", "lot", "part_number", "batch_id", "model_version", "rev_severity"):
+        assert column in frame.columns, column
+    assert second["rev_severity"] == "high"
+    assert all(str(t).endswith("+00:00") for t in frame["created_at"])
+    assert frame["confidence"].map(lambda v: len(f"{v}".split(".")[-1]) <= 4).all()
+    berlin = pd.read_csv(
+        io.BytesIO(store.export_csv(InspectionFilter(defects=("crack",), timezone="Europe/Berlin"))),
+        encoding="utf-8-sig",
+    )
+    assert all(str(t)[-6:] in ("+01:00", "+02:00") for t in berlin["created_at"])
 
     target = tmp_path / "export.csv"
     assert store.export_csv(InspectionFilter(), path=target) == target
@@ -499,6 +510,7 @@ def test_batch_summary_failures_and_csv(seeded):
         "inspected": 6,
         "by_action": {"Pass": 2, "Reject": 3, "Review": 1},
         "needs_review": 1,
+        "unusable": 0,
         "duplicates": 0,
         "failures": 1,
     }

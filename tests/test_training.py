@@ -14,7 +14,7 @@ from visionqc.cli.training import parse_loss_weights
 from visionqc.model.card import read_card
 from visionqc.model.checkpoint import load_checkpoint
 from visionqc.model.predict import Predictor
-from visionqc.training.calibration import calibrate_confidence_threshold
+from visionqc.training.calibration import calibrate_confidence_threshold, calibrate_miss_threshold
 from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import load_dataset
 from visionqc.training.evaluation import evaluate_model_dir
@@ -45,6 +45,10 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     assert card.no_defect_class == "free"
     assert set(card.confidence_thresholds) == {"defect", "severity", "location"}
     assert card.ood_threshold is not None and checkpoint.ood_bank is not None
+    # Every trained model gets the miss-averse cut, with what it does on validation.
+    miss = card.raw["training"]["calibration"]["miss_averse"]
+    assert card.miss_threshold == miss["threshold"] and 0 <= card.miss_threshold <= 1
+    assert miss["val_defect_recall"] >= miss["val_defect_recall_without"]
     training = card.raw["training"]
     assert training["config"]["loss_weights"] == {"defect": 1.0, "severity": 0.5, "location": 0.5}
     assert training["command"].startswith("python -m visionqc train ")
@@ -127,6 +131,30 @@ def test_confidence_threshold_by_hand():
     assert calibrate_confidence_threshold(conf, correct, 0.95, 0.25) == pytest.approx(0.575)
     assert calibrate_confidence_threshold(conf, correct, 0.95, 0.6) == pytest.approx(0.8)
     assert calibrate_confidence_threshold(conf, np.ones(8, dtype=bool), 0.95, 0.25) == pytest.approx(0.4)
+
+
+def test_miss_averse_cut_by_hand():
+    # Ten defective images, three predicted free (defect probability 0.40, 0.30, 0.05), none flagged otherwise;
+    # twenty good images predicted free with defect probabilities 0.00 ... 0.38.
+    p = np.array([0.9] * 7 + [0.40, 0.30, 0.05] + [i / 50 for i in range(20)])
+    free = np.array([False] * 7 + [True] * 3 + [True] * 20)
+    flagged = np.zeros(30, dtype=bool)
+    defective = np.array([True] * 10 + [False] * 20)
+    # 90 % recall needs the 0.40 and 0.30 images flagged: a cut below 0.30, i.e. 0.28 at most. A budget of 25 %
+    # of the good images (5 of 20: 0.30 ... 0.38) allows exactly that cut.
+    result = calibrate_miss_threshold(p, free, flagged, defective, target_recall=0.9, max_free_flagged=0.25)
+    assert result["threshold"] == pytest.approx(0.28) and result["val_defect_recall"] == pytest.approx(0.9)
+    assert result["val_free_flagged_share"] == pytest.approx(0.25) and result["met_target"]
+    assert result["val_defect_recall_without"] == pytest.approx(0.7)
+    # A larger budget buys more second looks: the lowest cut within it.
+    result = calibrate_miss_threshold(p, free, flagged, defective, target_recall=0.9, max_free_flagged=0.30)
+    assert result["threshold"] == pytest.approx(0.26) and result["val_free_flagged_share"] == pytest.approx(0.30)
+    # A budget too small for the recall: the recall wins, with the highest cut that reaches it.
+    result = calibrate_miss_threshold(p, free, flagged, defective, target_recall=0.9, max_free_flagged=0.05)
+    assert result["threshold"] == pytest.approx(0.28) and result["val_free_flagged_share"] > 0.05
+    # Nothing missed on validation and no budget: no second look is needed (the cut is 1).
+    result = calibrate_miss_threshold(p[:7], free[:7], flagged[:7], defective[:7], 0.98, 0.0)
+    assert result["threshold"] == 1.0 and result["val_defect_recall"] == 1.0
 
 
 def test_augment_keeps_most_of_the_image_and_is_seeded(magnetic_tile):

@@ -92,8 +92,16 @@ def test_named_bytes_mix_of_images_zips_and_others():
 def test_paths_walk_folders_and_report_missing(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "x.jpg").write_bytes(jpeg_bytes())
-    (tmp_path / "readme.md").write_text("ignored in folders")
+    (tmp_path / "readme.md").write_text("not a photo")
+    (tmp_path / "sub" / "drawing.pdf").write_bytes(b"%PDF-1.7\n")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
     (tmp_path / "y.zip").write_bytes(make_zip([("z.jpg", jpeg_bytes())]))
+    (tmp_path / "link.jpg").symlink_to(tmp_path / "sub" / "x.jpg")
     files, failures = split(iter_paths([tmp_path, tmp_path / "missing.jpg"]))
     assert sorted(f.name.replace(str(tmp_path), "") for f in files) == ["/sub/x.jpg", "/y.zip/z.jpg"]
     assert "no such file" in failures[str(tmp_path / "missing.jpg")]
+    # Nothing in a folder is skipped in silence: each file not classified is reported with its reason.
+    assert "not an image file type (.pdf)" in failures[str(tmp_path / "sub" / "drawing.pdf")]
+    assert "not an image file type (.md)" in failures[str(tmp_path / "readme.md")]
+    assert "system file" in failures[str(tmp_path / ".DS_Store")]
+    assert "symbolic link" in failures[str(tmp_path / "link.jpg")]

@@ -37,8 +37,10 @@ class InspectionFilter:
     - ``confidence_min`` / ``confidence_max``: inclusive bounds on the defect confidence.
     - ``needs_review``, ``reviewed``: ``True`` / ``False`` keep only flagged / unflagged rows,
       reviewed / not yet reviewed rows; ``None`` keeps both.
-    - ``batches``: the row belongs to one of these batch ids. ``stations``: its batch was recorded at one
-      of these stations.
+    - ``batches``: the row belongs to one of these batch ids. ``stations`` / ``operators``: its batch was
+      recorded at one of these stations / by one of these operators (``None`` = none recorded).
+    - ``unusable``: ``True`` keeps only photos a person marked "not a part / unusable image", ``False``
+      leaves them out (every quality figure does), ``None`` keeps both.
     - ``file_name``: case-insensitive substring of the file name.
     - Tags: ``tags_all`` — the row carries **every** listed tag (AND); ``tags_any`` — it carries **at
       least one** of them (OR); ``tags_none`` — it carries **none** of them (NOT). The three combine
@@ -68,6 +70,8 @@ class InspectionFilter:
     tags_none: Sequence[str] = ()
     model_names: Sequence[str | None] = ()
     stations: Sequence[str | None] = ()
+    operators: Sequence[str | None] = ()
+    unusable: bool | None = None
     ids: Sequence[int] | None = None
     deleted: str = "hide"
 

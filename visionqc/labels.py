@@ -28,6 +28,9 @@ SEVERITY_RANK: dict[str, int] = {
 }
 MEDIUM_RANK = SEVERITY_RANK["medium"]
 
+# Why a photo is "not a part / unusable image" (a review outcome): such photos leave every quality figure.
+UNUSABLE_REASONS: tuple[str, ...] = ("not our part", "blurred", "empty", "wrong exposure", "other")
+
 
 def is_missing(value: Any) -> bool:
     """``None``, NaN/NA or an empty string: a label that is not there."""

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from visionqc.filters import InspectionFilter
+from visionqc.store import Store
+
 pytestmark = pytest.mark.slow
 
 
@@ -71,9 +74,10 @@ def _grid_cells(grid) -> list[str]:
     return [t.strip() for t in grid.locator("td").all_text_contents()]
 
 
-def _click_row(page, grid, row: int, row_height: int = 64, header: int = 36) -> None:
-    box = grid.bounding_box()
-    page.mouse.click(box["x"] + 15, box["y"] + header + row_height * row + row_height / 2)
+def _click_row(page, grid, row: int, x: float = 15, row_height: int = 35, header: int = 35) -> None:
+    """Click row ``row``: ``x=15`` is its tick box (History), further right any of its cells (opens it)."""
+    box = grid.locator("canvas").first.bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + header + row_height * row + row_height / 2)
 
 
 def _choose(page, label: str, option: str, scope=None) -> None:
@@ -117,25 +121,36 @@ def test_inspect_correct_then_filter_and_download_history(
     for p in [*photos, *zipped]:
         assert any(p.name in c for c in cells), p.name
     headers = [h.strip() for h in grid.locator("th").all_text_contents()]
-    for title in ("Image", "File", "Defect", "Defect conf.", "Severity", "Location", "Action", "Review"):
+    for title in ("Image", "File", "Defect", "Conf.", "Severity", "Location", "Action", "Review", "Why look"):
         assert title in headers, headers
 
-    # Select the second row, correct its defect type, save.
-    _click_row(page, grid, 1)
+    # The reviewer's name is set once, in the sidebar.
+    name = page.get_by_role("textbox", name="Your name (reviewer)")
+    name.fill("Ana Lead")
+    name.press("Enter")
     wait_for_app(page)
-    page.get_by_text("Model predicted:").wait_for()
-    form = page.locator("[data-testid='stForm']")
+    _tall(page, wait_for_app)
+    page.screenshot(path=str(screenshot_dir / "visionqc-inspect.png"))
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    # A click on any cell of the second row opens it beside the table; correct its defect type, save.
+    grid = page.locator("[data-testid='stDataFrame']").filter(has_text=photos[1].name).last
+    grid.scroll_into_view_if_needed()
+    _click_row(page, grid, 1, x=300)
+    panel = page.get_by_role("dialog")
+    panel.get_by_text("Model predicted:").wait_for(timeout=120_000)
+    form = panel.locator("[data-testid='stForm']")
     current = form.get_by_role("combobox", name="Defect").input_value()
     new_defect = "crack" if current != "crack" else "blowhole"
     _choose(page, "Defect", new_defect, scope=form)
-    form.get_by_role("textbox", name="Your name").fill("Ana Lead")
+    assert "Reviewing as Ana Lead" in form.inner_text()
     form.get_by_role("button", name="Save correction").click()
+    panel.get_by_text("Saved:").wait_for()
+    page.screenshot(path=str(screenshot_dir / "visionqc-inspect-detail.png"))
+    page.keyboard.press("Escape")  # closing the panel redraws the page with the correction
     wait_for_app(page)
-    page.get_by_text("Saved:").wait_for()
-    assert "Ana Lead" in page.inner_text("[data-testid='stMain']")
-    assert "Review history" in page.inner_text("[data-testid='stMain']")
-    _tall(page, wait_for_app)
-    page.screenshot(path=str(screenshot_dir / "visionqc-inspect.png"))
+    assert not page.get_by_role("dialog").count()
+    corrected, _ = Store(app_server.home).search(InspectionFilter(file_name=photos[1].name), page_size=0)
+    assert list(corrected["reviewed_by"]) == ["Ana Lead"] and list(corrected["defect"]) == [new_defect]
 
     # History: filter by file name, then by "Reviewed", and download the CSV of the filtered set.
     page.set_viewport_size({"width": 1400, "height": 1000})
@@ -148,7 +163,7 @@ def test_inspect_correct_then_filter_and_download_history(
     _click_row(page, history_grid, 0)
     _click_row(page, history_grid, 2)
     wait_for_app(page)
-    page.get_by_text("2 selected").wait_for()
+    page.get_by_text("Selected — 2 images").wait_for()
     _tall(page, wait_for_app)
     page.screenshot(path=str(screenshot_dir / "visionqc-history-selected.png"))
     page.set_viewport_size({"width": 1400, "height": 1000})

@@ -1,4 +1,5 @@
-"""``predict`` (classify and print) and ``inspect`` (classify into the database)."""
+"""``predict`` (classify and print), ``inspect`` (classify into the database) and ``report`` (a batch's printable
+lot report as PDF)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from visionqc.cli.common import (
     EXIT_NOTHING_READ,
     EXIT_OK,
     EXIT_STORE_ERROR,
+    EXIT_USER_ERROR,
     add_runtime_option,
     load_predictor,
 )
@@ -87,6 +89,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             station=args.station,
             operator=args.operator,
             note=args.note,
+            part_number=args.part_number,
+            lot=args.lot,
             source="cli",
             progress=progress,
             batch_id=args.resume,
@@ -155,6 +159,31 @@ def _input_files(paths: list[str]) -> list[Path]:
     return [p for p in files if p.is_file()]
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from visionqc.filters import is_timezone
+    from visionqc.reporting.lot_report import batch_report_data, lot_report_pdf
+    from visionqc.store import Store, StoreError
+    from visionqc.store.analytics import configured_timezone
+
+    timezone = args.timezone or configured_timezone()
+    if not is_timezone(timezone):
+        print(f"error: unknown time zone {timezone!r}; use an IANA name such as Europe/Berlin", file=sys.stderr)
+        return EXIT_USER_ERROR
+    try:
+        report = batch_report_data(Store(config.data_dir()), args.batch_id, timezone=timezone)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR
+    out = args.out or Path(f"visionqc-lot-report-{args.batch_id}.pdf")
+    out.write_bytes(lot_report_pdf(report))
+    summary = report.summary
+    print(
+        f"lot report for batch {args.batch_id}: {summary['inspected']} inspected, "
+        f"{len(report.listed)} rejects and holds listed, {summary['unusable']} unusable photos -> {out}"
+    )
+    return EXIT_OK
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -190,9 +219,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--station", help="inspection station, e.g. 'Line 2'")
     p.add_argument("--operator", help="who ran the batch")
     p.add_argument("--note", help="free-text note stored with the batch")
+    p.add_argument("--part-number", help="part number of what is inspected (printed on the lot report)")
+    p.add_argument("--lot", help="lot or production order (printed on the lot report)")
     p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
     p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
     p.add_argument("--resume", metavar="BATCH_ID", help="add to this open batch, skipping files it already holds")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_runtime_option(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "report",
+        help="write a batch's printable lot report (PDF)",
+        description="Write the lot report of one batch as a PDF: batch, station, operator, part number, lot, "
+        "model and version, times with their zone, counts by action (unusable photos apart), every Reject and "
+        "Hold with its thumbnail, labels, confidences and reviewer, and a sign-off line. The same report as the "
+        "app's 'Download lot report (PDF)'. Reads the database under VISIONQC_HOME.",
+    )
+    p.add_argument("batch_id", metavar="BATCH_ID", help="the batch, as printed by inspect (or shown in the app)")
+    p.add_argument("--out", type=Path, help="the PDF file to write (default: visionqc-lot-report-BATCH_ID.pdf)")
+    p.add_argument(
+        "--timezone",
+        help="IANA time zone for the times printed (default: VISIONQC_TIMEZONE, else this computer's zone)",
+    )
+    p.set_defaults(func=cmd_report)

@@ -204,6 +204,33 @@ def cmd_localise(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import shlex
+
+    from visionqc.model.card import ModelLoadError
+    from visionqc.training.config import TrainConfig
+    from visionqc.training.recalibrate import recalibrate_miss_averse
+
+    dataset = _read_dataset(args)
+    cfg = TrainConfig(miss_target_recall=args.target_recall, miss_max_free_flagged=args.max_free_flagged)
+    command = "python -m visionqc " + " ".join(shlex.quote(a) for a in (args.argv or []))
+    try:
+        result = recalibrate_miss_averse(args.model, dataset, cfg, command=command, progress=not args.quiet)
+    except ModelLoadError as exc:
+        print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
+        return EXIT_BAD_MODEL
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    val, test = result["validation"], result["test"]
+    print(
+        f"miss-averse cut {val['threshold']:.4f} written to {args.model}/model.json: validation defects caught or "
+        f"flagged {val['val_defect_recall']:.1%} (without it {val['val_defect_recall_without']:.1%}); test: "
+        f"{test['test_defects_predicted_free_flagged']} of {test['test_defects_predicted_free']} defective tiles "
+        f"predicted free are flagged, {test['test_free_flagged_share']:.1%} of good tiles flagged by any rule",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
 DATA_HELP = (
     "labelled images: class folders DIR/<defect>/*.jpg (optional DIR/labels.csv with image,severity,location); "
     "DIR/images/<defect>/ with DIR/masks/ (PNG, white = defect) or DIR/boxes/ (Pascal VOC XML); "
@@ -234,7 +261,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_train(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_calibrate(sub)
     _add_localise(sub)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="calibrate a trained model's miss-averse review cut on its validation split, without retraining",
+        description="Recompute the model's validation and test split from its card (seed and fractions; the "
+        "test split must equal the card's test files), choose the cut above which a 'no defect' prediction's "
+        "defect probability asks for a second look (so that the target share of validation defects is caught "
+        "or flagged, within the budget of good parts flagged), measure it on the test split and write both "
+        "into model.json. Training does the same for every new model. DATA is the dataset the model was "
+        "trained on.",
+    )
+    add_dataset_options(p)
+    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=0.98,
+        help="share of validation defects to catch or flag (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-free-flagged",
+        type=float,
+        default=0.10,
+        help="budget: share of defect-free validation images flagged by any rule (default: %(default)s)",
+    )
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -126,14 +126,26 @@ def iter_named_bytes(
             yield UploadFailure(name, f"skipped: not an image file type ({Path(name).suffix or 'no extension'})")
 
 
+SYSTEM_FILES = {".ds_store", "thumbs.db", "desktop.ini"}
+
+
 def iter_paths(paths: Iterable[str | Path], limits: UploadLimits = UploadLimits()) -> Iterator[UploadResult]:
-    """Expand command-line paths: files, folders (recursively, images and zips only) and zips."""
+    """Expand command-line paths: files, folders (recursively) and zips. Every file of a folder that is not an
+    image or a zip is reported with its reason (a PDF left among the photos is never skipped in silence)."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for child in sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
-                if has_image_extension(child.name) or is_zip_name(child.name):
+            for child in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
+                if child.is_symlink():
+                    yield UploadFailure(str(child), "skipped: a symbolic link (links are not followed)")
+                elif has_image_extension(child.name) or is_zip_name(child.name):
                     yield from _read_file(child, str(child), limits)
+                elif child.name.lower() in SYSTEM_FILES or child.name.startswith("._"):
+                    yield UploadFailure(str(child), "skipped: a system file, not a photo")
+                else:
+                    yield UploadFailure(
+                        str(child), f"skipped: not an image file type ({child.suffix or 'no extension'})"
+                    )
         elif path.is_file():
             yield from _read_file(path, str(path), limits)
         else:

@@ -46,6 +46,9 @@ class ModelCard:
     confidence_thresholds: dict[str, float] = field(default_factory=dict)
     ood_threshold: float | None = None
     ood_k: int = 5
+    # Miss-averse review: a "no defect" prediction whose total defect probability is above this is flagged
+    # (a missed defect costs far more than a second look); calibrated on validation for defect recall.
+    miss_threshold: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,6 +82,7 @@ class ModelCard:
                     "confidence_thresholds": self.confidence_thresholds,
                     "ood_threshold": self.ood_threshold,
                     "ood_k": self.ood_k,
+                    "miss_threshold": self.miss_threshold,
                 },
             }
         )
@@ -161,6 +165,8 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
     _require(ood is None or _number(ood), "'needs_review.ood_threshold' must be a number or null")
     ood_k = review.get("ood_k", 5)
     _require(isinstance(ood_k, int) and ood_k >= 1, "'needs_review.ood_k' must be a positive integer")
+    miss = review.get("miss_threshold")
+    _require(miss is None or (_number(miss) and 0 <= miss <= 1), "'needs_review.miss_threshold' must be in 0-1 or null")
     return ModelCard(
         name=data["name"],
         version=data["version"],
@@ -172,6 +178,7 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
         confidence_thresholds={k: float(v) for k, v in thresholds.items()},
         ood_threshold=None if ood is None else float(ood),
         ood_k=ood_k,
+        miss_threshold=None if miss is None else float(miss),
         raw=data,
     )
 

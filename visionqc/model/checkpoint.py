@@ -98,11 +98,18 @@ def save_checkpoint(
     if ood_bank is not None:
         tensors[OOD_BANK] = ood_bank.detach().to(torch.float16).contiguous()
         tensors[OOD_BANK_LABELS] = ood_bank_labels.detach().to(torch.int64).contiguous()
-    card_json = card.to_json()
-    parse_card(card_json)  # never write a card we could not read back
+    parse_card(card.to_json())  # never write a card we could not read back
     tmp_weights = directory / (WEIGHTS_FILE + ".tmp")
     save_file(tensors, str(tmp_weights), metadata={"format": CARD_FORMAT})
     tmp_weights.replace(directory / WEIGHTS_FILE)
+    return write_card(directory, card)
+
+
+def write_card(model_dir: str | Path, card: ModelCard) -> Path:
+    """Write (replace atomically) only the card: e.g. a threshold calibrated after training."""
+    directory = Path(model_dir)
+    card_json = card.to_json()
+    parse_card(card_json)  # never write a card we could not read back
     tmp_card = directory / (CARD_FILE + ".tmp")
     tmp_card.write_text(json.dumps(card_json, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp_card.replace(directory / CARD_FILE)

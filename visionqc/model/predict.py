@@ -221,7 +221,7 @@ class Predictor:
                 tasks[task] = TaskResult(classes[j], conf, {c: float(v) for c, v in zip(classes, p, strict=True)})
                 threshold = card.confidence_thresholds.get(task)
                 if threshold is not None and conf < threshold:
-                    reasons.append(f"low confidence: {task} {conf:.2f} < {threshold:.2f}")
+                    reasons.append(f"unsure of the {task} ({conf:.0%}; sure from {threshold:.0%})")
             # Keep "defect" first whatever order the card lists tasks in.
             tasks = {
                 PRIMARY_TASK: tasks[PRIMARY_TASK],
@@ -229,7 +229,15 @@ class Predictor:
             }
             score = None if ood is None else float(ood[i])
             if score is not None and card.ood_threshold is not None and score > card.ood_threshold:
-                reasons.append(f"out of distribution: score {score:.3f} > {card.ood_threshold:.3f}")
+                reasons.append(
+                    f"unlike the photos it learned from (score {score:.2f}, usual up to {card.ood_threshold:.2f})"
+                )
+            defect_probability = 1.0 - float(defect_p[defect_classes.index(card.no_defect_class)])
+            if not is_defect and card.miss_threshold is not None and defect_probability > card.miss_threshold:
+                reasons.append(
+                    f"may hide a defect ({defect_probability:.0%} defect probability; "
+                    f"a second look from {card.miss_threshold:.0%})"
+                )
             needs_review = bool(reasons)
             severity = tasks.get("severity")
             action = self.policy.decide(defect_label, severity.label if severity else None, needs_review, is_defect)

@@ -22,8 +22,6 @@ SELECTIONS: dict[str, str] = {
     "location": "pick_location",
     "action": "pick_action",
 }
-# The one label that groups the types beyond the top N; it is not a real defect type and is never a filter.
-OTHER_TYPES = "other types"
 TOP_N = 10
 WIDTH = 460
 HEIGHT = 260
@@ -31,6 +29,9 @@ HEIGHT = 260
 # subtitle never squeezes the bars. Streamlit would otherwise use "fit", which shrinks the plot instead.
 AUTOSIZE = alt.AutoSizeParams(type="fit-x", contains="padding")
 DIMMED = 0.25
+# Counts are whole numbers: never a tick at 0.5.
+COUNT_AXIS_OPTIONS = {"tickMinStep": 1, "format": "d"}
+COUNT_AXIS = alt.Axis(**COUNT_AXIS_OPTIONS)
 
 
 def selection_name(dimension: str) -> str:
@@ -41,12 +42,12 @@ def selection_name(dimension: str) -> str:
 def selection_values(selection: Mapping[str, Any] | None, dimension: str) -> list[str]:
     """The values picked on a chart, from ``st.altair_chart(..., on_select=...)``'s state for one selection.
 
-    Point selections arrive as a list of ``{field: value}`` dicts; the "other types" bucket is not a value.
+    Point selections arrive as a list of ``{field: value}`` dicts.
     """
     picked = []
     for point in selection or []:
         value = point.get(dimension) if isinstance(point, Mapping) else None
-        if value is not None and value != OTHER_TYPES:
+        if value is not None:
             picked.append(str(value))
     return list(dict.fromkeys(picked))
 
@@ -115,7 +116,7 @@ def defect_severity_bars(
         .mark_bar()
         .encode(
             y=alt.Y("defect:N", sort=order, title="Defect type", axis=alt.Axis(labelLimit=160)),
-            x=alt.X("sum(count):Q", title="Inspections", stack="zero"),
+            x=alt.X("sum(count):Q", title="Inspections", stack="zero", axis=COUNT_AXIS),
             color=alt.Color(
                 "severity:N",
                 scale=alt.Scale(domain=domain, range=colors),
@@ -167,7 +168,9 @@ def daily_trend(frame: pd.DataFrame, *, subtitle: str | None = None, time_zone: 
     ]
     base = alt.Chart(data)
     bars = base.mark_bar(color="#8fb3d9", opacity=0.85).encode(
-        x=x, y=alt.Y("inspected:Q", title="Inspected per day", axis=alt.Axis(titleColor="#4e79a7")), tooltip=tooltip
+        x=x,
+        y=alt.Y("inspected:Q", title="Inspected per day", axis=alt.Axis(titleColor="#4e79a7", **COUNT_AXIS_OPTIONS)),
+        tooltip=tooltip,
     )
     rate_y = alt.Y(
         "defect_rate:Q",
@@ -185,7 +188,7 @@ def daily_trend(frame: pd.DataFrame, *, subtitle: str | None = None, time_zone: 
     )
 
 
-def _ratio_donut(
+def _ratio_bars(
     frame: pd.DataFrame,
     dimension: str,
     *,
@@ -197,31 +200,35 @@ def _ratio_donut(
     subtitle: str | None,
     empty_message: str,
 ) -> alt.Chart:
+    """A ratio as horizontal bars in ``domain`` order, each labelled with its count and share (on screen and in
+    the PNG): a printed page shows the numbers, not only the shapes."""
     if frame.empty or frame["count"].sum() == 0:
         return empty_chart(title, empty_message, subtitle)
+    data = frame.copy()
+    data["label"] = [f"{int(n):,}  ({share:.1%})" for n, share in zip(data["count"], data["share"], strict=True)]
     pick = _pick(dimension, selected)
-    return (
-        alt.Chart(frame, title=_title(title, subtitle))
-        .mark_arc(innerRadius=60, stroke="#ffffff", strokeWidth=1)
-        .encode(
-            theta=alt.Theta("count:Q", stack=True),
-            color=alt.Color(
-                f"{dimension}:N",
-                scale=alt.Scale(domain=domain, range=colors),
-                sort=domain,
-                legend=alt.Legend(title=field_title, orient="right"),
-            ),
-            order=alt.Order("order:Q"),
-            opacity=_opacity(pick, selected),
-            tooltip=[
-                alt.Tooltip(f"{dimension}:N", title=field_title),
-                alt.Tooltip("count:Q", title="Inspections", format=","),
-                alt.Tooltip("share:Q", title="Share", format=".1%"),
-            ],
-        )
-        .transform_calculate(order=_index_expression(dimension, domain))
-        .add_params(pick)
-        .properties(autosize=AUTOSIZE, width=WIDTH, height=HEIGHT)
+    y = alt.Y(f"{dimension}:N", sort=domain, title=field_title, axis=alt.Axis(labelLimit=160))
+    base = alt.Chart(data, title=_title(title, subtitle)).encode(
+        y=y,
+        x=alt.X(
+            "count:Q",
+            title="Inspections",
+            axis=COUNT_AXIS,
+            scale=alt.Scale(domain=[0, float(data["count"].max()) * 1.3]),  # room for the labels
+        ),
+        tooltip=[
+            alt.Tooltip(f"{dimension}:N", title=field_title),
+            alt.Tooltip("count:Q", title="Inspections", format=","),
+            alt.Tooltip("share:Q", title="Share", format=".1%"),
+        ],
+    )
+    bars = base.mark_bar().encode(
+        color=alt.Color(f"{dimension}:N", scale=alt.Scale(domain=domain, range=colors), sort=domain, legend=None),
+        opacity=_opacity(pick, selected),
+    )
+    labels = base.mark_text(align="left", dx=4, fontSize=12, color="#1b1f24").encode(text="label:N")
+    return alt.layer(bars.add_params(pick), labels).properties(
+        autosize=AUTOSIZE, width=WIDTH, height=max(120, 38 * len(domain))
     )
 
 
@@ -230,51 +237,12 @@ def _index_expression(field: str, domain: Sequence[str]) -> str:
     return f"indexof([{quoted}], datum['{field}'])"
 
 
-def defect_ratio(
-    frame: pd.DataFrame,
-    *,
-    selected: Sequence[str] | None = None,
-    subtitle: str | None = None,
-    no_defect_label: str | None = None,
-    top_n: int = TOP_N - 1,
-) -> alt.Chart:
-    """Donut of defect types: the top ``top_n`` and one "other types" slice. ``frame``: ``defect, count``."""
-    data = collapse_other(frame, "defect", top_n)
-    domain, colors = palette.category_scale(data["defect"], no_defect_label, OTHER_TYPES)
-    return _ratio_donut(
-        data,
-        "defect",
-        title="Defect type ratio",
-        field_title="Defect type",
-        domain=domain,
-        colors=colors,
-        selected=selected,
-        subtitle=subtitle,
-        empty_message="No defects in this selection",
-    )
-
-
-def collapse_other(frame: pd.DataFrame, dimension: str, top_n: int) -> pd.DataFrame:
-    """Keep the ``top_n`` largest rows by ``count``, sum the rest into one "other types" row; recompute share."""
-    data = frame.sort_values(["count", dimension], ascending=[False, True])
-    if len(data) > top_n + 1:
-        rest = data.iloc[top_n:]
-        data = pd.concat(
-            [data.iloc[:top_n], pd.DataFrame({dimension: [OTHER_TYPES], "count": [int(rest["count"].sum())]})],
-            ignore_index=True,
-        )
-    data = data[[dimension, "count"]].reset_index(drop=True)
-    total = data["count"].sum()
-    data["share"] = data["count"] / total if total else 0.0
-    return data
-
-
 def severity_ratio(
     frame: pd.DataFrame, *, selected: Sequence[str] | None = None, subtitle: str | None = None
 ) -> alt.Chart:
-    """Donut of severities among defective inspections, lowest first. ``frame``: ``severity, count, share``."""
+    """Labelled bars of severities among defective inspections, lowest first. ``frame``: ``severity, count, share``."""
     domain, colors = palette.severity_scale(frame["severity"]) if not frame.empty else ([], [])
-    return _ratio_donut(
+    return _ratio_bars(
         frame,
         "severity",
         title="Severity ratio (defective inspections)",
@@ -290,9 +258,9 @@ def severity_ratio(
 def action_ratio(
     frame: pd.DataFrame, *, selected: Sequence[str] | None = None, subtitle: str | None = None
 ) -> alt.Chart:
-    """Donut of the actions taken (effective labels). ``frame``: ``action, count, share``."""
+    """Labelled bars of the actions taken (effective labels). ``frame``: ``action, count, share``."""
     domain, colors = palette.action_scale(frame["action"]) if not frame.empty else ([], [])
-    return _ratio_donut(
+    return _ratio_bars(
         frame,
         "action",
         title="Action ratio",
@@ -324,7 +292,7 @@ def location_bars(
                 title="Location on the part",
                 axis=alt.Axis(labelAngle=-30, labelOverlap=False),
             ),
-            y=alt.Y("count:Q", title="Defective inspections"),
+            y=alt.Y("count:Q", title="Defective inspections", axis=COUNT_AXIS),
             opacity=_opacity(pick, selected),
             tooltip=[
                 alt.Tooltip("location:N", title="Location"),
@@ -346,3 +314,74 @@ def color_scale_of(chart: alt.TopLevelMixin) -> dict[str, str]:
         if scale and "domain" in scale:
             return dict(zip(scale["domain"], scale["range"], strict=True))
     return {}
+
+
+def group_comparison(frame: pd.DataFrame, *, by: str = "station", subtitle: str | None = None) -> alt.TopLevelMixin:
+    """Stations (or operators) side by side: the defect rate of each, labelled with its value and the number
+    inspected, beside the mix of actions each one got (100 % stacked). ``frame``: see
+    :func:`visionqc.store.analytics.comparison`."""
+    noun = "Station" if by == "station" else "Operator"
+    title = f"{noun}s compared: defect rate and action mix"
+    if frame.empty:
+        return empty_chart(title, "No inspections in this selection", subtitle)
+    groups = frame.drop_duplicates("group").sort_values(["defect_rate", "group"], ascending=[False, True])
+    order = groups["group"].tolist()
+    rates = groups.assign(
+        label=[f"{r:.1%} of {n:,}" for r, n in zip(groups["defect_rate"], groups["inspected"], strict=True)]
+    )
+    y = alt.Y("group:N", sort=order, title=noun, axis=alt.Axis(labelLimit=120))
+    top = float(rates["defect_rate"].max())
+    rate_base = alt.Chart(rates).encode(
+        y=y,
+        x=alt.X(
+            "defect_rate:Q",
+            title="Defect rate",
+            axis=alt.Axis(format="%"),
+            scale=alt.Scale(domain=[0, min(1.0, max(0.05, top * 1.6))], nice=False),
+        ),
+        tooltip=[
+            alt.Tooltip("group:N", title=noun),
+            alt.Tooltip("inspected:Q", title="Inspected", format=","),
+            alt.Tooltip("defects:Q", title="Defective", format=","),
+            alt.Tooltip("defect_rate:Q", title="Defect rate", format=".1%"),
+        ],
+    )
+    # The value sits beside a short bar and inside a long one, so it never runs off the chart.
+    long_bar = alt.datum.defect_rate > 0.55 * min(1.0, max(0.05, top * 1.6))
+    rate = alt.layer(
+        rate_base.mark_bar(color="#4e79a7"),
+        rate_base.mark_text(align="left", dx=4, fontSize=11, color="#1b1f24")
+        .encode(text="label:N")
+        .transform_filter(~long_bar),
+        rate_base.mark_text(align="right", dx=-4, fontSize=11, color="#ffffff")
+        .encode(text="label:N")
+        .transform_filter(long_bar),
+    ).properties(width=170, height=max(90, 34 * len(order)))
+    domain, colors = palette.action_scale(frame["action"])
+    mix = (
+        alt.Chart(frame.assign(label=[f"{v:.0%}" if v >= 0.2 else "" for v in frame["share"]]))
+        .encode(
+            y=alt.Y("group:N", sort=order, title=None, axis=alt.Axis(labels=False, ticks=False)),
+            x=alt.X("sum(count):Q", stack="normalize", title="Action mix", axis=alt.Axis(format="%")),
+            order=alt.Order("action_rank:Q"),
+            tooltip=[
+                alt.Tooltip("group:N", title=noun),
+                alt.Tooltip("action:N", title="Action"),
+                alt.Tooltip("count:Q", title="Inspections", format=","),
+                alt.Tooltip("share:Q", title="Share", format=".1%"),
+            ],
+        )
+        .transform_calculate(action_rank=_index_expression("action", domain))
+    )
+    mix = alt.layer(
+        mix.mark_bar().encode(
+            color=alt.Color(
+                "action:N",
+                scale=alt.Scale(domain=domain, range=colors),
+                sort=domain,
+                legend=alt.Legend(title="Action", orient="bottom"),
+            )
+        ),
+        mix.mark_text(dx=-3, align="right", fontSize=11, color="#ffffff").encode(text="label:N"),
+    ).properties(width=150, height=max(90, 34 * len(order)))
+    return alt.hconcat(rate, mix, title=_title(title, subtitle), spacing=8).resolve_scale(y="shared")

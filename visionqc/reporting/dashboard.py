@@ -32,7 +32,6 @@ class ChartSection:
 def sections(data: DashboardData, *, subtitle: str | None = None) -> list[ChartSection]:
     """The Dashboard's charts in page order. ``subtitle`` (the filters in words) is written on exported charts."""
     cross = data.picks
-    no_defect = data.no_defect_labels[0] if data.no_defect_labels else None
     tz = data.time_zone
     return [
         ChartSection(
@@ -47,15 +46,6 @@ def sections(data: DashboardData, *, subtitle: str | None = None) -> list[ChartS
             "Daily volume and defect rate",
             charts.daily_trend(data.daily, subtitle=subtitle, time_zone=tz),
             data.daily,
-        ),
-        ChartSection(
-            "defect_ratio",
-            "Defect type ratio",
-            charts.defect_ratio(
-                data.by_defect, selected=cross.get("defect"), subtitle=subtitle, no_defect_label=no_defect
-            ),
-            data.by_defect,
-            "defect",
         ),
         ChartSection(
             "severity_ratio",
@@ -78,6 +68,18 @@ def sections(data: DashboardData, *, subtitle: str | None = None) -> list[ChartS
             data.by_action,
             "action",
         ),
+        ChartSection(
+            "station_comparison",
+            "Stations compared",
+            charts.group_comparison(data.by_station, by="station", subtitle=subtitle),
+            data.by_station,
+        ),
+        ChartSection(
+            "operator_comparison",
+            "Operators compared",
+            charts.group_comparison(data.by_operator, by="operator", subtitle=subtitle),
+            data.by_operator,
+        ),
     ]
 
 
@@ -91,7 +93,11 @@ def kpi_cards(k: Kpis) -> list[dict[str, Any]]:
     if k.last7 or k.prev7:
         volume_change = f"{k.last7 - k.prev7:+,}" + (f" ({k.last7 / k.prev7 - 1:+.0%})" if k.prev7 else "")
     return [
-        {"label": "Inspected", "value": f"{k.inspected:,}", "help": "Inspections in the period, after all filters."},
+        {
+            "label": "Inspected",
+            "value": f"{k.inspected:,}",
+            "help": "Inspections in the period, after all filters (unusable photos are counted on their own).",
+        },
         {
             "label": "Defect rate",
             "value": _pct(k.defect_rate),
@@ -130,6 +136,12 @@ def kpi_cards(k: Kpis) -> list[dict[str, Any]]:
             "value": f"{k.backlog:,}",
             "help": "Inspections flagged “needs review” that nobody has reviewed yet.",
         },
+        {
+            "label": "Unusable photos",
+            "value": f"{k.unusable:,}",
+            "help": "Photos marked “not a part / unusable image” in the period (not our part, blurred, empty …). "
+            "They are in no other number or chart.",
+        },
     ]
 
 
@@ -148,4 +160,5 @@ def kpi_lines(data: DashboardData) -> list[tuple[str, str]]:
         ("Top defect type", top),
         ("Medium severity or above", f"{_pct(k.serious_share)} of defects ({k.serious:,})"),
         ("Open review backlog", f"{k.backlog:,}"),
+        ("Unusable photos (in no other figure)", f"{k.unusable:,}"),
     ]

@@ -16,6 +16,7 @@ import altair as alt
 import pandas as pd
 import vl_convert
 
+from visionqc.csvfile import write_csv
 from visionqc.reporting.dashboard import ChartSection, kpi_lines, sections
 from visionqc.store.analytics import DashboardData
 
@@ -44,9 +45,9 @@ def png_size(png: bytes) -> tuple[int, int]:
     return struct.unpack(">II", png[16:24])
 
 
-def frame_csv(frame: pd.DataFrame) -> bytes:
-    """CSV bytes with a UTF-8 byte-order mark so spreadsheet programs read "—" correctly."""
-    return frame.to_csv(index=False).encode("utf-8-sig")
+def frame_csv(frame: pd.DataFrame, timezone: str = "UTC") -> bytes:
+    """A chart's numbers as CSV, through the one writer (:func:`visionqc.csvfile.write_csv`)."""
+    return write_csv(frame, timezone=timezone)
 
 
 def report_file_name(data: DashboardData, extension: str) -> str:

@@ -129,6 +129,16 @@ def thresholds_table(raw: dict[str, Any]) -> pd.DataFrame:
         rows.append(
             (f"out-of-distribution score above (k={review.get('ood_k', 5)})", f"{review['ood_threshold']:.4f}", rule)
         )
+    if review.get("miss_threshold") is not None:
+        miss = calibration.get("miss_averse") or {}
+        how = (
+            f"validation defects caught or flagged {100 * miss['val_defect_recall']:.1f}% (target "
+            f"{100 * miss['target_recall']:.0f}%); good images flagged by any rule "
+            f"{100 * miss['val_free_flagged_share']:.1f}%"
+            if "val_defect_recall" in miss
+            else ""
+        )
+        rows.append(("“no defect” but defect probability above", f"{100 * review['miss_threshold']:.1f}%", how))
     return pd.DataFrame(rows, columns=["Needs review when", "Threshold", "Calibration"])
 
 
@@ -157,4 +167,100 @@ def localisation_table(entry: dict[str, Any]) -> pd.DataFrame:
             for name, m in rows
         ],
         columns=["Class", "Images", "Pointing game %", "Within 15 px %", "Box IoU", "IoU ≥ 0.5 %"],
+    )
+
+
+# --- the card in plain words, for a QC lead -----------------------------------------------------------------
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def _listing(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def what_it_finds(raw: dict[str, Any]) -> str:
+    tasks = {t.get("name"): t.get("classes", []) for t in raw.get("tasks") or []}
+    no_defect = raw.get("no_defect_class")
+    data = (raw.get("training_data") or {}).get("name") or "the training photos"
+    defects = [c for c in tasks.get("defect", []) if c != no_defect]
+    text = f"It looks at each photo like those of **{data}** and says whether the part has a defect: " + (
+        f"{_listing(defects)} — or none (“{no_defect}”)." if defects else "."
+    )
+    if "severity" in tasks:
+        text += f" For a defect it also says how large it is ({' / '.join(tasks['severity'])})"
+        text += " and where it is on the photo." if "location" in tasks else "."
+    return text + " From these it proposes what to do with the part: Pass, Hold, Rework or Reject."
+
+
+def how_often_right(raw: dict[str, Any]) -> list[str]:
+    """Sentences about the held-out test photos (photos it never saw while learning)."""
+    test = (raw.get("metrics") or {}).get("test") or {}
+    defect = (test.get("tasks") or {}).get("defect") or {}
+    if not defect:
+        return ["The card has no test results: nobody measured this model on photos it did not learn from."]
+    lines = [f"Tested on **{test.get('n', defect.get('n', 0)):,} photos it never saw while learning**."]
+    lines.append(f"It names the right defect type (or “no defect”) for **{_pct(defect.get('accuracy'))}** of them.")
+    binary = (test.get("defect_vs_no_defect") or {}).get("per_class") or {}
+    bad, good = binary.get("defect") or {}, binary.get("no defect") or {}
+    if bad and good:
+        found = round(bad.get("recall", 0) * bad.get("support", 0))
+        alarms = round((1 - good.get("recall", 0)) * good.get("support", 0))
+        lines.append(
+            f"Of {bad.get('support', 0)} defective parts it called **{found} defective** "
+            f"({_pct(bad.get('recall'))}); of {good.get('support', 0)} good parts it wrongly called "
+            f"{alarms} defective ({_pct(1 - good.get('recall', 0))} false alarms)."
+        )
+    per_class = defect.get("per_class") or {}
+    weakest = min(per_class.items(), key=lambda kv: kv[1].get("recall", 1), default=None)
+    if weakest and weakest[1].get("recall", 1) < 1:
+        lines.append(
+            f"It is weakest on **{weakest[0]}**: it finds {_pct(weakest[1].get('recall'))} of those "
+            f"({weakest[1].get('support', 0)} test photos)."
+        )
+    return lines
+
+
+def when_it_asks(raw: dict[str, Any]) -> list[str]:
+    """When the model asks a person to look, in words, with what it did on the test photos."""
+    review = raw.get("needs_review") or {}
+    lines = ["It marks a photo **needs review** (action Review) when:"]
+    defect_cut = (review.get("confidence_thresholds") or {}).get("defect")
+    if defect_cut is not None:
+        lines.append(f"- it is unsure of the defect type (less than {_pct(defect_cut)} sure);")
+    if review.get("ood_threshold") is not None:
+        lines.append("- the photo looks unlike every photo it learned from (another part, a bad or odd photo);")
+    miss = review.get("miss_threshold")
+    if miss is not None:
+        lines.append(
+            f"- it says “no defect” but still gives a defect more than a **{_pct(miss)}** chance: a missed defect "
+            "costs far more than a second look."
+        )
+    calibration = ((raw.get("training") or {}).get("calibration") or {}).get("miss_averse") or {}
+    measured = ((raw.get("metrics") or {}).get("test") or {}).get("miss_averse") or {}
+    lines.append("")  # the list ends here (markdown): what follows is a paragraph
+    if calibration:
+        lines.append(
+            f"On the photos used to set these limits, {_pct(calibration.get('val_defect_recall'))} of the defective "
+            f"parts were called defective or sent for review (without the last rule: "
+            f"{_pct(calibration.get('val_defect_recall_without'))})."
+        )
+    if measured:
+        lines.append(
+            f"On the test photos, {_pct(measured.get('test_defect_recall_caught_or_flagged'))} of the defective "
+            f"parts were called defective or sent for review, and {_pct(measured.get('test_free_flagged_share'))} of "
+            "the good parts were sent for a second look."
+        )
+    return lines
+
+
+def where_it_looks(raw: dict[str, Any]) -> str | None:
+    entries = localisation_entries(raw)
+    if not entries:
+        return None
+    entry = next(iter(entries.values()))
+    return (
+        f"Its heatmap (where it looked) lands on the real defect in **{_pct(entry.get('pointing_game'))}** of "
+        f"{entry.get('images', 0)} test defects, and within 15 pixels of it in "
+        f"{_pct(entry.get('pointing_game_tolerant'))}."
     )

@@ -12,15 +12,17 @@ from collections.abc import Iterable
 
 from visionqc.labels import NO_VALUE, order_actions, order_severities
 
+# Severity is an intensity, drawn as one purple ramp (light = low, dark = high): never one of the action colours,
+# so "low" is not read as "Pass" nor "high" as "Reject" when both sit on one page.
 SEVERITY_COLORS: dict[str, str] = {
-    "low": "#2ca02c",  # green
-    "minor": "#2ca02c",
-    "medium": "#ff7f0e",  # orange
-    "moderate": "#ff7f0e",
-    "high": "#d62728",  # red
-    "major": "#d62728",
-    "severe": "#d62728",
-    "critical": "#7f0000",  # dark red
+    "low": "#c5b5e0",  # light purple
+    "minor": "#c5b5e0",
+    "medium": "#8c6bb1",  # purple
+    "moderate": "#8c6bb1",
+    "high": "#4d1f86",  # dark purple
+    "major": "#4d1f86",
+    "severe": "#4d1f86",
+    "critical": "#26054a",  # near black purple
 }
 NEUTRAL_COLOR = "#9e9e9e"
 ACTION_COLORS: dict[str, str] = {
@@ -32,11 +34,10 @@ ACTION_COLORS: dict[str, str] = {
 }
 
 # Defect types and locations have no meaning in their colour; a calm categorical palette (Tableau 10 without
-# its red, orange and green, which belong to severity and action).
+# its red, orange, green and purple, which belong to action and severity).
 CATEGORY_COLORS: tuple[str, ...] = (
     "#4e79a7",
     "#76b7b2",
-    "#b07aa1",
     "#9c755f",
     "#edc948",
     "#ff9da7",

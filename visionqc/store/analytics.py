@@ -61,6 +61,7 @@ class Kpis:
     top_defect_count: int = 0
     serious: int = 0  # defective inspections at medium severity or above
     backlog: int = 0  # flagged "needs review" and not reviewed yet
+    unusable: int = 0  # photos marked "not a part / unusable image" in the period: in no other figure
 
     @property
     def defect_rate(self) -> float | None:
@@ -99,6 +100,8 @@ class DashboardData:
     by_location: pd.DataFrame  # location, count, share (defective only)
     by_action: pd.DataFrame  # action, count, share
     daily: pd.DataFrame  # day, inspected, defects, defect_rate
+    by_station: pd.DataFrame = field(default_factory=pd.DataFrame)  # group, action, count, inspected, defect_rate
+    by_operator: pd.DataFrame = field(default_factory=pd.DataFrame)  # the same, by who ran the batch
     no_defect_labels: tuple[str, ...] = field(default_factory=tuple)
     include_no_defect: bool = False
 
@@ -129,6 +132,8 @@ class DashboardData:
             f"Period: {self.period_text()}",
             f"Models: {', '.join(map(str, f.model_names)) if f.model_names else 'all'}",
             f"Stations: {', '.join(map(str, f.stations)) if f.stations else 'all'}",
+            f"Operators: {', '.join(map(str, f.operators)) if f.operators else 'all'}",
+            "Unusable photos (not a part, blurred, …) are in no figure but their own count",
         ]
         for dimension, values in self.picks.items():
             lines.append(f"{DIMENSION_TITLES[dimension]}: {', '.join(values)}")
@@ -142,6 +147,8 @@ class DashboardData:
             parts.append("model " + ", ".join(map(str, f.model_names)))
         if f.stations:
             parts.append("station " + ", ".join(map(str, f.stations)))
+        if f.operators:
+            parts.append("operator " + ", ".join(map(str, f.operators)))
         parts += [f"{d} = {', '.join(v)}" for d, v in self.picks.items()]
         return " · ".join(parts)
 
@@ -163,8 +170,16 @@ def _condition(f: InspectionFilter) -> tuple[str, list[Any]]:
 
 
 def _scope(f: InspectionFilter, scan_from: date | None, scan_to: date | None) -> InspectionFilter:
-    """``f`` without its label conditions (each chart applies those itself) over the days scanned."""
-    return replace(f, date_from=scan_from, date_to=scan_to, **{name: () for name in LABEL_FIELDS.values()})
+    """``f`` without its label conditions (each chart applies those itself) over the days scanned, without
+    the photos marked unusable: they are in no quality figure."""
+    labels = {name: () for name in LABEL_FIELDS.values()}
+    return replace(f, date_from=scan_from, date_to=scan_to, unusable=False, **labels)
+
+
+def _unusable_count(store: Store, f: InspectionFilter, first_day: date | None, last_day: date) -> int:
+    """Photos marked unusable in the period (models, stations and operators of ``f``; they have no labels)."""
+    scope = replace(_scope(f, first_day, last_day), unusable=True)
+    return store.count(scope)
 
 
 def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: date, scan_from: date | None):
@@ -263,7 +278,40 @@ def dashboard_data(
     sql, params = _sql(f, period, first_day, anchor, scan_from)
     with store.connect() as con:
         rows = con.execute(sql, params).df()
-    return _shape(f, period, include_no_defect, rows, first_day, anchor)
+    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
+    last = None if period.key == "all" else anchor
+    unusable = _unusable_count(store, f, first_day, last)
+    return replace(
+        data,
+        kpis=replace(data.kpis, unusable=unusable),
+        by_station=comparison(store, f, first_day, last, "station"),
+        by_operator=comparison(store, f, first_day, last, "operator"),
+    )
+
+
+COMPARE_BY = ("station", "operator")
+
+
+def comparison(store: Store, f: InspectionFilter, first_day: date | None, last_day: date | None, by: str):
+    """Stations (or operators) side by side over the period: per group and action the count, and per group the
+    inspections, defects and defect rate. Every condition of ``f`` applies (unusable photos never count)."""
+    if by not in COMPARE_BY:
+        raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {by!r}")
+    where, params = _condition(replace(f, date_from=first_day, date_to=last_day, unusable=False))
+    sql = f"""SELECT coalesce(b.{by}, '{NO_VALUE}') AS "group", coalesce(v.action, '{NO_VALUE}') AS action,
+            count(*) AS count, count(*) FILTER (WHERE v.is_defect) AS defects
+        FROM (SELECT * FROM inspection_view WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id
+        GROUP BY ALL ORDER BY 1, 2"""
+    with store.connect() as con:
+        frame = con.execute(sql, params).df()
+    if frame.empty:
+        return pd.DataFrame(columns=["group", "action", "count", "share", "inspected", "defects", "defect_rate"])
+    totals = frame.groupby("group")[["count", "defects"]].transform("sum")
+    frame["inspected"] = totals["count"].astype(int)
+    frame["defects"] = totals["defects"].astype(int)
+    frame["share"] = frame["count"] / frame["inspected"]
+    frame["defect_rate"] = frame["defects"] / frame["inspected"]
+    return frame[["group", "action", "count", "share", "inspected", "defects", "defect_rate"]]
 
 
 def _rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:
@@ -395,5 +443,9 @@ def _daily(part: pd.DataFrame, first_day: date | None, last_day: date) -> pd.Dat
 
 
 def filter_options(store: Store) -> dict[str, list[str]]:
-    """Values for the model and station pickers."""
-    return {"models": store.distinct_values("model_name"), "stations": store.distinct_values("station")}
+    """Values for the model, station and operator pickers."""
+    return {
+        "models": store.distinct_values("model_name"),
+        "stations": store.distinct_values("station"),
+        "operators": store.distinct_values("operator"),
+    }

@@ -41,6 +41,8 @@ class BatchesMixin:
         model_name: str | None,
         model_version: str | None,
         batch_id: str | None = None,
+        part_number: str | None = None,
+        lot: str | None = None,
     ) -> str:
         if source not in ("app", "cli"):
             raise ValueError(f"source must be 'app' or 'cli', not {source!r}")
@@ -50,8 +52,11 @@ class BatchesMixin:
         def work(con: duckdb.DuckDBPyConnection) -> str:
             con.execute(
                 "INSERT INTO batches (batch_id, created_at, station, operator, note, source, model_name, "
-                "model_version, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open')",
-                [batch_id, now, station or None, operator or None, note or None, source, model_name, model_version],
+                "model_version, status, part_number, lot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', ?, ?)",
+                [
+                    *(batch_id, now, station or None, operator or None, note or None, source),
+                    *(model_name, model_version, part_number or None, lot or None),
+                ],
             )
             return batch_id
 
@@ -208,16 +213,19 @@ class BatchesMixin:
             ).df()
 
     def batch_summary(self, batch_id: str) -> dict[str, Any]:
-        """Counts for the batch summary: by action (effective), needs review, duplicates, failures."""
+        """Counts for the batch summary: by action (effective), needs review, duplicates, failures, and the
+        photos marked unusable (counted on their own, in no other number)."""
         with self.connect() as con:
             by_action = dict(
                 con.execute(
-                    "SELECT action, count(*) FROM inspection_view WHERE batch_id = ? GROUP BY action ORDER BY action",
+                    "SELECT action, count(*) FROM inspection_view WHERE batch_id = ? AND NOT unusable "
+                    "GROUP BY action ORDER BY action",
                     [batch_id],
                 ).fetchall()
             )
-            needs_review, inspected = con.execute(
-                "SELECT count(*) FILTER (WHERE needs_review), count(*) FROM inspection_view WHERE batch_id = ?",
+            needs_review, inspected, unusable = con.execute(
+                "SELECT count(*) FILTER (WHERE needs_review AND NOT unusable), count(*) FILTER (WHERE NOT unusable), "
+                "count(*) FILTER (WHERE unusable) FROM inspection_view WHERE batch_id = ?",
                 [batch_id],
             ).fetchone()
             duplicates = con.execute("SELECT count(*) FROM duplicates WHERE batch_id = ?", [batch_id]).fetchone()[0]
@@ -226,9 +234,12 @@ class BatchesMixin:
             "inspected": int(inspected),
             "by_action": {k: int(v) for k, v in by_action.items()},
             "needs_review": int(needs_review),
+            "unusable": int(unusable),
             "duplicates": int(duplicates),
             "failures": int(failures),
         }
 
-    def batch_csv(self, batch_id: str, path: str | Path | None = None) -> bytes | Path:
-        return self.export_csv(InspectionFilter(batches=(batch_id,)), path=path, sort="inspection_id", descending=False)
+    def batch_csv(self, batch_id: str, path: str | Path | None = None, timezone: str = "UTC") -> bytes | Path:
+        return self.export_csv(
+            InspectionFilter(batches=(batch_id,), timezone=timezone), path=path, sort="inspection_id", descending=False
+        )

@@ -4,8 +4,6 @@ Explore map sample, the review queue and the CSV export. Every selection goes th
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from visionqc.csvfile import write_csv
 from visionqc.filters import InspectionFilter
 from visionqc.labels import is_missing
-from visionqc.store.database import sql_path
 from visionqc.store.query import DISTINCT_COLUMNS, EXPORT_COLUMNS, build_where, order_by, rows_sql
 
-UTF8_BOM = b"\xef\xbb\xbf"
+EXPORT_CHUNK_ROWS = 50_000
 
 
 class InspectionsMixin:
@@ -80,7 +78,8 @@ class InspectionsMixin:
             if df.empty:
                 return None
             reviews = con.execute(
-                "SELECT review_id, created_at, reviewer, kind, defect, severity, location, action, note, previous "
+                "SELECT review_id, created_at, reviewer, kind, defect, severity, location, action, note, previous, "
+                "unusable_reason "
                 "FROM reviews WHERE inspection_id = ? ORDER BY review_id",
                 [int(inspection_id)],
             ).df()
@@ -136,30 +135,63 @@ class InspectionsMixin:
         sort: str = "created_at",
         descending: bool = True,
     ) -> bytes | Path:
-        """Every matching row as CSV (UTF-8 with BOM, so spreadsheet tools read accents), written by
-        DuckDB's COPY. Returns the bytes, or writes ``path`` and returns it. Tags are joined with ``;``;
-        timestamps are UTC."""
+        """Every matching row as CSV through the one writer (:func:`visionqc.csvfile.write_csv`): the batch's
+        station, operator, note, part number and lot, effective and reviewed labels, confidences to 4 places,
+        times in ISO 8601 in the filter's time zone. Returns the bytes, or writes ``path`` and returns it.
+        Tags are joined with ``;``. Rows leave DuckDB in chunks, so a million-row export streams."""
         where, params = build_where(f)
-        columns = ", ".join(f"v.{c}" for c in EXPORT_COLUMNS)
+        columns = ", ".join(f"{table}.{c}" for table, c in EXPORT_COLUMNS)
         order = order_by(sort, descending, prefix="v.")
         query = f"""SELECT {columns},
                 coalesce(array_to_string(tg.tags, ';'), '') AS tags
             FROM (SELECT * FROM inspection_view_all WHERE {where}) v
+            LEFT JOIN batches b ON b.batch_id = v.batch_id
             LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
                 ON tg.inspection_id = v.inspection_id
             ORDER BY {order}"""
-        with tempfile.TemporaryDirectory(prefix="visionqc-export-") as tmp:
-            raw = Path(tmp) / "export.csv"
-            with self.connect() as con:
-                con.execute(f"COPY ({query}) TO '{sql_path(raw)}' (HEADER, DELIMITER ',')", params)
-            if path is None:
-                return UTF8_BOM + raw.read_bytes()
-            # Stream into the target: a million-row export is a few hundred MB.
-            target = Path(path)
-            with raw.open("rb") as src, target.open("wb") as dst:
-                dst.write(UTF8_BOM)
-                shutil.copyfileobj(src, dst, 1024 * 1024)
-            return target
+        names = [name for _, name in EXPORT_COLUMNS] + ["tags"]
+        with self.connect() as con:
+            reader = con.sql(query, params=params).to_arrow_reader(EXPORT_CHUNK_ROWS)
+            chunks = (batch.to_pandas() for batch in reader)
+            return write_csv(chunks, path, timezone=f.timezone, columns=names)
+
+    def report_summary(self, f: InspectionFilter) -> dict[str, Any]:
+        """What a lot report's header and counts need, for the inspections of ``f``: counts by action and the
+        photos marked unusable (counted apart), open reviews, the batches, stations, operators, part numbers,
+        lots and models involved, and the first and last inspection time (naive UTC)."""
+        where, params = build_where(f)
+        scope = f"(SELECT * FROM inspection_view_all WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id"
+        with self.connect() as con:
+            by_action = con.execute(
+                f"SELECT v.action, count(*) FROM {scope} WHERE NOT v.unusable GROUP BY 1 ORDER BY 1", params
+            ).fetchall()
+            row = con.execute(
+                f"""SELECT count(*) FILTER (WHERE NOT v.unusable), count(*) FILTER (WHERE v.unusable),
+                    count(*) FILTER (WHERE NOT v.unusable AND v.needs_review AND NOT v.reviewed),
+                    count(*) FILTER (WHERE v.reviewed AND NOT v.unusable),
+                    min(v.created_at), max(v.created_at),
+                    list(DISTINCT v.batch_id ORDER BY v.batch_id),
+                    list(DISTINCT b.station ORDER BY b.station) FILTER (WHERE b.station IS NOT NULL),
+                    list(DISTINCT b.operator ORDER BY b.operator) FILTER (WHERE b.operator IS NOT NULL),
+                    list(DISTINCT b.part_number ORDER BY b.part_number) FILTER (WHERE b.part_number IS NOT NULL),
+                    list(DISTINCT b.lot ORDER BY b.lot) FILTER (WHERE b.lot IS NOT NULL),
+                    list(DISTINCT v.model_name || ' ' || v.model_version ORDER BY 1)
+                        FILTER (WHERE v.model_name IS NOT NULL),
+                    list(DISTINCT b.note ORDER BY b.note) FILTER (WHERE b.note IS NOT NULL)
+                FROM {scope}""",
+                params,
+            ).fetchone()
+        keys = ("batches", "stations", "operators", "part_numbers", "lots", "models", "notes")
+        return {
+            "inspected": int(row[0]),
+            "unusable": int(row[1]),
+            "open_reviews": int(row[2]),
+            "reviewed": int(row[3]),
+            "first_at": row[4],
+            "last_at": row[5],
+            "by_action": {str(a) if a is not None else "—": int(n) for a, n in by_action},
+            **{k: list(v or []) for k, v in zip(keys, row[6:], strict=True)},
+        }
 
     # --- Explore and the review queue -----------------------------------------------------------------
     def map_points(self, f: InspectionFilter, max_points: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, int]:

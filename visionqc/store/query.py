@@ -93,11 +93,15 @@ def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
     if f.file_name.strip():
         where.append("contains(lower(file_name), lower(?))")
         params.append(f.file_name.strip())
-    if f.stations:
-        station_params: list[Any] = []
-        cond = _in_list("station", list(f.stations), station_params)
-        where.append(f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
-        params.extend(station_params)
+    if f.unusable is not None:
+        where.append("unusable = ?")
+        params.append(bool(f.unusable))
+    for column, values in (("station", f.stations), ("operator", f.operators)):
+        if values:
+            batch_params: list[Any] = []
+            cond = _in_list(column, list(values), batch_params)
+            where.append(f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
+            params.extend(batch_params)
     # Tags are compared as stored: trimmed, case-sensitive.
     for tags, membership, every in (
         (clean_tags(f.tags_all), "IN", True),
@@ -142,36 +146,50 @@ DISTINCT_COLUMNS = {
     "batch_id": ("batch_id", "batches"),
     "station": ("station", "batches"),
     "operator": ("operator", "batches"),
+    "part_number": ("part_number", "batches"),
+    "lot": ("lot", "batches"),
     "reviewed_by": ("reviewer", "reviews"),
     "tag": ("tag", "tags"),
 }
-# Columns of the CSV export, in order (effective labels first, then the original prediction).
+# Columns of the CSV export, in order, as (table alias, column): v = inspection_view_all, b = batches. The
+# effective labels first, then what a person set (rev_*), then the model's prediction.
 EXPORT_COLUMNS = (
-    "inspection_id",
-    "created_at",
-    "batch_id",
-    "file_name",
-    "defect",
-    "severity",
-    "location",
-    "action",
-    "confidence",
-    "needs_review",
-    "review_reason",
-    "reviewed",
-    "reviewed_by",
-    "reviewed_at",
-    "pred_defect",
-    "pred_defect_conf",
-    "pred_severity",
-    "pred_severity_conf",
-    "pred_location",
-    "pred_location_conf",
-    "pred_action",
-    "ood_score",
-    "model_name",
-    "model_version",
-    "sha256",
+    ("v", "inspection_id"),
+    ("v", "created_at"),
+    ("v", "batch_id"),
+    ("b", "station"),
+    ("b", "operator"),
+    ("b", "part_number"),
+    ("b", "lot"),
+    ("b", "note"),
+    ("v", "file_name"),
+    ("v", "defect"),
+    ("v", "severity"),
+    ("v", "location"),
+    ("v", "action"),
+    ("v", "confidence"),
+    ("v", "needs_review"),
+    ("v", "review_reason"),
+    ("v", "unusable"),
+    ("v", "unusable_reason"),
+    ("v", "reviewed"),
+    ("v", "reviewed_by"),
+    ("v", "reviewed_at"),
+    ("v", "rev_defect"),
+    ("v", "rev_severity"),
+    ("v", "rev_location"),
+    ("v", "rev_action"),
+    ("v", "pred_defect"),
+    ("v", "pred_defect_conf"),
+    ("v", "pred_severity"),
+    ("v", "pred_severity_conf"),
+    ("v", "pred_location"),
+    ("v", "pred_location_conf"),
+    ("v", "pred_action"),
+    ("v", "ood_score"),
+    ("v", "model_name"),
+    ("v", "model_version"),
+    ("v", "sha256"),
 )
 
 

@@ -16,7 +16,7 @@ from visionqc.store.claims import restorable, take_claims
 from visionqc.store.query import clean_tags
 from visionqc.store.records import utc_now
 
-REVIEW_KINDS = ("correct", "confirm", "delete", "restore")
+REVIEW_KINDS = ("correct", "confirm", "unusable", "delete", "restore")
 
 
 class ReviewsMixin:
@@ -33,16 +33,20 @@ class ReviewsMixin:
         location: Any = ...,
         action: str | None = None,
         note: str | None = None,
+        reason: str | None = None,
         policy: ActionPolicy | None = None,
     ) -> int:
         """Record a review of each inspection in ``ids``; returns how many rows it changed.
 
         ``kind``: ``"correct"`` sets the labels given (a label left out keeps its effective value;
         ``None`` clears it; correcting to the no-defect class clears severity and location);
-        ``"confirm"`` accepts the effective labels (this is "mark reviewed"); ``"delete"`` soft-deletes;
-        ``"restore"`` undoes a soft delete (not for an inspection whose image was inspected again after the
-        deletion: it stays deleted, so the image is counted once). Every review is appended to ``reviews``
-        with the labels before it (``previous``); the prediction columns are never changed. When ``action`` is not
+        ``"confirm"`` accepts the effective labels (this is "mark reviewed"; a photo marked unusable stays so);
+        ``"unusable"`` marks "not a part / unusable image" with ``reason`` (e.g. "not our part"): its labels
+        and action are cleared and it leaves every quality figure, until a ``"correct"`` gives it labels
+        again; ``"delete"`` soft-deletes; ``"restore"`` undoes a soft delete (not for an inspection whose image
+        was inspected again after the deletion: it stays deleted, so the image is counted once). Every review is
+        appended to ``reviews`` with the labels before it (``previous``); the prediction columns are never
+        changed. When ``action`` is not
         given and the labels changed (or the row was waiting for review), the action is derived by
         ``policy`` (default :class:`visionqc.actions.ActionPolicy`).
         """
@@ -53,16 +57,19 @@ class ReviewsMixin:
             raise ValueError("a review needs the reviewer's name")
         if action is not None:
             check_action(action)
+        reason = (reason or "").strip() or None
+        if kind == "unusable" and reason is None:
+            raise ValueError("say why the image is unusable (e.g. not our part, blurred, empty)")
         id_list = sorted({int(i) for i in ids})
         if not id_list:
             return 0
-        change = _Change(kind, defect, severity, location, action, policy or ActionPolicy())
+        change = _Change(kind, defect, severity, location, action, policy or ActionPolicy(), reason)
         now = utc_now()
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
             current = con.execute(
                 "SELECT inspection_id, no_defect_label, defect, severity, location, action, reviewed_by, "
-                "reviewed_at, deleted_at FROM inspection_view_all WHERE inspection_id IN "
+                "reviewed_at, deleted_at, unusable_reason FROM inspection_view_all WHERE inspection_id IN "
                 "(SELECT unnest(?::BIGINT[])) ORDER BY inspection_id",
                 [id_list],
             ).fetchall()
@@ -74,15 +81,18 @@ class ReviewsMixin:
                 return 0
             con.register("review_rows", _review_table(reviews))
             con.execute(
-                "INSERT INTO reviews SELECT nextval('review_seq'), inspection_id, ?, ?, kind, defect, severity, "
-                "location, action, ?, previous FROM review_rows ORDER BY inspection_id",
+                "INSERT INTO reviews (review_id, inspection_id, created_at, reviewer, kind, defect, severity, "
+                "location, action, note, previous, unusable_reason) SELECT nextval('review_seq'), inspection_id, "
+                "?, ?, kind, defect, severity, location, action, ?, previous, unusable_reason FROM review_rows "
+                "ORDER BY inspection_id",
                 [now, reviewer, note or None],
             )
             changed_ids = [r[0] for r in reviews]
-            if kind in ("correct", "confirm"):
+            if kind in ("correct", "confirm", "unusable"):
                 con.execute(
                     """UPDATE inspections SET rev_defect = r.defect, rev_severity = r.severity,
-                        rev_location = r.location, rev_action = r.action, reviewed_at = ?, reviewed_by = ?
+                        rev_location = r.location, rev_action = r.action, reviewed_at = ?, reviewed_by = ?,
+                        unusable_reason = r.unusable_reason
                     FROM review_rows r WHERE inspections.inspection_id = r.inspection_id""",
                     [now, reviewer],
                 )
@@ -96,6 +106,10 @@ class ReviewsMixin:
             return len(reviews)
 
         return self._write(work)
+
+    def mark_unusable(self, ids: Iterable[int], reviewer: str, reason: str, note: str | None = None) -> int:
+        """ "Not a part / unusable image": the photos leave every quality figure; the audit trail keeps why."""
+        return self.review(ids, reviewer, "unusable", reason=reason, note=note)
 
     def mark_reviewed(self, ids: Iterable[int], reviewer: str, note: str | None = None) -> int:
         return self.review(ids, reviewer, "confirm", note=note)
@@ -205,13 +219,16 @@ class _Change:
     location: Any
     action: str | None
     policy: ActionPolicy
+    reason: str | None = None
 
     def apply(self, row: tuple) -> tuple | None:
         """``(id, kind, defect, severity, location, action, previous JSON)``, or ``None`` when nothing changes
         (deleting a deleted row, restoring a visible one)."""
-        iid, no_defect, cur_defect, cur_sev, cur_loc, cur_action, by, at, deleted_at = row
+        iid, no_defect, cur_defect, cur_sev, cur_loc, cur_action, by, at, deleted_at, unusable = row
         if (self.kind == "delete" and deleted_at is not None) or (self.kind == "restore" and deleted_at is None):
             return None
+        if self.kind == "confirm" and unusable is not None:
+            return None  # confirming never turns an unusable photo back into a part: a correction does
         previous = {
             "defect": cur_defect,
             "severity": cur_sev,
@@ -220,10 +237,15 @@ class _Change:
             "reviewed_by": by,
             "reviewed_at": at.isoformat() if at else None,
             "deleted_at": deleted_at.isoformat() if deleted_at else None,
+            "unusable_reason": unusable,
         }
         labels = (cur_defect, cur_sev, cur_loc)
         action = cur_action
-        if self.kind == "correct":
+        # Deleting or restoring keeps the photo's unusable mark; a correction or confirmation clears it.
+        reason = unusable if self.kind in ("delete", "restore") else (self.reason if self.kind == "unusable" else None)
+        if self.kind == "unusable":
+            labels, action = (None, None, None), None
+        elif self.kind == "correct":
             new_defect = cur_defect if self.defect is ... else self.defect
             new_sev = cur_sev if self.severity is ... else self.severity
             new_loc = cur_loc if self.location is ... else self.location
@@ -233,19 +255,19 @@ class _Change:
             labels = (new_defect, new_sev, new_loc)
             if self.action is not None:
                 action = self.action
-            elif changed or cur_action == "Review":
+            elif changed or cur_action == "Review" or unusable is not None:
                 action = self.policy.decide(new_defect, new_sev, False, new_defect != no_defect)
         elif self.kind == "confirm":
             if self.action is not None:
                 action = self.action
             elif cur_action == "Review":
                 action = self.policy.decide(cur_defect, cur_sev, False, cur_defect != no_defect)
-        return (iid, self.kind, *labels, action, json.dumps(previous))
+        return (iid, self.kind, *labels, action, json.dumps(previous), reason)
 
 
 def _review_table(reviews: list[tuple]) -> pa.Table:
-    columns = ("inspection_id", "kind", "defect", "severity", "location", "action", "previous")
-    types = (pa.int64(), *[pa.string()] * 6)
+    columns = ("inspection_id", "kind", "defect", "severity", "location", "action", "previous", "unusable_reason")
+    types = (pa.int64(), *[pa.string()] * 7)
     return pa.table(
         {c: pa.array([r[i] for r in reviews], t) for i, (c, t) in enumerate(zip(columns, types, strict=True))}
     )

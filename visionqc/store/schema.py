@@ -86,6 +86,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             FROM inspections GROUP BY sha256""",
         ],
     ),
+    (
+        5,
+        [
+            # "Not a part / unusable image" (not our part, blurred, empty, ...): a review outcome with its reason,
+            # kept in step with the reviews like rev_*; such photos leave every quality figure.
+            "ALTER TABLE inspections ADD COLUMN unusable_reason VARCHAR",
+            "ALTER TABLE reviews ADD COLUMN unusable_reason VARCHAR",
+            # What was inspected: optional part number and lot of a batch (the lot report names them).
+            "ALTER TABLE batches ADD COLUMN part_number VARCHAR",
+            "ALTER TABLE batches ADD COLUMN lot VARCHAR",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -101,7 +113,8 @@ VIEWS = [
         i.reviewed_at IS NOT NULL AS reviewed,
         (CASE WHEN i.reviewed_at IS NULL THEN i.pred_defect ELSE i.rev_defect END) <> i.no_defect_label
             AS is_defect,
-        i.deleted_at IS NOT NULL AS deleted
+        i.deleted_at IS NOT NULL AS deleted,
+        i.unusable_reason IS NOT NULL AS unusable
     FROM inspections i""",
     "CREATE OR REPLACE VIEW inspection_view AS SELECT * FROM inspection_view_all WHERE deleted_at IS NULL",
 ]

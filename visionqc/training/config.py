@@ -42,6 +42,9 @@ class TrainConfig:
     review_target_accuracy: float = 0.95
     max_review_share: float = 0.25
     ood_quantile: float = 0.99
+    # Miss-averse review: validation defects caught or flagged, and the budget of second looks at good parts.
+    miss_target_recall: float = 0.98
+    miss_max_free_flagged: float = 0.10
     ood_k: int = 5
     export: bool = True  # ONNX graphs (fp32, int8) and their parity, after training (visionqc.training.export)
     progress: bool = True

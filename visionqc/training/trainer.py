@@ -36,7 +36,7 @@ from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec, read_card
 from visionqc.model.checkpoint import Checkpoint, save_checkpoint
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
-from visionqc.training.calibration import calibrate_confidence_thresholds, ood_threshold
+from visionqc.training.calibration import calibrate_confidence_thresholds, calibrate_miss_averse, ood_threshold
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
 from visionqc.training.datasets import Dataset, stratified_split
@@ -156,6 +156,11 @@ def _calibrate(
         f"{cfg.ood_k} nearest training embeddings",
         "bank_size": len(train_idx),
     }
+    # Last, with the other rules in place: the miss-averse cut covers what they leave unflagged.
+    val_embeddings = final_emb[val].numpy()
+    predictions = scorer._interpret(head_probabilities(model, final_emb[val]), val_embeddings)
+    calibration["miss_averse"] = calibrate_miss_averse(card, predictions, val_labels[PRIMARY_TASK], cfg)
+    card.miss_threshold = calibration["miss_averse"]["threshold"]
     return bank, bank_labels, calibration
 
 

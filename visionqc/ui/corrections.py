@@ -8,10 +8,10 @@ from typing import Any
 
 import streamlit as st
 
-from visionqc.labels import NO_VALUE, shown, stored
+from visionqc.labels import NO_VALUE, UNUSABLE_REASONS, shown, stored
 from visionqc.model.card import ModelCard, card_classes
 from visionqc.store import StoreError
-from visionqc.ui.sidebar import last_reviewer, remember_reviewer
+from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
 from visionqc.ui.tables import TASK_COLUMNS
 
 
@@ -47,15 +47,19 @@ def task_names(card: ModelCard | None) -> list[str]:
 
 
 @reports_errors
-def _review(store, detail: dict, card: ModelCard | None, kind: str, *, key: str, reviewer_key: str, group: str):
+def _review(store, detail: dict, card: ModelCard | None, kind: str, *, key: str, group: str):
     state = st.session_state
-    reviewer = (state.get(reviewer_key) or "").strip()
+    reviewer = last_reviewer()
     if not reviewer:
-        flash(group, "error", "Enter your name first: every review records who made it.")
+        flash(group, "error", NO_REVIEWER_MESSAGE)
         return
-    remember_reviewer(reviewer)
     note = (state.get(f"{key}_note") or "").strip() or None
     name = detail["file_name"]
+    if kind == "unusable":
+        reason = state.get(f"{key}_unusable_reason") or UNUSABLE_REASONS[0]
+        store.mark_unusable([int(detail["inspection_id"])], reviewer, reason, note=note)
+        flash(group, "success", f"Marked {name} as unusable ({reason}, by {reviewer}): it leaves every quality figure.")
+        return
     if kind == "confirm":
         store.review([int(detail["inspection_id"])], reviewer, "confirm", note=note)
         flash(group, "success", f"Confirmed {name} as {shown(detail.get('defect'))} (by {reviewer}).")
@@ -79,15 +83,13 @@ def correction_form(
     *,
     key: str,
     group: str,
-    reviewer_key: str | None = None,
     skipped_key: str | None = None,
 ) -> None:
-    """The labels of one inspection to confirm or correct, with a note.
+    """The labels of one inspection to confirm or correct, with a note, or "not a part / unusable image".
 
-    ``key`` prefixes the widgets' keys; messages go to ``group`` (show them with :func:`show_message`).
-    Without ``reviewer_key`` the form asks for the reviewer's name itself (``f"{key}_who"``); with it, the name
-    is read from that widget. With ``skipped_key`` a Skip button adds the inspection to that list. Keyboard:
-    Y confirm, S save the correction, N skip.
+    ``key`` prefixes the widgets' keys; messages go to ``group`` (show them with :func:`show_message`). The
+    reviewer is the name set in the sidebar. With ``skipped_key`` a Skip button adds the inspection to that
+    list. Keyboard: Y confirm, S save the correction, U unusable, N skip.
     """
     tasks = task_names(card)
     iid = int(detail["inspection_id"])
@@ -105,12 +107,7 @@ def correction_form(
         if card is not None and "severity" in tasks:
             st.caption(f"Choosing “{card.no_defect_class}” clears severity and location.")
         st.text_input("Note (optional)", key=f"{key}_note")
-        if reviewer_key is None:
-            reviewer_key = f"{key}_who"
-            if reviewer_key not in st.session_state:
-                st.session_state[reviewer_key] = last_reviewer()
-            st.text_input("Your name", key=reviewer_key, help="Recorded with the review (the audit trail).")
-        args = {"key": key, "reviewer_key": reviewer_key, "group": group}
+        args = {"key": key, "group": group}
         with st.container(horizontal=True):
             st.form_submit_button(
                 "Confirm",
@@ -135,3 +132,20 @@ def correction_form(
                 st.form_submit_button(
                     "Skip", icon=":material/skip_next:", shortcut="N", on_click=_skip, args=(skipped_key, iid)
                 )
+        st.markdown("**Or: not a part / unusable image**")
+        with st.container(horizontal=True, vertical_alignment="bottom"):
+            st.selectbox("Why", UNUSABLE_REASONS, key=f"{key}_unusable_reason", width=200)
+            st.form_submit_button(
+                "Not a part / unusable",
+                icon=":material/hide_image:",
+                shortcut="U",
+                on_click=_review,
+                args=(store, detail, card, "unusable"),
+                kwargs=args,
+                help="The photo is not of our part, or cannot be judged (U). It leaves every quality figure; "
+                "the audit trail keeps why. A correction later gives it labels again.",
+            )
+        if last_reviewer():
+            st.caption(f"Reviewing as **{last_reviewer()}** (the name in the sidebar).")
+        else:
+            st.warning(NO_REVIEWER_MESSAGE, icon=":material/person:")

@@ -58,6 +58,7 @@ def reviews_table(reviews):
                 "What": {
                     "correct": "corrected",
                     "confirm": "confirmed",
+                    "unusable": f"unusable: {getattr(r, 'unusable_reason', None) or 'no reason'}",
                     "delete": "deleted",
                     "restore": "restored",
                 }.get(r.kind, r.kind),
@@ -88,7 +89,12 @@ def render_inspection_detail(store, inspection_id: int, card: ModelCard | None =
             for t, _ in TASK_COLUMNS
         )
         st.caption(f"Model predicted: {predicted} → **{detail.get('pred_action')}**")
-        if detail.get("needs_review"):
+        if detail.get("unusable_reason"):
+            st.error(
+                f"Marked not a part / unusable image: {detail['unusable_reason']}. It is in no quality figure.",
+                icon=":material/hide_image:",
+            )
+        elif detail.get("needs_review"):
             st.warning(f"Needs review: {detail.get('review_reason') or 'the model is unsure'}", icon=":material/flag:")
         if detail.get("reviewed"):
             st.caption(f"Reviewed by {detail.get('reviewed_by')} at {detail.get('reviewed_at'):%Y-%m-%d %H:%M} UTC")
@@ -101,3 +107,25 @@ def render_inspection_detail(store, inspection_id: int, card: ModelCard | None =
     if reviews is not None and len(reviews):
         st.markdown("**Review history** (the model's prediction above is never changed)")
         st.dataframe(reviews_table(reviews), hide_index=True, width="stretch", key=f"{key}_reviews")
+
+
+@st.dialog("Inspection", width="large", position="right", on_dismiss="rerun")
+def _detail_dialog(store, inspection_id: int, card: ModelCard | None, key: str) -> None:
+    render_inspection_detail(store, inspection_id, card, key=key)
+
+
+def open_detail(store, inspection_id: int | None, card: ModelCard | None, *, key: str, token: object = None) -> None:
+    """Open one inspection in a side panel where the eye is, once per click.
+
+    ``token`` identifies the click (e.g. the table and the cell): a later rerun with the same click does not
+    reopen a panel the user closed; ``inspection_id=None`` (nothing clicked) forgets the last click."""
+    memo = f"{key}_opened"
+    if inspection_id is None:
+        st.session_state.pop(memo, None)
+        return
+    token = (inspection_id, token)
+    if st.session_state.get(memo) == token:
+        return
+    st.session_state[memo] = token
+    st.session_state.pop(f"{key}_{int(inspection_id)}_message", None)  # a message from an earlier look is old news
+    _detail_dialog(store, int(inspection_id), card, key)

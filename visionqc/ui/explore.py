@@ -12,6 +12,7 @@ from visionqc.explore.scores import near_duplicates
 from visionqc.filters import InspectionFilter
 from visionqc.model.card import ModelCard
 from visionqc.reporting.explore_map import COLOR_CHOICES, REGION, map_chart, map_frame
+from visionqc.ui.selection import names_line
 from visionqc.ui.tables import show_inspections, thumbnail_url
 
 
@@ -55,6 +56,7 @@ def render_selection(store, chosen: list[int], card: ModelCard | None, timezone:
     selected_rows, _ = store.search(InspectionFilter(ids=chosen), sort="outlier_score", page_size=0)
     show_inspections(selected_rows, card, key="explore_selected_table", timezone=timezone, history=True)
     with st.form("explore_tag_form", border=True):
+        st.markdown(f"**Tag {names_line(selected_rows, chosen)}**")
         tag_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
         tag = tag_col.text_input("Tag", value="retrain", key="explore_tag", help="Find them later in History by tag.")
         if button_col.form_submit_button(f"Tag {len(chosen)} images", type="primary", icon=":material/sell:"):

@@ -35,6 +35,7 @@ FILTERS_HELP = (
 REVIEW_CHOICES = {"Any": None, "Yes": True, "No": False}
 REVIEWED_CHOICES = {"Any": None, "Yes": True, "No": False}
 DELETED_CHOICES = {"Hidden": "hide", "Only deleted": "only"}
+UNUSABLE_CHOICES = {"Show": None, "Only": True, "Hide": False}
 
 
 def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> list[str]:
@@ -47,11 +48,35 @@ def _options(*groups: Iterable[str | None], selected: Iterable[str] = ()) -> lis
     return list(seen)
 
 
+# Every filter widget's empty value. "Clear filters" writes these into the widgets' state: deleting the keys
+# instead would leave the browser showing (and sending back on the next click) the old values.
+WIDGET_DEFAULTS: dict[str, object] = {
+    "date_from": None,
+    "date_to": None,
+    "confidence": (0, 100),
+    "file_name": "",
+    "defects": [],
+    "severities": [],
+    "locations": [],
+    "actions": [],
+    "needs_review": "Any",
+    "reviewed": "Any",
+    "unusable": "Show",
+    "deleted": "Hidden",
+    "batches": [],
+    "stations": [],
+    "operators": [],
+    "model_names": [],
+    "tags_all": [],
+    "tags_any": [],
+    "tags_none": [],
+}
+
+
 def clear_filters(key: str = "history") -> None:
-    """Reset every filter widget of ``key`` (use as a button's on_click)."""
-    for name in list(st.session_state.keys()):
-        if str(name).startswith(f"{key}_f_"):
-            del st.session_state[name]
+    """Reset every filter widget of ``key`` to its empty value (use as a button's on_click)."""
+    for name, value in WIDGET_DEFAULTS.items():
+        st.session_state[f"{key}_f_{name}"] = list(value) if isinstance(value, list) else value
 
 
 def apply_handoff(key: str = "history") -> None:
@@ -65,7 +90,7 @@ def apply_handoff(key: str = "history") -> None:
     state = st.session_state
     state[k + "date_from"] = handed.date_from
     state[k + "date_to"] = handed.date_to
-    for field in ("defects", "severities", "locations", "actions", "stations", "model_names"):
+    for field in ("defects", "severities", "locations", "actions", "stations", "operators", "model_names"):
         state[k + field] = shown_all(getattr(handed, field))
 
 
@@ -165,7 +190,6 @@ def _labels(store: Store, card: ModelCard | None, k: str) -> dict:
 
 
 def _review_and_batches(store: Store, k: str, deleted_choice: bool) -> dict:
-    state = st.session_state
     row = st.columns(4)
     needs_review = row[0].radio(
         "Needs review",
@@ -181,15 +205,33 @@ def _review_and_batches(store: Store, k: str, deleted_choice: bool) -> dict:
         key=k + "reviewed",
         help="Yes = a person corrected or confirmed the labels.",
     )
+    unusable = row[2].radio(
+        "Unusable photos",
+        list(UNUSABLE_CHOICES),
+        horizontal=True,
+        key=k + "unusable",
+        help="Photos a person marked “not a part / unusable image” (not our part, blurred, empty …). "
+        "They never count in quality figures.",
+    )
     deleted = "Hidden"
     if deleted_choice:
-        deleted = row[2].radio(
+        deleted = row[3].radio(
             "Deleted rows",
             list(DELETED_CHOICES),
             horizontal=True,
             key=k + "deleted",
             help="Deleted rows are hidden everywhere; show them here to check or restore them.",
         )
+    return {
+        "needs_review": REVIEW_CHOICES[needs_review],
+        "reviewed": REVIEWED_CHOICES[reviewed],
+        "unusable": UNUSABLE_CHOICES[unusable],
+        "deleted": DELETED_CHOICES[deleted],
+    } | _batches_stations_operators(store, k)
+
+
+def _batches_stations_operators(store: Store, k: str) -> dict:
+    state = st.session_state
     row = st.columns(4)
     batches = store.list_batches()
     labels = {b.batch_id: _batch_label(b.batch_id, b.station, b.inspected) for b in batches.itertuples()}
@@ -199,26 +241,23 @@ def _review_and_batches(store: Store, k: str, deleted_choice: bool) -> dict:
         key=k + "batches",
         format_func=lambda b: labels.get(b, b),
     )
-    stations = row[1].multiselect(
-        "Stations",
-        _options(store.distinct_values("station"), selected=state.get(k + "stations", [])),
-        key=k + "stations",
-        help="Where the batch was inspected.",
-    )
-    models = row[2].multiselect(
-        "Models",
-        _options(store.distinct_values("model_name"), selected=state.get(k + "model_names", [])),
-        key=k + "model_names",
-        help="The model that classified the image.",
-    )
-    return {
-        "needs_review": REVIEW_CHOICES[needs_review],
-        "reviewed": REVIEWED_CHOICES[reviewed],
-        "batches": tuple(batch_ids),
-        "stations": stored_all(stations),
-        "model_names": stored_all(models),
-        "deleted": DELETED_CHOICES[deleted],
-    }
+    picked = {}
+    for column, (field, label, help_text) in zip(row[1:], PICK_FIELDS, strict=True):
+        picked[field] = column.multiselect(
+            label,
+            _options(store.distinct_values(PICK_COLUMNS[field]), selected=state.get(k + field, [])),
+            key=k + field,
+            help=help_text,
+        )
+    return {"batches": tuple(batch_ids), **{field: stored_all(values) for field, values in picked.items()}}
+
+
+PICK_FIELDS = (
+    ("stations", "Stations", "Where the batch was inspected."),
+    ("operators", "Operators", "Who ran the batch."),
+    ("model_names", "Models", "The model that classified the image."),
+)
+PICK_COLUMNS = {"stations": "station", "operators": "operator", "model_names": "model_name"}
 
 
 TAG_FIELDS = (

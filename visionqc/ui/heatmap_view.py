@@ -16,7 +16,8 @@ from visionqc.intake.imaging import ImageDecodeError, decode_image
 
 HEATMAP_HELP = (
     "Where the model looked to decide the defect type: warm colours = strong evidence. The cyan box marks the "
-    "hottest region. For an image judged defect-free, the map shows where the likeliest defect would be."
+    "hottest region of a defect. For an image judged defect-free, the map (without a box) shows where the "
+    "likeliest defect would be."
 )
 
 
@@ -58,6 +59,7 @@ def render_image_with_heatmap(detail: dict, predictor, *, key: str, width: int |
             first = "" if predictor.heatmap_ready else " (the first one also loads the network: a few seconds)"
             with st.spinner(f"Computing the heatmap…{first}"):
                 heat = heatmap_cache().get_or_compute(predictor, image, str(detail["sha256"]))
-            image = overlay(image, heat, opacity / 100)
+            # A box says "the defect is here": never on a photo judged (or reviewed) defect-free.
+            image = overlay(image, heat, opacity / 100, draw_box=bool(detail.get("is_defect")))
             caption = f"{caption} · heatmap for “{heat.defect}” ({predictor.model_name} {predictor.model_version})"
     st.image(image, caption=caption, width=width)

@@ -1,12 +1,14 @@
 """History's own controls: sorting, paging, and the bulk actions on the selected inspections (tag, untag, mark
-reviewed, delete, restore), each recorded in the audit trail under the reviewer's name."""
+reviewed, mark unusable, delete, restore), each recorded in the audit trail under the reviewer's name."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from visionqc.labels import UNUSABLE_REASONS
 from visionqc.ui.corrections import flash, reports_errors, show_message
-from visionqc.ui.sidebar import last_reviewer, remember_reviewer
+from visionqc.ui.selection import names_line
+from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
 
 HISTORY_TABLE = "history_results"
 
@@ -40,11 +42,10 @@ def keep_page_in_range(key: str, pages: int, signature: object) -> None:
 @reports_errors
 def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
     state = st.session_state
-    reviewer = (state.get(f"{key}_who") or "").strip()
+    reviewer = last_reviewer()
     if not reviewer:
-        flash(group, "error", "Enter your name first: tags, reviews and deletions record who made them.")
+        flash(group, "error", NO_REVIEWER_MESSAGE)
         return
-    remember_reviewer(reviewer)
     if what == "add_tags":
         tags = [t.strip() for t in (state.get(f"{key}_add") or "").split(",") if t.strip()]
         if not tags:
@@ -63,9 +64,12 @@ def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
     elif what == "review":
         changed = store.mark_reviewed(ids, reviewer)
         flash(group, "success", f"Marked {changed} inspection(s) as reviewed by {reviewer}.")
+    elif what == "unusable":
+        reason = state.get(f"{key}_unusable_reason") or UNUSABLE_REASONS[0]
+        changed = store.mark_unusable(ids, reviewer, reason)
+        flash(group, "success", f"Marked {changed} photo(s) unusable ({reason}); they leave every quality figure.")
     elif what == "restore":
         restored = store.restore(ids, reviewer)
-        state.pop(HISTORY_TABLE, None)  # the restored rows leave the "only deleted" view
         flash(group, "success", f"Restored {restored} inspection(s); the restore is in the audit trail.")
     elif what == "delete":
         if not state.get(f"{key}_confirm_delete"):
@@ -73,63 +77,42 @@ def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
             return
         deleted = store.soft_delete(ids, reviewer, note=(state.get(f"{key}_why") or "").strip() or None)
         state[f"{key}_confirm_delete"] = False
-        state.pop(HISTORY_TABLE, None)  # the selected rows are gone
         flash(group, "success", f"Deleted {deleted} inspection(s); the deletion is in the audit trail.")
 
 
-def render_bulk_actions(store, selected, *, key: str = "bulk", deleted: bool = False) -> None:
-    """Tag, untag, mark reviewed or (soft-)delete the selected inspections (rows of ``Store.search``) at once;
-    for rows that are deleted (``deleted=True``), restore them."""
-    ids = [int(i) for i in selected["inspection_id"]]
+def _action_button(label: str, store, ids: list[int], key: str, what: str, **options) -> None:
+    st.button(
+        label, key=f"{key}_{what}_btn", on_click=_bulk, args=(store, ids, key, what), kwargs={"group": key}, **options
+    )
+
+
+def render_bulk_actions(store, rows, ids: list[int], *, key: str = "bulk", deleted: bool = False) -> None:
+    """Tag, untag, mark reviewed, mark unusable or (soft-)delete the inspections ``ids`` (ticked on ``rows``);
+    for deleted rows (``deleted=True``), restore them. The images are named before anything is done."""
     show_message(key)
-    if f"{key}_who" not in st.session_state:
-        st.session_state[f"{key}_who"] = last_reviewer()
-    st.text_input("Your name", key=f"{key}_who", help="Recorded with every change (the audit trail).")
+    st.markdown(f"**Selected — {names_line(rows, ids)}**")
+    if not last_reviewer():
+        st.warning(NO_REVIEWER_MESSAGE, icon=":material/person:")
     if deleted:
-        st.button(
-            "Restore selected",
-            key=f"{key}_restore_btn",
-            on_click=_bulk,
-            args=(store, ids, key, "restore"),
-            kwargs={"group": key},
-            icon=":material/restore_from_trash:",
-        )
+        _action_button("Restore selected", store, ids, key, "restore", icon=":material/restore_from_trash:")
         return
-    tag_col, untag_col, review_col, delete_col = st.columns(4, border=True)
+    tag_col, review_col, unusable_col, delete_col = st.columns(4, border=True)
     with tag_col:
         st.text_input("Add tags (comma-separated)", key=f"{key}_add", placeholder="e.g. retrain, line-2")
-        st.button(
-            "Add tags", key=f"{key}_add_btn", on_click=_bulk, args=(store, ids, key, "add_tags"), kwargs={"group": key}
-        )
-    with untag_col:
-        present = sorted({t for tags in selected["tags"] if tags is not None for t in tags})
+        _action_button("Add tags", store, ids, key, "add_tags")
+        chosen = rows[rows["inspection_id"].isin(ids)]
+        present = sorted({t for tags in chosen["tags"] if tags is not None for t in tags})
         st.multiselect("Remove tags", present, key=f"{key}_remove")
-        st.button(
-            "Remove tags",
-            key=f"{key}_remove_btn",
-            on_click=_bulk,
-            args=(store, ids, key, "remove_tags"),
-            kwargs={"group": key},
-        )
+        _action_button("Remove tags", store, ids, key, "remove_tags")
     with review_col:
-        st.caption("Accept the current labels of every selected row.")
-        st.button(
-            "Mark reviewed",
-            key=f"{key}_review_btn",
-            on_click=_bulk,
-            args=(store, ids, key, "review"),
-            kwargs={"group": key},
-            type="primary",
-        )
+        st.caption("Accept the current labels of every selected image.")
+        _action_button("Mark reviewed", store, ids, key, "review", type="primary")
+    with unusable_col:
+        st.selectbox("Not a part / unusable image: why", UNUSABLE_REASONS, key=f"{key}_unusable_reason")
+        _action_button("Mark unusable", store, ids, key, "unusable", icon=":material/hide_image:")
+        st.caption("Unusable photos leave every quality figure and are counted on their own.")
     with delete_col:
         st.text_input("Why delete (optional)", key=f"{key}_why")
         st.checkbox("Yes, delete them", key=f"{key}_confirm_delete")
-        st.button(
-            "Delete selected",
-            key=f"{key}_delete_btn",
-            on_click=_bulk,
-            args=(store, ids, key, "delete"),
-            kwargs={"group": key},
-            icon="🗑️",
-        )
+        _action_button("Delete selected", store, ids, key, "delete", icon="🗑️")
         st.caption("Deleted rows are hidden everywhere and kept in the audit trail.")

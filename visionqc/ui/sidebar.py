@@ -9,6 +9,8 @@ from visionqc import config
 from visionqc.model.card import ModelLoadError, read_card
 
 REVIEWER = "_visionqc_reviewer"
+REVIEWER_WIDGET = "sidebar_reviewer"
+NO_REVIEWER_MESSAGE = "Enter your name in the sidebar first: every review, tag and deletion records who made it."
 
 
 def render_sidebar() -> None:
@@ -16,6 +18,7 @@ def render_sidebar() -> None:
 
     Reads the model card only: showing it never loads the network."""
     with st.sidebar:
+        reviewer_input()
         st.subheader("Active model")
         try:
             card = read_card(config.model_dir())
@@ -31,19 +34,26 @@ def render_sidebar() -> None:
         st.caption("Set `VISIONQC_HOME` to use another folder.")
 
 
-def reviewer_input(key: str, label: str = "Your name", default: str = "") -> str:
-    """A name field that remembers its value across pages; every correction is recorded under it."""
-    if key not in st.session_state:
-        st.session_state[key] = st.session_state.get(REVIEWER) or default
-    name = st.text_input(label, key=key, help="Recorded with every correction, tag and deletion (the audit trail).")
-    if name.strip():
-        st.session_state[REVIEWER] = name.strip()
-    return name.strip()
+def reviewer_input() -> str:
+    """The reviewer's name, set once per browser session in the sidebar; every review form records it."""
+    state = st.session_state
+    if REVIEWER_WIDGET not in state:
+        state[REVIEWER_WIDGET] = state.get(REVIEWER, "")
+    name = st.text_input(
+        "Your name (reviewer)",
+        key=REVIEWER_WIDGET,
+        placeholder="Who reviews on this browser",
+        help="Recorded with every correction, tag and deletion (the audit trail). Set once; every page uses it.",
+    ).strip()
+    state[REVIEWER] = name
+    return name
 
 
 def remember_reviewer(name: str) -> None:
-    st.session_state[REVIEWER] = name
+    st.session_state[REVIEWER] = name.strip()
 
 
 def last_reviewer() -> str:
-    return st.session_state.get(REVIEWER, "")
+    """The reviewer's name: the sidebar box's value (already updated when a callback runs), else the last one."""
+    state = st.session_state
+    return (state.get(REVIEWER_WIDGET) or state.get(REVIEWER) or "").strip()

@@ -53,12 +53,13 @@ def inspected_batch(key: str) -> str | None:
     return st.session_state.get(_BATCHES, {}).get(key)
 
 
-def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, operator: str, note: str) -> str | None:
+def inspect_uploads(store, predictor, key: str, named_bytes, *, details: dict[str, str | None]) -> str | None:
     """Inspect the uploaded files as one batch, with a progress bar; returns the batch id (``None``, with the
     reason shown, when the database failed).
 
     Remembered under ``key`` (see :func:`upload_key`): calling it again for the same uploads returns the
-    batch already saved instead of classifying and saving the files a second time.
+    batch already saved instead of classifying and saving the files a second time. ``details`` are the
+    batch's station, operator, part number, lot and note (:func:`batch_details`).
     """
     done_before = inspected_batch(key)
     if done_before is not None:
@@ -77,9 +78,7 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
             store,
             predictor,
             items,
-            station=station.strip() or None,
-            operator=operator.strip() or None,
-            note=note.strip() or None,
+            **details,
             source="app",
             progress=progress,
             batch_id=interrupted.get(key),
@@ -92,7 +91,60 @@ def inspect_uploads(store, predictor, key: str, named_bytes, *, station: str, op
         return None
     interrupted.pop(key, None)
     bar.empty()
-    st.session_state.pop(RESULTS_TABLE, None)  # a row selected in the previous batch means nothing here
     st.session_state.setdefault(_BATCHES, {})[key] = result.batch_id
     st.session_state[CURRENT_BATCH] = result.batch_id
     return result.batch_id
+
+
+UPLOAD_GENERATION = "inspect_upload_generation"  # part of the uploaders' keys: a new value empties them
+
+
+def uploader_key(name: str) -> str:
+    return f"{name}_{st.session_state.get(UPLOAD_GENERATION, 0)}"
+
+
+def new_batch() -> None:
+    """Empty the uploaders and forget the batch shown (the "New batch" button)."""
+    st.session_state[UPLOAD_GENERATION] = st.session_state.get(UPLOAD_GENERATION, 0) + 1
+    st.session_state.pop(CURRENT_BATCH, None)
+
+
+def batch_details(store) -> dict[str, str | None]:
+    """Station and operator (pick-lists that fill from use: pick one or type a new one), part number, lot and a
+    note, for the next batch."""
+    row = st.columns([1, 1, 1, 1])
+    details: dict[str, str | None] = {}
+    for column, (field, label, hint) in zip(row[:2], PICKED_DETAILS, strict=True):
+        details[field] = column.selectbox(
+            label,
+            store.distinct_values(field),
+            index=None,
+            accept_new_options=True,
+            placeholder=hint,
+            key=f"inspect_{field}",
+            help="Pick one used before, or type a new one.",
+        )
+    details["part_number"] = row[2].text_input("Part number (optional)", key="inspect_part_number")
+    details["lot"] = row[3].text_input("Lot (optional)", key="inspect_lot")
+    details["note"] = st.text_input("Note", key="inspect_note", placeholder="Anything worth knowing about this batch")
+    return {k: (v.strip() or None) if isinstance(v, str) else None for k, v in details.items()}
+
+
+PICKED_DETAILS = (
+    ("station", "Station", "e.g. Line 2 camera A"),
+    ("operator", "Operator", "Who inspects this batch"),
+)
+QUICK_FILTERS = {"all": "All", "Reject": "Reject", "Hold": "Hold", "Rework": "Rework", "Review": "Review"}
+
+
+def quick_filter(rows, key: str):
+    """All / Reject / Hold / Rework / Review, with their counts; returns the rows to show."""
+    counts = rows["action"].value_counts() if len(rows) else {}
+    options = list(QUICK_FILTERS)  # always all of them: a choice never vanishes under the user's click
+
+    def label(option: str) -> str:
+        n = len(rows) if option == "all" else int(counts.get(option, 0))
+        return f"{QUICK_FILTERS[option]} ({n:,})"
+
+    chosen = st.segmented_control("Show", options, format_func=label, default="all", key=key) or "all"
+    return rows if chosen == "all" else rows[rows["action"] == chosen]
