@@ -144,7 +144,7 @@ def app_server(tmp_path_factory) -> Iterator[AppServer]:
         yield server
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def app_server_at():
     """``with app_server_at(home) as server:`` runs the app on the data folder ``home`` (see ``start_app_server``)."""
     return start_app_server
