@@ -78,7 +78,7 @@ def test_a_read_only_folder_can_be_browsed_and_inspecting_is_switched_off(seeded
         shown = next(df.value for df in history.dataframe if "inspection_id" in df.value.columns or len(df.value))
         assert len(shown) == 10
         inspect = run_page("pages/1_Inspect.py")
-        inspect.file_uploader(key="inspect_files").set_value([("a.jpg", b"\xff\xd8\xff", "image/jpeg")]).run()
+        inspect.file_uploader(key="inspect_files_0").set_value([("a.jpg", b"\xff\xd8\xff", "image/jpeg")]).run()
         assert inspect.button(key="inspect_run").disabled
 
 
@@ -99,7 +99,7 @@ def test_a_full_disk_on_inspect_is_a_message_and_the_batch_goes_on(
     monkeypatch.setattr(images.os, "replace", disk_fills)
     photos = tile_photos(40, offset=950)
     at = run_page("pages/1_Inspect.py")
-    at.file_uploader(key="inspect_files").set_value([(p.name, p.read_bytes(), "image/jpeg") for p in photos]).run()
+    at.file_uploader(key="inspect_files_0").set_value([(p.name, p.read_bytes(), "image/jpeg") for p in photos]).run()
     at.button(key="inspect_run").click().run()
     assert not at.exception
     text = messages(at)
