@@ -4,6 +4,7 @@ import streamlit as st
 
 from visionqc.filters import InspectionFilter
 from visionqc.ui import lot_report, resources, results, tables, upload
+from visionqc.ui.text import literal
 
 st.title("Inspect")
 st.caption(
@@ -61,7 +62,7 @@ if batch_id is None:
 batch = store.batch(batch_id) or {}
 st.subheader(f"Batch {batch_id}")
 named = ("station", "operator", "part_number", "lot", "note")
-st.caption(" · ".join(f"{k.replace('_', ' ')}: {batch[k]}" for k in named if isinstance(batch.get(k), str)))
+st.caption(" · ".join(f"{k.replace('_', ' ')}: {literal(batch[k])}" for k in named if isinstance(batch.get(k), str)))
 tables.render_batch_summary(store.batch_summary(batch_id))
 tables.render_failures_and_duplicates(store.batch_failures(batch_id), store.batch_duplicates(batch_id))
 

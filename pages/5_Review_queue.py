@@ -7,6 +7,7 @@ from visionqc.ui import detail, resources, results
 from visionqc.ui.corrections import correction_form, show_message
 from visionqc.ui.filters import history_filters
 from visionqc.ui.heatmap_view import render_image_with_heatmap
+from visionqc.ui.text import literal
 
 SKIPPED = "queue_skipped"  # ids skipped in this session: they come back next session
 GROUP = "queue"  # where the form's messages go
@@ -54,7 +55,7 @@ left, right = st.columns([1, 1], gap="large")
 with left:
     render_image_with_heatmap(inspection, resources.get_predictor(), key="queue")
 with right:
-    st.markdown(f"**{inspection['file_name']}** · inspection {inspection_id}")
+    st.markdown(f"**{literal(inspection['file_name'])}** · inspection {inspection_id}")
     confidence = inspection.get("confidence")
     st.caption(
         f"Model: {inspection.get('pred_defect')}"

@@ -7,6 +7,7 @@ import streamlit as st
 from visionqc import config
 from visionqc.reporting import model_card as mc
 from visionqc.ui import resources
+from visionqc.ui.text import literal
 
 st.title("Model")
 card = resources.active_card()
@@ -15,7 +16,7 @@ if card is None:
 
 raw = card.raw
 
-st.markdown(f"### {card.name} · version `{card.version}`")
+st.markdown(f"### {literal(card.name)} · version {literal(card.version)}")
 st.caption(f"Folder: `{config.model_dir()}` · set `VISIONQC_MODEL` to use another model.")
 
 finds_col, right_col, asks_col = st.columns(3, border=True)

@@ -384,3 +384,26 @@ def test_bulk_mark_unusable_keeps_the_reason_in_the_audit_trail(app, home, rows)
     app.radio(key="history_f_unusable").set_value("Only").run()
     assert shown_names(app) == sorted(names)
     assert all(list(s) == ["Unusable"] for s in table(app)["Status"])
+
+
+def test_cli_history_export_matches_the_page_csv(app, home, tmp_path):
+    """`python -m visionqc history` with the same filters writes the very bytes the page's CSV button gives."""
+    from visionqc import cli
+
+    today = datetime.now(UTC).date()
+    app.multiselect(key="history_f_stations").set_value(["Line 2"])
+    app.multiselect(key="history_f_tags_none").set_value(["ignore"])
+    app.date_input(key="history_f_date_from").set_value(today - timedelta(days=1))
+    app.run()
+    assert not app.exception, app.exception
+    page_filter = app.session_state["history_filter"]
+    page_csv = Store(home).export_csv(page_filter)  # what the page's download button hands the browser
+    out = tmp_path / "history.csv"
+    argv = ["history", "--station", "Line 2", "--not-tag", "ignore", "--from", str(today - timedelta(days=1))]
+    assert cli.main([*argv, "--timezone", page_filter.timezone, "--out", str(out)]) == 0
+    assert out.read_bytes() == page_csv
+    rows = list(csv.DictReader(io.StringIO(page_csv.decode("utf-8-sig"))))
+    assert rows and {r["station"] for r in rows} == {"Line 2"}
+    with pytest.raises(SystemExit) as refused:  # a bad day is argparse's message and exit code 2
+        cli.main(["history", "--from", "yesterday", "--out", str(out)])
+    assert refused.value.code == 2

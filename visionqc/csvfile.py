@@ -1,9 +1,11 @@
-"""The one CSV writer every export goes through (History, a batch, the Dashboard's chart data).
+"""The one CSV writer every export goes through (History, a batch, the Dashboard's chart data, dataset labels).
 
 What a spreadsheet user gets, whatever the export: UTF-8 with a byte-order mark (so "—" and accents read
 right), numbers rounded to 4 decimal places (a confidence of 0.9512, not 0.95123456789012345), times in ISO 8601
-with their zone offset (``2026-03-01T14:05:09+01:00``, never a bare UTC time), lists joined by ``;``. Frames
-arrive in chunks so a million-row export never sits in memory at once. Pure pandas: no database, no Streamlit.
+with their zone offset (``2026-03-01T14:05:09+01:00``, never a bare UTC time), lists joined by ``;``, and no
+text cell a spreadsheet would run as a formula (:func:`visionqc.safetext.formula_safe`; numbers stay numbers).
+Frames arrive in chunks so a million-row export never sits in memory at once. Pure pandas: no database, no
+Streamlit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pandas as pd
+
+from visionqc.safetext import formula_safe
 
 UTF8_BOM = b"\xef\xbb\xbf"
 DECIMALS = 4
@@ -30,7 +34,7 @@ def _iso_times(values: pd.Series, timezone: str) -> pd.Series:
 
 
 def prepare(frame: pd.DataFrame, timezone: str = "UTC") -> pd.DataFrame:
-    """One chunk as it will be written: rounded numbers, zoned ISO times, joined lists."""
+    """One chunk as it will be written: rounded numbers, zoned ISO times, joined lists, formula-safe text."""
     out = frame.copy()
     for column in out.columns:
         values = out[column]
@@ -38,9 +42,17 @@ def prepare(frame: pd.DataFrame, timezone: str = "UTC") -> pd.DataFrame:
             out[column] = _iso_times(values, timezone)
         elif pd.api.types.is_float_dtype(values):
             out[column] = values.round(DECIMALS)
-        elif values.dtype == object and values.map(lambda v: isinstance(v, list | tuple)).any():
-            out[column] = values.map(lambda v: ";".join(map(str, v)) if isinstance(v, list | tuple) else v)
+        elif pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            out[column] = values.map(_text_cell)
+    out.columns = [_text_cell(str(c)) for c in out.columns]
     return out
+
+
+def _text_cell(value):
+    """A text cell as written: lists joined by ``;``, text that a spreadsheet would evaluate escaped."""
+    if isinstance(value, list | tuple):
+        value = ";".join(map(str, value))
+    return formula_safe(value) if isinstance(value, str) else value
 
 
 def write_csv(
@@ -67,8 +79,10 @@ def _write(target, chunks: Iterable[pd.DataFrame], timezone: str, columns: Itera
     target.write(UTF8_BOM)
     header = True
     for chunk in chunks:
-        text = prepare(chunk, timezone).to_csv(index=False, header=header, lineterminator="\n")
+        # CRLF as RFC 4180 says: then a field holding a bare CR or LF (a file name can) is quoted, never a new row.
+        text = prepare(chunk, timezone).to_csv(index=False, header=header, lineterminator="\r\n")
         target.write(text.encode("utf-8"))
         header = False
     if header:  # no chunk at all: the header alone
-        target.write(pd.DataFrame(columns=list(columns)).to_csv(index=False).encode("utf-8"))
+        empty = prepare(pd.DataFrame(columns=list(columns)), timezone)
+        target.write(empty.to_csv(index=False, lineterminator="\r\n").encode("utf-8"))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m visionqc predict|inspect|train|evaluate|localise|backup|restore``.
+"""Command line: ``python -m visionqc predict|inspect|history|report|train|evaluate|localise|backup|restore|...``.
 
 Each subcommand is a small function that parses its arguments and calls into the library; each module
 registers its subcommands on the parser, which is assembled last, in :func:`build_parser`, as in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visionqc.cli import inspection, maintenance, training
+from visionqc.cli import history, inspection, maintenance, training
 from visionqc.cli.common import EXIT_STORE_ERROR, EXIT_USER_ERROR
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     inspection.register(sub)
+    history.register(sub)
     training.register(sub)
     maintenance.register(sub)
     return parser

@@ -18,6 +18,7 @@ import vl_convert
 
 from visionqc.csvfile import write_csv
 from visionqc.reporting.dashboard import ChartSection, kpi_lines, sections
+from visionqc.safetext import printable
 from visionqc.store.analytics import DashboardData
 
 # Print resolution: twice the on-screen pixels, tagged 200 ppi (a 460 px wide chart prints ~11.7 cm wide).
@@ -26,8 +27,20 @@ PNG_PPI = 200.0
 
 
 def chart_png(chart: alt.TopLevelMixin, *, scale: float = PNG_SCALE, ppi: float = PNG_PPI) -> bytes:
-    """The chart as PNG bytes, rendered without a browser."""
-    return vl_convert.vegalite_to_png(chart.to_dict(), scale=scale, ppi=ppi)
+    """The chart as PNG bytes, rendered without a browser. Every text in the spec (titles, the filters in the
+    subtitle, station names and file names in the data) is made printable first: a control character in a
+    station name made vl-convert's renderer abort the whole process."""
+    return vl_convert.vegalite_to_png(_printable_spec(chart.to_dict()), scale=scale, ppi=ppi)
+
+
+def _printable_spec(value):
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {k: _printable_spec(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable_spec(v) for v in value]
+    return value
 
 
 def section_png(data: DashboardData, key: str) -> bytes:
@@ -64,8 +77,8 @@ def report_zip(data: DashboardData, *, generated_at: datetime | None = None) -> 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("report.html", _html(data, rendered, stamp))
-        text = ["VisionQC dashboard report", f"Generated: {stamp}", *described, ""]
-        text += [f"{label}: {value}" for label, value in kpi_lines(data)]
+        text = ["VisionQC dashboard report", f"Generated: {stamp}", *map(printable, described), ""]
+        text += [printable(f"{label}: {value}") for label, value in kpi_lines(data)]
         archive.writestr("filters.txt", "\n".join(text) + "\n")
         for section, png in rendered:
             # PNGs are already compressed; storing them saves time and nothing else.
@@ -75,7 +88,9 @@ def report_zip(data: DashboardData, *, generated_at: datetime | None = None) -> 
 
 
 def _html(data: DashboardData, rendered: list[tuple[ChartSection, bytes]], stamp: str) -> str:
-    e = html.escape
+    def e(text: str) -> str:  # user text (stations, tags, file names) into HTML: printable, then escaped
+        return html.escape(printable(text))
+
     filters = "".join(f"<li>{e(line)}</li>" for line in data.describe())
     kpis = "".join(f"<tr><th>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in kpi_lines(data))
     figures = "".join(

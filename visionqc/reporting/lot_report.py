@@ -22,6 +22,7 @@ from visionqc.actions import ACTIONS
 from visionqc.filters import InspectionFilter
 from visionqc.labels import order_actions, shown
 from visionqc.reporting import palette
+from visionqc.safetext import printable
 
 LISTED_ACTIONS = ("Reject", "Hold")
 MAX_LISTED = 2_000  # a lot report lists every Reject and Hold; past this, a filtered History set is not a lot
@@ -127,7 +128,8 @@ class _Pdf(FPDF):
             self.family, self.unicode_text = "helvetica", False
 
     def text_of(self, value: Any) -> str:
-        text = shown(value) if not isinstance(value, str) else value
+        """Text as the PDF prints it: control characters removed (file names and notes are user input)."""
+        text = printable(shown(value) if not isinstance(value, str) else value)
         return text if self.unicode_text else text.encode("latin-1", "replace").decode("latin-1")
 
     def footer(self) -> None:

@@ -13,6 +13,7 @@ from visionqc.model.card import ModelCard, card_classes
 from visionqc.store import StoreError
 from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
 from visionqc.ui.tables import TASK_COLUMNS
+from visionqc.ui.text import literal
 
 
 def flash(group: str, kind: str, text: str) -> None:
@@ -58,18 +59,29 @@ def _review(store, detail: dict, card: ModelCard | None, kind: str, *, key: str,
     if kind == "unusable":
         reason = state.get(f"{key}_unusable_reason") or UNUSABLE_REASONS[0]
         store.mark_unusable([int(detail["inspection_id"])], reviewer, reason, note=note)
-        flash(group, "success", f"Marked {name} as unusable ({reason}, by {reviewer}): it leaves every quality figure.")
+        flash(
+            group,
+            "success",
+            f"Marked {literal(name)} as unusable ({literal(reason)}, by {literal(reviewer)}): "
+            "it leaves every quality figure.",
+        )
         return
     if kind == "confirm":
         store.review([int(detail["inspection_id"])], reviewer, "confirm", note=note)
-        flash(group, "success", f"Confirmed {name} as {shown(detail.get('defect'))} (by {reviewer}).")
+        flash(
+            group, "success", f"Confirmed {literal(name)} as {literal(detail.get('defect'))} (by {literal(reviewer)})."
+        )
         return
     labels: dict[str, Any] = {
         task: stored(state.get(f"{key}_{task}")) for task, _ in TASK_COLUMNS if task in task_names(card)
     }
     store.review([int(detail["inspection_id"])], reviewer, "correct", note=note, **labels)
     shown_labels = " · ".join(shown(v) for v in labels.values())
-    flash(group, "success", f"Saved: {shown_labels} for {name} (by {reviewer}). The model's prediction is kept.")
+    flash(
+        group,
+        "success",
+        f"Saved: {shown_labels} for {literal(name)} (by {literal(reviewer)}). The model's prediction is kept.",
+    )
 
 
 def _skip(skipped_key: str, inspection_id: int) -> None:
@@ -105,7 +117,7 @@ def correction_form(
             index = options.index(current) if current in options else 0
             st.selectbox(title, options, index=index, key=f"{key}_{task}")
         if card is not None and "severity" in tasks:
-            st.caption(f"Choosing “{card.no_defect_class}” clears severity and location.")
+            st.caption(f"Choosing “{literal(card.no_defect_class)}” clears severity and location.")
         st.text_input("Note (optional)", key=f"{key}_note")
         args = {"key": key, "group": group}
         with st.container(horizontal=True):
@@ -146,6 +158,6 @@ def correction_form(
                 "the audit trail keeps why. A correction later gives it labels again.",
             )
         if last_reviewer():
-            st.caption(f"Reviewing as **{last_reviewer()}** (the name in the sidebar).")
+            st.caption(f"Reviewing as **{literal(last_reviewer())}** (the name in the sidebar).")
         else:
             st.warning(NO_REVIEWER_MESSAGE, icon=":material/person:")

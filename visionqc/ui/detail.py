@@ -12,6 +12,7 @@ from visionqc.ui.corrections import correction_form, show_message
 from visionqc.ui.heatmap_view import render_image_with_heatmap
 from visionqc.ui.resources import get_predictor
 from visionqc.ui.tables import TASK_COLUMNS
+from visionqc.ui.text import literal
 
 
 def probabilities_table(probabilities: dict[str, float], current: str | None):
@@ -82,7 +83,7 @@ def render_inspection_detail(store, inspection_id: int, card: ModelCard | None =
     with left:
         render_image_with_heatmap(detail, get_predictor(), key=key)
     with right:
-        st.markdown(f"**{detail['file_name']}**")
+        st.markdown(f"**{literal(detail['file_name'])}**")
         predicted = " · ".join(
             shown(detail.get(f"pred_{t}"))
             + (f" ({100 * detail[f'pred_{t}_conf']:.0f}%)" if detail.get(f"pred_{t}_conf") is not None else "")
@@ -91,7 +92,8 @@ def render_inspection_detail(store, inspection_id: int, card: ModelCard | None =
         st.caption(f"Model predicted: {predicted} → **{detail.get('pred_action')}**")
         if detail.get("unusable_reason"):
             st.error(
-                f"Marked not a part / unusable image: {detail['unusable_reason']}. It is in no quality figure.",
+                f"Marked not a part / unusable image: {literal(detail['unusable_reason'])}. "
+                "It is in no quality figure.",
                 icon=":material/hide_image:",
             )
         elif detail.get("needs_review"):

@@ -14,6 +14,7 @@ from visionqc.model.card import ModelCard
 from visionqc.reporting.explore_map import COLOR_CHOICES, REGION, map_chart, map_frame
 from visionqc.ui.selection import names_line
 from visionqc.ui.tables import show_inspections, thumbnail_url
+from visionqc.ui.text import literal
 
 
 @st.cache_data(show_spinner="Placing the images on the map…", max_entries=8)
@@ -62,7 +63,7 @@ def render_selection(store, chosen: list[int], card: ModelCard | None, timezone:
         if button_col.form_submit_button(f"Tag {len(chosen)} images", type="primary", icon=":material/sell:"):
             if tag.strip():
                 added = store.add_tags(chosen, [tag.strip()])
-                st.success(f"Tagged {len(chosen)} images “{tag.strip()}” ({added} new tags).")
+                st.success(f"Tagged {len(chosen)} images “{literal(tag.strip())}” ({added} new tags).")
             else:
                 st.error("Type a tag first.")
 

@@ -9,9 +9,9 @@ import html
 import pandas as pd
 import streamlit as st
 
-from visionqc.labels import shown
 from visionqc.ui.selection import ids_of, rows_key
 from visionqc.ui.tables import thumbnail_url
+from visionqc.ui.text import literal
 
 # Streamlit's markdown badge colours, nearest to the palette's action colours.
 BADGE_COLORS = {"Pass": "green", "Hold": "yellow", "Rework": "orange", "Reject": "red", "Review": "blue"}
@@ -28,9 +28,9 @@ def tile_caption(row: pd.Series) -> str:
     """Action badge, defect type with the model's confidence, and a flag for review or unusable."""
     parts = [badge(row.get("action"))]
     if bool(row.get("unusable")):
-        parts.append(f":violet-badge[unusable: {row.get('unusable_reason')}]")
+        parts.append(f":violet-badge[unusable: {literal(row.get('unusable_reason'))}]")
     else:
-        defect = shown(row.get("defect"))
+        defect = literal(row.get("defect"))
         confidence = row.get("confidence")
         same = row.get("defect") == row.get("pred_defect")
         parts.append(f"{defect} {100 * confidence:.0f}%" if same and confidence == confidence else defect)

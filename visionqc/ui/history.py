@@ -9,6 +9,7 @@ from visionqc.labels import UNUSABLE_REASONS
 from visionqc.ui.corrections import flash, reports_errors, show_message
 from visionqc.ui.selection import names_line
 from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
+from visionqc.ui.text import literal, literals
 
 HISTORY_TABLE = "history_results"
 
@@ -53,7 +54,7 @@ def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
             return
         added = store.add_tags(ids, tags)
         state[f"{key}_add"] = ""
-        flash(group, "success", f"Tagged {len(ids)} inspection(s) with {', '.join(tags)} ({added} new tag(s)).")
+        flash(group, "success", f"Tagged {len(ids)} inspection(s) with {literals(tags)} ({added} new tag(s)).")
     elif what == "remove_tags":
         tags = list(state.get(f"{key}_remove") or [])
         if not tags:
@@ -63,11 +64,15 @@ def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
         flash(group, "success", f"Removed {removed} tag(s) from the selected inspections.")
     elif what == "review":
         changed = store.mark_reviewed(ids, reviewer)
-        flash(group, "success", f"Marked {changed} inspection(s) as reviewed by {reviewer}.")
+        flash(group, "success", f"Marked {changed} inspection(s) as reviewed by {literal(reviewer)}.")
     elif what == "unusable":
         reason = state.get(f"{key}_unusable_reason") or UNUSABLE_REASONS[0]
         changed = store.mark_unusable(ids, reviewer, reason)
-        flash(group, "success", f"Marked {changed} photo(s) unusable ({reason}); they leave every quality figure.")
+        flash(
+            group,
+            "success",
+            f"Marked {changed} photo(s) unusable ({literal(reason)}); they leave every quality figure.",
+        )
     elif what == "restore":
         restored = store.restore(ids, reviewer)
         flash(group, "success", f"Restored {restored} inspection(s); the restore is in the audit trail.")

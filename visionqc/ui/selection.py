@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from visionqc.ui.text import literal
+
 
 def ids_of(rows: pd.DataFrame) -> list[int]:
     return [int(i) for i in rows["inspection_id"]] if "inspection_id" in rows else []
@@ -59,9 +61,11 @@ def clicked_id(event, rows: pd.DataFrame) -> int | None:
 
 
 def names_line(rows: pd.DataFrame, ids: Sequence[int], limit: int = 6) -> str:
-    """``"3 images: a.jpg, b.jpg, c.jpg"`` (with "and N more" past ``limit``): said before any bulk action."""
+    """``"3 images: a.jpg, b.jpg, c.jpg"`` (with "and N more" past ``limit``): said before any bulk action.
+
+    The names are escaped for Markdown (:func:`visionqc.ui.text.literal`), where every caller shows them."""
     by_id = dict(zip(ids_of(rows), rows["file_name"], strict=True)) if len(rows) else {}
-    names = [str(by_id.get(i, f"inspection {i}")) for i in ids]
+    names = [literal(by_id.get(i, f"inspection {i}")) for i in ids]  # shown in Markdown: file names as typed
     head = ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
     return f"{len(names)} image{'s' if len(names) != 1 else ''}: {head}"
 

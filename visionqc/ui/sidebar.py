@@ -7,6 +7,7 @@ import streamlit as st
 
 from visionqc import config
 from visionqc.model.card import ModelLoadError, read_card
+from visionqc.ui.text import literal, literals
 
 REVIEWER = "_visionqc_reviewer"
 REVIEWER_WIDGET = "sidebar_reviewer"
@@ -26,9 +27,9 @@ def render_sidebar() -> None:
             st.error(f"No model loaded: {exc}", icon=":material/error:")
             st.caption(f"Model folder: `{config.model_dir()}` (set `VISIONQC_MODEL` to use another).")
         else:
-            st.markdown(f"**{card.name}** · version `{card.version}`")
+            st.markdown(f"**{literal(card.name)}** · version {literal(card.version)}")
             for task in card.tasks:
-                st.caption(f"**{task.name.capitalize()}**: {', '.join(task.classes)}")
+                st.caption(f"**{literal(task.name.capitalize())}**: {literals(task.classes)}")
         st.subheader("Data folder")
         st.caption(f"`{config.data_dir()}`")
         st.caption("Set `VISIONQC_HOME` to use another folder.")
