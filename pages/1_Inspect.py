@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from visionqc.ui import detail, resources, tables, upload
+from visionqc.ui import detail, first_run, resources, tables, upload
 
 st.title("Inspect")
 st.caption(
@@ -87,6 +87,7 @@ if len(duplicates):
     )
 
 rows = store.batch_rows(batch_id)
+first_run.render_foreign_batch_notice(rows, predictor.card)
 timezone = resources.browser_timezone()
 st.markdown("**Results** — click a row to see the photo and correct its labels; click a column title to sort.")
 event = tables.show_inspections(

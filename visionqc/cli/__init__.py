@@ -1,4 +1,4 @@
-"""Command line: ``python -m visionqc predict|inspect|train|evaluate|localise``.
+"""Command line: ``python -m visionqc predict|inspect|train|evaluate|localise|dataset|model|reinspect|jobs``.
 
 Each subcommand is a small function that parses its arguments and calls into the library; each module
 registers its subcommands on the parser, which is assembled last, in :func:`build_parser`, as in
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visionqc.cli import inspection, training
-from visionqc.cli.common import EXIT_USER_ERROR
+from visionqc.cli import datasets, inspection, models, training
+from visionqc.cli.common import EXIT_STORE_ERROR, EXIT_USER_ERROR
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspection.register(sub)
     training.register(sub)
+    datasets.register(sub)
+    models.register(sub)
     return parser
 
 
@@ -31,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    from visionqc.store import StoreError
+
     try:
         return args.func(args)
-    except ValueError as exc:  # user-caused problems (bad policy file, bad dataset) -> message, not traceback
+    except ValueError as exc:  # user-caused problems (bad policy file, bad dataset, unknown model) -> message
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except StoreError as exc:  # the database is locked by another process for too long, or not ours
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_STORE_ERROR

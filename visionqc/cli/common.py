@@ -12,12 +12,24 @@ EXIT_BAD_MODEL = 3
 EXIT_STORE_ERROR = 4
 
 
+def active_model_dir(station: str | None = None):
+    """The registry's active model (for ``station`` when it has one), registering the shipped model on first use."""
+    from visionqc import config
+    from visionqc.registry import ModelRegistry
+
+    if config.pinned_model_dir() is None:
+        ModelRegistry(config.data_dir()).ensure_initialised()
+    return config.model_dir(station)
+
+
 def load_predictor(args: argparse.Namespace):
     from visionqc.actions import ActionPolicy
     from visionqc.model.card import ModelLoadError
     from visionqc.model.predict import Predictor
 
     policy = ActionPolicy.from_file(args.policy) if getattr(args, "policy", None) else None
+    if getattr(args, "model", None) is None:
+        args.model = active_model_dir(getattr(args, "station", None))
     try:
         return Predictor(args.model, policy=policy)
     except ModelLoadError as exc:

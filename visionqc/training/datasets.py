@@ -59,6 +59,9 @@ NO_DEFECT_NAMES = frozenset(
 # Added to the defect classes when a dataset has no defect-free images: the card needs a no-defect class.
 SYNTHETIC_NO_DEFECT = "no_defect"
 LABELS_CSV = "labels.csv"
+# Beside class folders, written by `python -m visionqc dataset export`: names the no-defect class (whatever it is
+# called) and the dataset, so an exported dataset trains exactly as it is stored.
+DATASET_FILE = "dataset.json"
 
 
 class DatasetError(ValueError):
@@ -262,6 +265,7 @@ def read_class_folders(
     The CSV's ``image`` column holds the path relative to ``root`` (``crack/x.jpg``) or the bare file name.
     """
     root = Path(root)
+    no_defect_class = no_defect_class or declared_no_defect_class(root)
     extra: dict[str, dict[str, str]] = {}
     csv_path = Path(labels_csv) if labels_csv else root / LABELS_CSV
     if csv_path.is_file():
@@ -276,6 +280,29 @@ def read_class_folders(
             row = extra.get(rel) or extra.get(path.name) or {}
             samples.append(Sample(path, class_dir.name, _optional(row, "severity"), _optional(row, "location"), None))
     return _finish(root, "class-folders", samples, no_defect_class, None)
+
+
+def read_citation(root: Path) -> str | None:
+    """The 'Source:' paragraph of the dataset's SOURCE.md, if it has one."""
+    for candidate in (root / "SOURCE.md", root.parent / "SOURCE.md"):
+        if candidate.is_file():
+            text = candidate.read_text(encoding="utf-8", errors="replace")
+            for paragraph in text.split("\n\n"):
+                if paragraph.strip().startswith("Source:"):
+                    return " ".join(line.strip() for line in paragraph.strip().splitlines())
+    return None
+
+
+def declared_no_defect_class(root: Path) -> str | None:
+    """The no-defect class named in ``<root>/dataset.json`` (an exported dataset), if there is one."""
+    path = root / DATASET_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("no_defect_class")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    return value if isinstance(value, str) and value else None
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:

@@ -42,7 +42,7 @@ from visionqc.training.evaluation import evaluate_predictor, repeated_split_scor
 from visionqc.training.features import FeatureCache, extract_features
 from visionqc.training.loop import PhaseResult
 from visionqc.training.phases import finetune_last_blocks, head_probabilities, set_heads, train_heads
-from visionqc.training.pipeline import log
+from visionqc.training.pipeline import Listener, log, reporting_to
 
 
 def task_labels(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -163,8 +163,17 @@ def train(
     cfg: TrainConfig,
     command: str | None = None,
     citation: str | None = None,
+    progress: Listener | None = None,
 ) -> dict[str, Any]:
-    """Run the whole recipe (module docstring) and write the model directory. Returns the card JSON."""
+    """Run the whole recipe (module docstring) and write the model directory. Returns the card JSON.
+
+    ``progress(steps)`` is called whenever a step of the recipe moves, with the open progress bars outermost
+    first (:class:`~visionqc.training.pipeline.Step`: feature extraction, each phase's epochs with their
+    validation score, the repeated splits, the test evaluation); an exception it raises ends the run.
+    """
+    if progress is not None:
+        with reporting_to(progress):
+            return train(dataset, out_dir, cfg, command, citation)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     load_at_start = [round(v, 2) for v in os.getloadavg()]  # other work on the machine slows every timing

@@ -65,7 +65,7 @@ def apply_handoff(key: str = "history") -> None:
     state = st.session_state
     state[k + "date_from"] = handed.date_from
     state[k + "date_to"] = handed.date_to
-    for field in ("defects", "severities", "locations", "actions", "stations", "model_names"):
+    for field in ("defects", "severities", "locations", "actions", "stations", "model_names", "batches"):
         state[k + field] = shown_all(getattr(handed, field))
 
 
