@@ -39,8 +39,9 @@ def check_classes(class_counts: dict[str, int], no_defect_class: str | None = No
         check.errors.append(f"it has only one class ({only}); a model needs at least two to tell apart")
     tiny = sorted(c for c, n in present.items() if n < MIN_IMAGES_PER_CLASS)
     if tiny:
+        which = f"class {tiny[0]} has" if len(tiny) == 1 else f"classes {', '.join(tiny)} have"
         check.errors.append(
-            f"class {', '.join(tiny)} has only one image; each class needs at least {MIN_IMAGES_PER_CLASS} "
+            f"{which} only one image; each class needs at least {MIN_IMAGES_PER_CLASS} "
             f"(and {SMALL_CLASS} or more to be learnt)"
         )
     small = sorted(c for c, n in present.items() if MIN_IMAGES_PER_CLASS <= n < SMALL_CLASS)

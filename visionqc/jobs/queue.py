@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from visionqc import config
-from visionqc.jobs.progress import JOBS_DIR, read_progress, request_cancel
+from visionqc.jobs.progress import JOBS_DIR, job_dir, read_progress, request_cancel
 from visionqc.jobs.worker import DIED, JOB_KINDS, lock_path
 from visionqc.registry import ModelRegistry
 from visionqc.store import Store
@@ -103,6 +104,7 @@ def finish_orphans(store: Store) -> list[str]:
             store.finish_job(job_id, "succeeded", result={"model": version.ref(), "metrics": version.metrics})
         else:
             store.finish_job(job_id, "failed", error=DIED)
+        shutil.rmtree(job_dir(store.home, job_id) / "work", ignore_errors=True)  # the dead job's half-made files
         finished.append(job_id)
     return finished
 
