@@ -92,7 +92,10 @@ def _import_form(store: Store, by: str) -> None:
     archive = archive_tab.file_uploader("Labelled archive (.zip)", type=["zip"], key="models_import_zip")
     folder = folder_tab.file_uploader("Labelled folder", accept_multiple_files="directory", key="models_import_dir")
     source = archive.name if archive else (folder[0].name.split("/")[0] if folder else "")
-    name = st.text_input("Dataset name", value=slug(Path(source).stem) if source else "", key="models_import_name")
+    if source != st.session_state.get("models_import_source"):  # a new upload suggests its own name
+        st.session_state["models_import_source"] = source
+        st.session_state["models_import_name"] = slug(Path(source).stem) if source else ""
+    name = st.text_input("Dataset name", key="models_import_name")
     skip = st.checkbox("Leave unreadable images out (instead of refusing the import)", key="models_import_skip")
     if not st.button("Import", type="primary", key="models_import_go", disabled=not (source and name and by)):
         if source and not by:
