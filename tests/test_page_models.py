@@ -164,7 +164,7 @@ def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_fol
     assert store.dataset("door-panels")["class_counts"] == {"crack": 3, "free": 3}
 
     at.number_input(key="models_train_epochs").set_value(5).run()
-    at.select_slider(key="models_train_views").set_value(1).run()
+    at.radio(key="models_train_views").set_value(1).run()
     at.checkbox(key="models_train_phase2").uncheck().run()
     assert any("about" in c.value and "6 images" in c.value for c in at.caption)  # the time estimate
     at.text_input(key="models_by_train").set_value("Ana").run()

@@ -84,8 +84,8 @@ def _show(store: Store, result: dict) -> None:
         change = f"{100 * (cand[key] - base[key]):+.1f} points"
         col.metric(f"{label}: {cand['label']}", f"{100 * cand[key]:.1f}%", change, border=True)
     cols[2].metric(
-        "Images where they disagree", f"{len(result['disagreements']):,}",
-        f"{result['actions_changed']:,} actions differ", delta_color="off", border=True,
+        "Images where they disagree", f"{len(result['disagreements']):,}", border=True,
+        help=f"Their defect labels differ; their actions differ on {result['actions_changed']:,} image(s).",
     )  # fmt: skip
     table_col, recall_col = st.columns(2, gap="large")
     table_col.markdown("**Side by side**")

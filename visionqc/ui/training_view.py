@@ -17,6 +17,7 @@ from visionqc.store import Store
 from visionqc.ui.sidebar import reviewer_input
 
 REFRESH_S = 2
+VIEWS = {1: "1 (fastest)", 2: "2", 3: "3 (steadiest)"}
 _RUNNING = "models_jobs_running"
 
 
@@ -49,8 +50,8 @@ def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
         help="The new model becomes the next version of this name (letters, digits, '.', '_', '-').",
     )
     left, middle, right = st.columns(3)
-    views = left.select_slider(
-        "Views per image", options=[1, 2, 3], value=3, key="models_train_views",
+    views = left.radio(
+        "Views per image", [1, 2, 3], index=2, key="models_train_views", horizontal=True, format_func=VIEWS.get,
         help="The image plus augmented copies (crops, brightness): more is steadier, and slower.",
     )  # fmt: skip
     phase2 = middle.checkbox(
