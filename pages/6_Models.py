@@ -3,9 +3,15 @@ compare two versions and promote; re-inspect a batch with another version."""
 
 import streamlit as st
 
-from visionqc import config
-from visionqc.ui import compare_view, datasets_view, registry_view, reinspect_view, resources, training_view
-from visionqc.ui.model_card_view import render_card
+from visionqc.ui import (
+    compare_view,
+    datasets_view,
+    model_card_view,
+    registry_view,
+    reinspect_view,
+    resources,
+    training_view,
+)
 
 st.title("Models")
 registry = resources.get_registry()
@@ -28,7 +34,8 @@ with card_tab:
     card = resources.active_card()
     if card is None:
         resources.require_predictor()  # explains why no model loads, and stops
-    render_card(card, config.model_dir())
+    shown_card, folder = model_card_view.pick_version(registry, card)
+    model_card_view.render_card(shown_card, folder)
 with versions_tab:
     registry_view.render_versions(registry)
 with datasets_tab:

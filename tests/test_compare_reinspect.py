@@ -100,5 +100,10 @@ def test_reinspect_a_batch_with_another_version_into_a_new_batch(trained, magnet
         assert change["action_changed"] == (change["original_action"] != row.pred_action)
     assert result.actions_changed == int(result.changes["action_changed"].sum())
     assert len(store.batch_rows(original.batch_id)) == 6  # the originals are untouched
+    # History (and its CSV) tell the two apart by model version, as the Models page names them.
+    assert {"magnetic-tile v1", "tiles-model v1"} <= set(store.distinct_values("model_version"))
+    by_version = store.search(InspectionFilter(model_versions=("tiles-model v1",)), page_size=0)[0]
+    assert set(by_version["batch_id"]) == {result.batch_id} and len(by_version) == 6
+    assert store.count(InspectionFilter(model_versions=("tiles-model v9",))) == 0
     with pytest.raises(ValueError, match="nothing to re-inspect"):
         reinspect(store, small, InspectionFilter(batches=("none",)), described="nothing")

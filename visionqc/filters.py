@@ -37,6 +37,8 @@ class InspectionFilter:
     - ``confidence_min`` / ``confidence_max``: inclusive bounds on the defect confidence.
     - ``needs_review``, ``reviewed``: ``True`` / ``False`` keep only flagged / unflagged rows,
       reviewed / not yet reviewed rows; ``None`` keeps both.
+    - ``model_versions``: the row was classified by one of these model versions, written as the registry shows
+      them: ``"<name> v<version>"`` (e.g. ``"door-panels v2"``).
     - ``batches``: the row belongs to one of these batch ids. ``stations``: its batch was recorded at one
       of these stations.
     - ``file_name``: case-insensitive substring of the file name.
@@ -67,6 +69,7 @@ class InspectionFilter:
     tags_any: Sequence[str] = ()
     tags_none: Sequence[str] = ()
     model_names: Sequence[str | None] = ()
+    model_versions: Sequence[str] = ()
     stations: Sequence[str | None] = ()
     ids: Sequence[int] | None = None
     deleted: str = "hide"

@@ -211,12 +211,19 @@ def _review_and_batches(store: Store, k: str, deleted_choice: bool) -> dict:
         key=k + "model_names",
         help="The model that classified the image.",
     )
+    versions = row[3].multiselect(
+        "Model versions",
+        _options(store.distinct_values("model_version"), selected=state.get(k + "model_versions", [])),
+        key=k + "model_versions",
+        help="The model version that classified the image (as the Models page names it), e.g. to compare two.",
+    )
     return {
         "needs_review": REVIEW_CHOICES[needs_review],
         "reviewed": REVIEWED_CHOICES[reviewed],
         "batches": tuple(batch_ids),
         "stations": stored_all(stations),
         "model_names": stored_all(models),
+        "model_versions": tuple(versions),
         "deleted": DELETED_CHOICES[deleted],
     }
 

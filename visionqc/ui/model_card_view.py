@@ -7,8 +7,24 @@ from pathlib import Path
 
 import streamlit as st
 
-from visionqc.model.card import ModelCard
+from visionqc import config
+from visionqc.model.card import ModelCard, ModelLoadError, read_card
+from visionqc.registry import ModelRegistry
 from visionqc.reporting import model_card as mc
+
+
+def pick_version(registry: ModelRegistry, active: ModelCard) -> tuple[ModelCard, Path]:
+    """A choice of version whose card to show (the active one first); returns that card and its folder."""
+    labels = {f"{active.name} v{active.version} (active)": None}
+    labels |= {v.label: v for v in registry.versions() if (v.name, v.version) != (active.name, active.version)}
+    picked = labels[st.selectbox("Card of", list(labels), key="models_card_version")]
+    if picked is None:
+        return active, config.model_dir()
+    try:
+        return read_card(picked.path), picked.path
+    except ModelLoadError as exc:
+        st.error(f"The card of {picked.label} cannot be read: {exc}", icon=":material/error:")
+        return active, config.model_dir()
 
 
 def render_card(card: ModelCard, folder: Path, key: str = "model") -> None:

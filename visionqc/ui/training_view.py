@@ -17,6 +17,7 @@ from visionqc.store import Store
 from visionqc.ui.sidebar import reviewer_input
 
 REFRESH_S = 2
+RECENT = 3  # finished jobs shown in full; older ones in a table
 VIEWS = {1: "1 (fastest)", 2: "2", 3: "3 (steadiest)"}
 _RUNNING = "models_jobs_running"
 
@@ -113,8 +114,23 @@ def _jobs_panel(store: Store) -> None:
     for job in active.itertuples(index=False):
         _active_job(store, job)
     finished = jobs[~jobs["status"].isin(["queued", "running"])]
-    for job in finished.itertuples(index=False):
+    for job in finished.head(RECENT).itertuples(index=False):
         _finished_job(job)
+    if len(finished) > RECENT:
+        with st.expander(f"Older jobs ({len(finished) - RECENT})"):
+            older = finished.iloc[RECENT:]
+            st.dataframe(
+                {
+                    "Job": older["job_id"],
+                    "What": [describe(p) for p in older["params"]],
+                    "Status": older["status"],
+                    "Finished (UTC)": older["finished_at"],
+                    "Why it failed": older["error"].fillna(""),
+                },
+                hide_index=True,
+                width="stretch",
+                key="models_older_jobs",
+            )
 
 
 def _active_job(store: Store, job) -> None:
