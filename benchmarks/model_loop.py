@@ -141,25 +141,10 @@ def main() -> int:
         wrong = 0
         for row in rows.itertuples():
             sample = truth[row.file_name]
-            if row.pred_defect != sample.defect:
-                store.review(
-                    [row.inspection_id],
-                    "benchmark",
-                    "correct",
-                    defect=sample.defect,
-                    severity=sample.severity,
-                    location=sample.location,
-                )
-                wrong += 1
-            elif args.review == "all":
-                store.review(
-                    [row.inspection_id],
-                    "benchmark",
-                    "correct",
-                    defect=sample.defect,
-                    severity=sample.severity,
-                    location=sample.location,
-                )
+            wrong += row.pred_defect != sample.defect
+            if row.pred_defect != sample.defect or args.review == "all":
+                labels = {"defect": sample.defect, "severity": sample.severity, "location": sample.location}
+                store.review([row.inspection_id], "benchmark", "correct", **labels)
         out["production"] = {"inspected": len(rows), "v1_wrong_and_corrected": wrong}
         dataset, _ = create_from_reviews(
             store,
