@@ -64,3 +64,17 @@ def test_read_only_pages_load_without_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_the_registry_datasets_and_job_queue_load_without_torch():
+    """The Models page's tables, the sidebar and `python -m visionqc dataset|model list|jobs` never pay for the
+    network: only training, comparing and registering (which checks the weights) import torch, when they run."""
+    code = (
+        "import sys\n"
+        "import visionqc.registry, visionqc.jobs.queue, visionqc.jobs.training_job, visionqc.jobs.compare\n"
+        "import visionqc.datasets.archive, visionqc.datasets.building, visionqc.datasets.export\n"
+        "import visionqc.ui.training_view, visionqc.ui.datasets_view, visionqc.ui.registry_view, visionqc.ui.sidebar\n"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "False"
