@@ -96,21 +96,32 @@ def test_a_queued_job_cancels_at_once_and_a_running_one_at_its_next_step(home):
 
 def test_kill_9_of_a_running_job_leaves_registry_and_store_consistent_and_the_job_failed(home):
     store = Store(home)
-    job_id = submit(store)
-    wait_for_stage(home, job_id, "features")
-    job = store.job(job_id)
-    os.kill(job["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while queue.worker_running(home) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    queue.reconcile(store)
-    job = store.job(job_id)
+    killed, behind = submit(store), submit(store)  # a second worker waits for the first one's lock
+    wait_for_stage(home, killed, "features")
+    os.kill(store.job(killed)["pid"], signal.SIGKILL)
+    # The waiting worker gets the lock, finishes the dead job as failed, and runs the next one.
+    assert wait_for(store, behind, "succeeded", "failed")["status"] == "succeeded"
+    job = store.job(killed)
     assert (job["status"], job["error"]) == ("failed", DIED)
-    assert [v.label for v in ModelRegistry(home).versions()] == ["magnetic-tile v1"]
-    assert not (job_dir(home, job_id) / "work").exists()
+    assert not (job_dir(home, killed) / "work").exists()
+    registry = ModelRegistry(home)
+    assert {v.label for v in registry.versions()} == {"magnetic-tile v1", "tiles-model v1"}
+    assert registry.get("tiles-model", "1").job_id == behind  # the next job's version, never the killed one's
     assert Store(home).dataset("tiles")["images"] == 24  # the store opens and reads as before
-    again = submit(store)  # and the queue goes on
-    assert wait_for(store, again, "succeeded", "failed")["status"] == "succeeded"
+
+
+def test_reconcile_finishes_a_job_whose_worker_is_gone(home):
+    """No worker holds the lock but a job is marked running (its process died): the app's refresh fails it, and
+    a queued job with no worker gets one."""
+    store = Store(home)
+    orphan = store.add_job(KIND, {"name": "x", "dataset": "tiles@1"}, created_by="ana")
+    store.claim_next_job(pid=999_999)
+    assert not queue.worker_running(home)
+    queue.reconcile(store)
+    assert (store.job(orphan)["status"], store.job(orphan)["error"]) == ("failed", DIED)
+    waiting = store.add_job(KIND, {"name": "bad name!", "dataset": "tiles@1"}, created_by="ana")  # no worker yet
+    queue.reconcile(store)
+    assert "is not usable" in wait_for(store, waiting, "failed", "succeeded")["error"]
 
 
 def test_a_failed_job_says_why(home):
