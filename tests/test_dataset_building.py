@@ -218,6 +218,14 @@ def test_reviews_merge_with_a_stored_dataset_and_win_where_both_hold_an_image(re
     assert items["inspection_id"].notna().all()  # every image's label is now the reviewed one
     merged, _ = merge_datasets(review_store, "both", ["original", row["dataset_id"]], by="ben")
     assert merged["images"] == row["images"]
+    # Items read back from the store (no inspection, no severity) merge with reviewed ones and keep their gaps.
+    mixed, _ = create_from_reviews(
+        review_store, "mixed", InspectionFilter(reviewed=True, defects=("crack",)), by="ana", include=["original"]
+    )
+    mixed_items = review_store.dataset_items(mixed["dataset_id"])
+    from_original = mixed_items[mixed_items["inspection_id"].isna()]
+    assert len(from_original) == 4 and set(from_original["defect"]) == {"free"}
+    assert from_original["severity"].isna().all()
     with pytest.raises(DatasetProblem, match="at least two"):
         merge_datasets(review_store, "one", ["original"], by="ben")
 

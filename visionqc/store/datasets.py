@@ -145,10 +145,10 @@ class DatasetsMixin:
 def _column(items: pd.DataFrame, column: str) -> list:
     if column not in items:
         return [None] * len(items)
-    values = items[column].tolist()
+    values = items[column].tolist()  # None, NaN or pandas' NA (items read back from the store) mean "no value"
     if column == "inspection_id":
-        return [None if v is None or v != v else int(v) for v in values]
-    return [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
+        return [None if pd.isna(v) else int(v) for v in values]
+    return [None if pd.isna(v) else str(v) for v in values]
 
 
 def _as_dict(value) -> dict[str, int]:
