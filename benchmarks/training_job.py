@@ -122,7 +122,10 @@ def main() -> int:
 
     idle_ms, busy_ms = statistics.median(idle), statistics.median(busy)
     print(f"archive                         : {images} images, import (every image checked) {import_s:.1f} s")
+    cpu = job["result"].get("cpu_seconds")
     print(f"training job, submit -> registered: {total_s / 60:.1f} min  (target <= 10 min)")
+    if cpu:
+        print(f"CPU time of the job             : {cpu:.0f} core-seconds = {cpu / 2 / 60:.1f} min on 2 idle cores")
     print(f"longest wait between progress moves: {max(moves):.1f} s over {len(moves)} moves  (target <= 10 s)")
     print(f"test balanced accuracy          : {version.metrics.get('balanced_accuracy')}")
     print(f"History render idle (baseline)  : {idle_ms:.0f} ms median of {len(idle)}")

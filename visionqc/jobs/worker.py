@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import importlib
 import os
+import resource
 import shutil
 import sys
 import traceback
@@ -48,6 +49,11 @@ class JobContext:
         return job_dir(self.home, self.job_id) / "work"
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def lock_path(home: Path) -> Path:
     path = home / JOBS_DIR / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,10 +71,12 @@ def run_one(home: Path, store: Store, job: dict[str, Any]) -> str:
     """Run a claimed job to its end and record how it ended; returns the final status."""
     ctx = JobContext(home, store, job)
     status, error, result = "failed", None, None
+    cpu_before = _cpu_seconds()
     try:
         if cancel_requested(home, ctx.job_id):
             raise JobCancelled()
-        result = handler(job["kind"])(ctx)
+        # CPU time beside wall time: on a shared machine it says what the job would take on idle cores.
+        result = {**handler(job["kind"])(ctx), "cpu_seconds": round(_cpu_seconds() - cpu_before, 1)}
         status = "succeeded"
     except JobCancelled:
         status, error = "cancelled", "cancelled on request"
