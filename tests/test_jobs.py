@@ -72,6 +72,7 @@ def test_jobs_run_one_at_a_time_in_their_own_process_and_register_their_models(h
     assert v1.source == "trained" and v1.registered_by == "ana"
     assert v1.dataset == {"id": "tiles@1", "name": "tiles", "version": 1}
     assert done[0]["result"]["model"] == {"name": "tiles-model", "version": "1"}
+    assert done[0]["result"]["cpu_seconds"] > 0
     card = read_card(v1.path)
     assert (card.name, card.version) == ("tiles-model", "1")
     assert card.raw["training_data"]["images"] == 24 and card.raw["training"]["config"]["views"] == 1
