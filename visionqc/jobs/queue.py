@@ -38,11 +38,16 @@ def worker_running(home: Path) -> bool:
         return False
 
 
-def start_worker(home: Path) -> subprocess.Popen:
-    """A worker process for ``home``, detached from the caller (its own session)."""
+def _reap() -> None:
+    """Collect the exit status of workers this process started that have ended (no zombies left behind)."""
     for process in list(_SPAWNED):
         if process.poll() is not None:
             _SPAWNED.remove(process)
+
+
+def start_worker(home: Path) -> subprocess.Popen:
+    """A worker process for ``home``, detached from the caller (its own session)."""
+    _reap()
     (home / JOBS_DIR).mkdir(parents=True, exist_ok=True)
     log = (home / JOBS_DIR / "worker.log").open("ab")
     env = {**os.environ, "VISIONQC_HOME": str(home)}
@@ -111,6 +116,7 @@ def finish_orphans(store: Store) -> list[str]:
 
 def reconcile(store: Store) -> None:
     """Finish jobs whose worker died; start a worker for queued jobs that have none."""
+    _reap()
     if worker_running(store.home):
         return
     finish_orphans(store)
