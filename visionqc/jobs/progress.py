@@ -99,10 +99,9 @@ class ProgressFile:
             if i >= self.current and any(outer.desc.startswith(p) for p in stage.prefixes):
                 changed = i != self.current
                 self._move_to(i)
-                break
-        else:
-            changed = False
-        self._publish(_nested_fraction(steps), outer, outer.info, None, force=changed)
+                self._publish(_nested_fraction(steps), outer, outer.info, None, force=changed)
+                return
+        # A bar that belongs to no stage ahead (work between stages): it must not move the current stage's share.
 
     def _move_to(self, index: int) -> None:
         self.current = max(self.current, index)
@@ -114,6 +113,7 @@ class ProgressFile:
         stage = self.stages[self.current]
         done_before = sum(s.seconds for s in self.stages[: self.current])
         overall = min((done_before + stage.seconds * fraction) / self.total, 0.999)
+        overall = max(overall, self.state.get("fraction", 0.0))  # the bar never moves back
         elapsed = now - self.started
         planned_left = self.total - done_before - stage.seconds * fraction
         # The plan's estimate, corrected by how fast this machine has been so far (once there is something to go by).

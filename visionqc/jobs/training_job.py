@@ -94,6 +94,7 @@ def plan(class_counts: dict[str, int], options: TrainingOptions, registry: Model
     if options.phase2:
         per_epoch = timings.get("phase2", 48.0) / ref["phase2_epochs"] * images / ref["images"]
         stages.append(Stage("phase2", "Fine-tuning the last blocks", ("phase 2",), per_epoch * options.phase2_epochs))
+        stages.append(Stage("calibrate", "Calibrating the needs-review thresholds", ("calibrating",), per_epoch))
     if options.repeats:
         per_split = max(timings.get("phase1_heads", 4.0) * images / ref["images"], 1.0)
         stages.append(

@@ -42,7 +42,7 @@ from visionqc.training.evaluation import evaluate_predictor, repeated_split_scor
 from visionqc.training.features import FeatureCache, extract_features
 from visionqc.training.loop import PhaseResult
 from visionqc.training.phases import finetune_last_blocks, head_probabilities, set_heads, train_heads
-from visionqc.training.pipeline import Listener, log, reporting_to
+from visionqc.training.pipeline import Listener, log, progress_bar, reporting_to
 
 
 def task_labels(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -123,9 +123,10 @@ def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int) -> torc
     """Embeddings of the chosen network for every image (view 0 = exactly what the Predictor computes)."""
     if phase == 1:
         return cache.embeddings[0]
+    acts = cache.activations[0]
+    starts = progress_bar(range(0, len(acts), 128), desc="calibrating (final embeddings)", unit="chunk", disable=True)
     with torch.no_grad():
-        acts = cache.activations[0]
-        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in range(0, len(acts), 128)])
+        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in starts])
 
 
 def _calibrate(
