@@ -3,7 +3,7 @@
 import streamlit as st
 
 from visionqc.filters import InspectionFilter
-from visionqc.ui import lot_report, resources, results, tables, upload
+from visionqc.ui import first_run, lot_report, resources, results, tables, upload
 from visionqc.ui.text import literal
 
 st.title("Inspect")
@@ -65,11 +65,13 @@ named = ("station", "operator", "part_number", "lot", "note")
 st.caption(" · ".join(f"{k.replace('_', ' ')}: {literal(batch[k])}" for k in named if isinstance(batch.get(k), str)))
 tables.render_batch_summary(store.batch_summary(batch_id))
 tables.render_failures_and_duplicates(store.batch_failures(batch_id), store.batch_duplicates(batch_id))
+batch_rows = store.batch_rows(batch_id)
+first_run.render_foreign_batch_notice(batch_rows, predictor.card)
 
 timezone = resources.browser_timezone()
 filter_col, view_col = st.columns([3, 1], vertical_alignment="bottom")
 with filter_col:
-    rows = upload.quick_filter(store.batch_rows(batch_id), key="inspect_quick_filter")
+    rows = upload.quick_filter(batch_rows, key="inspect_quick_filter")
 with view_col:
     view = results.choose_view("inspect")
 st.caption("Click any cell of a row (or **Open** on a picture) to see the photo large and correct its labels.")

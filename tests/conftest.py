@@ -76,3 +76,20 @@ def private_home(tmp_path, monkeypatch, default_model_dir):
         return copy
 
     return make
+
+
+@pytest.fixture(scope="session")
+def labelled_folder(magnetic_tile):
+    """``labelled_folder(root, per_class, classes=None)``: class folders ``root/<class>/*.jpg`` of real
+    magnetic-tile photos (copies, ``per_class`` of each class, all six classes unless named), the layout
+    ``train`` and ``dataset import`` read."""
+
+    def make(root: Path, per_class: int, classes: list[str] | None = None) -> Path:
+        names = classes or sorted(p.name for p in (magnetic_tile / "images").iterdir() if p.is_dir())
+        for name in names:
+            (root / name).mkdir(parents=True, exist_ok=True)
+            for image in sorted((magnetic_tile / "images" / name).glob("*.jpg"))[:per_class]:
+                shutil.copyfile(image, root / name / image.name)
+        return root
+
+    return make

@@ -157,3 +157,40 @@ def test_markdown_in_user_text_is_shown_as_typed():
     unescaped = escaped.replace("\\", "")
     assert unescaped == hostile, "only backslashes were added: the text reads as typed"
     assert literal(None) == "—"
+
+
+def test_a_dataset_export_escapes_formula_names_and_train_reads_them_back_exactly(tmp_path, labelled_folder):
+    """Class names an archive may carry (=crack, +free, -uneven, @x) are escaped in labels.csv, and `train`
+    reads the exported dataset back with the original names (the reader undoes the escape)."""
+    from visionqc import cli
+    from visionqc.datasets.archive import import_dataset
+    from visionqc.datasets.export import export_dataset
+    from visionqc.model.card import read_card
+    from visionqc.training.datasets import LABELS_CSV, load_dataset
+
+    folder = labelled_folder(tmp_path / "parts", 3, ["crack", "free", "uneven"])
+    originals = {"crack": "=crack", "free": "+free", "uneven": "-uneven"}
+    for plain, hostile in originals.items():
+        (folder / plain).rename(folder / hostile)
+    store = Store(tmp_path / "home")
+    import_dataset(store, "parts", folder, by="ana")
+    out = export_dataset(store, "parts", tmp_path / "export")
+    rows = cells((out / LABELS_CSV).read_bytes())
+    assert_no_formula(rows, "labels.csv")
+    assert any(row[0].startswith("'=crack/") for row in rows[1:]), "the escaped name is in the file"
+    dataset = load_dataset(out)
+    assert set(dataset.class_counts()) >= set(originals.values())
+    model = tmp_path / "model"
+    argv = ["train", str(out), "--out", str(model), "--views", "1", "--no-phase2", "--repeats", "0", "--quiet"]
+    assert cli.main([*argv, "--epochs", "3", "--no-export"]) == 0
+    assert set(read_card(model).classes("defect")) >= set(originals.values())
+
+
+def test_a_class_that_is_not_a_folder_name_is_refused_on_export(tmp_path):
+    from visionqc.datasets.checks import DatasetProblem
+    from visionqc.datasets.export import class_folder
+
+    assert class_folder("=crack") == "=crack"
+    for bad in ("..", "a/b", "..\\x", ""):
+        with pytest.raises(DatasetProblem):
+            class_folder(bad)

@@ -54,13 +54,27 @@ def test_no_module_grows_past_the_size_one_can_hold_in_mind():
     assert {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES} == {}
 
 
+def loads_torch(*modules: str) -> bool:
+    """Whether importing ``modules`` in a fresh interpreter loads torch."""
+    code = f"import sys\nimport {', '.join(modules)}\nprint('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
+    return out.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_read_only_pages_load_without_torch():
     """History, the Dashboard and Explore read the store; importing what they use must not load the network."""
-    code = (
-        "import sys\n"
-        "import visionqc.ui.history, visionqc.ui.filters, visionqc.ui.tables, visionqc.ui.explore\n"
-        "import visionqc.store.analytics, visionqc.reporting.dashboard, visionqc.reporting.exports\n"
-        "print('torch' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PROJECT_ROOT)
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert not loads_torch(
+        "visionqc.ui.history", "visionqc.ui.filters", "visionqc.ui.tables", "visionqc.ui.explore",
+        "visionqc.store.analytics", "visionqc.reporting.dashboard", "visionqc.reporting.exports",
+    )  # fmt: skip
+
+
+def test_the_registry_datasets_and_job_queue_load_without_torch():
+    """The Models page's tables, the sidebar and `python -m visionqc dataset|model list|jobs` never pay for the
+    network: only training, comparing and registering (which checks the weights) import torch, when they run."""
+    assert not loads_torch(
+        "visionqc.registry", "visionqc.jobs.queue", "visionqc.jobs.training_job", "visionqc.jobs.compare",
+        "visionqc.datasets.archive", "visionqc.datasets.building", "visionqc.datasets.export",
+        "visionqc.ui.training_view", "visionqc.ui.datasets_view", "visionqc.ui.registry_view", "visionqc.ui.sidebar",
+    )  # fmt: skip
+    assert loads_torch("visionqc.training.trainer")  # the check can fail

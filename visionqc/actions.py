@@ -12,6 +12,9 @@ from pathlib import Path
 
 # In the order a manager reads them: fine -> worst, then "a person must look".
 ACTIONS: tuple[str, ...] = ("Pass", "Hold", "Rework", "Reject", "Review")
+# The defect class a dataset gives photos reviewed as "not a part / unusable image" when the user keeps them as an
+# explicit reject class: a model trained on it rejects such photos instead of guessing a defect.
+NOT_A_PART_CLASS = "not_a_part"
 
 
 def check_action(action: str) -> None:
@@ -31,7 +34,7 @@ class ActionPolicy:
     no_defect: str = "Pass"
     review: str = "Review"
     by_severity: dict[str, str] = field(default_factory=lambda: {"high": "Reject", "medium": "Rework", "low": "Hold"})
-    overrides: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, str] = field(default_factory=lambda: {NOT_A_PART_CLASS: "Reject"})
     fallback: str = "Hold"
 
     def __post_init__(self) -> None:
@@ -73,6 +76,6 @@ class ActionPolicy:
             no_defect=data.get("no_defect", defaults.no_defect),
             review=data.get("review", defaults.review),
             by_severity=merged,
-            overrides=dict(data.get("overrides", {})),
+            overrides={**defaults.overrides, **data.get("overrides", {})},
             fallback=data.get("fallback", defaults.fallback),
         )

@@ -37,6 +37,8 @@ class InspectionFilter:
     - ``confidence_min`` / ``confidence_max``: inclusive bounds on the defect confidence.
     - ``needs_review``, ``reviewed``: ``True`` / ``False`` keep only flagged / unflagged rows,
       reviewed / not yet reviewed rows; ``None`` keeps both.
+    - ``model_versions``: the row was classified by one of these model versions, written as the registry shows
+      them: ``"<name> v<version>"`` (e.g. ``"door-panels v2"``).
     - ``batches``: the row belongs to one of these batch ids. ``stations`` / ``operators``: its batch was
       recorded at one of these stations / by one of these operators (``None`` = none recorded).
     - ``unusable``: ``True`` keeps only photos a person marked "not a part / unusable image", ``False``
@@ -69,6 +71,7 @@ class InspectionFilter:
     tags_any: Sequence[str] = ()
     tags_none: Sequence[str] = ()
     model_names: Sequence[str | None] = ()
+    model_versions: Sequence[str] = ()
     stations: Sequence[str | None] = ()
     operators: Sequence[str | None] = ()
     unusable: bool | None = None

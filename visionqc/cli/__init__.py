@@ -1,4 +1,4 @@
-"""Command line: ``python -m visionqc predict|inspect|history|report|train|evaluate|localise|backup|restore|...``.
+"""Command line: ``python -m visionqc predict|inspect|history|report|train|evaluate|dataset|model|jobs|...``.
 
 Each subcommand is a small function that parses its arguments and calls into the library; each module
 registers its subcommands on the parser, which is assembled last, in :func:`build_parser`, as in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visionqc.cli import history, inspection, maintenance, training
+from visionqc.cli import datasets, history, inspection, maintenance, models, training
 from visionqc.cli.common import EXIT_STORE_ERROR, EXIT_USER_ERROR
 
 
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.register(sub)
     training.register(sub)
     maintenance.register(sub)
+    datasets.register(sub)
+    models.register(sub)
     return parser
 
 
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except ValueError as exc:  # user-caused problems (bad policy file, bad dataset) -> message, not traceback
+    except ValueError as exc:  # user-caused problems (bad policy file, bad dataset, unknown model) -> message
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except StoreError as exc:  # a busy, damaged, read-only or full data folder: what to do, not a traceback

@@ -25,6 +25,16 @@ def add_runtime_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=RUNTIME_CHOICES, default=config.runtime(), help=RUNTIME_HELP)
 
 
+def active_model_dir(station: str | None = None):
+    """The registry's active model (for ``station`` when it has one), registering the shipped model on first use."""
+    from visionqc import config
+    from visionqc.registry import ModelRegistry
+
+    if config.pinned_model_dir() is None:
+        ModelRegistry(config.data_dir()).ensure_initialised()
+    return config.model_dir(station)
+
+
 def load_predictor(args: argparse.Namespace):
     """The Predictor the arguments ask for, or ``None`` after printing why the model cannot be loaded."""
     from visionqc.actions import ActionPolicy
@@ -32,6 +42,8 @@ def load_predictor(args: argparse.Namespace):
     from visionqc.model.predict import Predictor
 
     policy = ActionPolicy.from_file(args.policy) if getattr(args, "policy", None) else None
+    if getattr(args, "model", None) is None:
+        args.model = active_model_dir(getattr(args, "station", None))
     try:
         predictor = Predictor(args.model, policy=policy, runtime=getattr(args, "runtime", None))
     except ModelLoadError as exc:

@@ -184,6 +184,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MODEL_HELP = "model directory (default: the active model of the registry in VISIONQC_HOME, or VISIONQC_MODEL)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
@@ -194,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "be read are reported with their reason; the exit code is non-zero only if no image could be read.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or .zip archives")
-    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument("--model", type=Path, help=MODEL_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     p.add_argument(
         "--no-embedding",
@@ -221,7 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--note", help="free-text note stored with the batch")
     p.add_argument("--part-number", help="part number of what is inspected (printed on the lot report)")
     p.add_argument("--lot", help="lot or production order (printed on the lot report)")
-    p.add_argument("--model", type=Path, default=config.model_dir(), help="model directory (default: %(default)s)")
+    p.add_argument("--model", type=Path, help=MODEL_HELP)
     p.add_argument("--policy", type=Path, help="action policy JSON file (see README: Action policy)")
     p.add_argument("--resume", metavar="BATCH_ID", help="add to this open batch, skipping files it already holds")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

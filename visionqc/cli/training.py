@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from pathlib import Path
@@ -53,10 +54,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     from visionqc.training.evaluation import format_report
     from visionqc.training.trainer import train
 
+    if args.dataset:
+        from visionqc.cli.jobs import train_job
+
+        return train_job(args)
+    if args.data is None or args.out is None:
+        print("error: give DATA and --out DIR, or --dataset NAME to train on a stored dataset", file=sys.stderr)
+        return EXIT_USER_ERROR
+    registry = None
+    name = args.name or f"{Path(args.out).name}"
+    if args.register:
+        from visionqc.registry import ModelRegistry
+        from visionqc.registry.registry import check_name
+
+        registry = ModelRegistry(config.data_dir())
+        registry.ensure_initialised()
+        name = check_name(name)
     dataset = _read_dataset(args)
     cfg = TrainConfig(
-        name=args.name or f"{Path(args.out).name}",
-        version=args.version,
+        name=name,
+        version=args.version or (registry.next_version(name) if registry else "1"),
         seed=args.seed,
         epochs=args.epochs,
         phase2=args.phase2,
@@ -85,6 +102,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(format_runtimes(card["runtimes"]))
     _localise_after_training(args)
     print(f"model written to {args.out}")
+    if registry is not None:
+        version = registry.register(args.out, by=args.by, source="trained")
+        print(f"registered as {version.label}; make it active with: python -m visionqc model activate {version.name}")
     return EXIT_OK
 
 
@@ -238,8 +258,8 @@ DATA_HELP = (
 )
 
 
-def add_dataset_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("data", type=Path, metavar="DATA", help=DATA_HELP)
+def add_dataset_options(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("data", type=Path, metavar="DATA", help=DATA_HELP, **({"nargs": "?"} if optional else {}))
     p.add_argument("--labels", type=Path, help="CSV with severity/location for class folders (default DATA/labels.csv)")
     p.add_argument(
         "--no-defect-class",
@@ -305,10 +325,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "split's accuracy, balanced accuracy, macro F1, per-class precision/recall and confusion matrix are "
         "printed and written to the card, with the mean and spread over repeated splits.",
     )
-    add_dataset_options(p)
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="model directory to write")
+    add_dataset_options(p, optional=True)
+    p.add_argument("--out", type=Path, metavar="DIR", help="model directory to write (with DATA)")
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="train on a stored dataset (NAME or NAME@VERSION) as a job of this data folder, as the Models page "
+        "does: queued behind other jobs, progress shown, the result registered as the next version of --name",
+    )
     p.add_argument("--name", help="model name in the card (default: the --out folder name)")
-    p.add_argument("--version", default="1", help="model version in the card (default: %(default)s)")
+    p.add_argument("--version", help="model version in the card (default: 1, or the next free version with --register)")
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="put the trained model in the registry of VISIONQC_HOME (always done with --dataset)",
+    )
+    p.add_argument("--detach", action="store_true", help="with --dataset: queue the job and return at once")
+    p.add_argument("--by", default=getpass.getuser(), help="your name, recorded with the model (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=150, help="phase-1 epochs, with early stopping (default: %(default)s)")
     p.add_argument(

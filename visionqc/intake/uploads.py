@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -51,8 +51,14 @@ def is_zip_name(name: str) -> bool:
     return name.lower().endswith(".zip")
 
 
-def unpack_zip(data: bytes, archive_name: str, limits: UploadLimits = UploadLimits()) -> Iterator[UploadResult]:
-    """Yield each image inside a zip (by bytes), or a failure with its reason."""
+def unpack_zip(
+    data: bytes,
+    archive_name: str,
+    limits: UploadLimits = UploadLimits(),
+    accept: Callable[[str], bool] = has_image_extension,
+) -> Iterator[UploadResult]:
+    """Yield each image inside a zip (by bytes), or a failure with its reason. ``accept`` chooses which member
+    names are wanted (default: images; a labelled dataset archive also wants its CSV, JSON and XML files)."""
     import io
 
     try:
@@ -84,7 +90,7 @@ def unpack_zip(data: bytes, archive_name: str, limits: UploadLimits = UploadLimi
         if is_zip_name(info.filename):
             yield UploadFailure(name, "skipped: nested zip archives are not unpacked")
             continue
-        if not has_image_extension(info.filename):
+        if not accept(info.filename):
             yield UploadFailure(name, f"skipped: not an image file type ({path.suffix or 'no extension'})")
             continue
         if info.file_size > limits.max_file_bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from visionqc.intake.imaging import DecodedImage, thumbnail_jpeg
@@ -32,21 +33,33 @@ def _write_once(path: Path, data: bytes) -> None:
         raise
 
 
-def save_image(home: Path, sha: str, data: bytes, decoded: DecodedImage) -> tuple[str, str]:
-    """Store the original bytes and a thumbnail under ``home``; returns their relative paths.
+def thumbnail_file(home: Path, sha: str) -> Path:
+    """Where the thumbnail of an image lives (whether it was inspected or imported into a dataset)."""
+    return home / "thumbs" / sha[:2] / f"{sha}.jpg"
+
+
+def store_image_files(
+    home: Path, sha: str, data: bytes, image_format: str, thumb: Callable[[], bytes]
+) -> tuple[str, str]:
+    """Store the original bytes and a thumbnail (made by ``thumb`` only when missing) under ``home``; returns their
+    paths relative to ``home``.
 
     A full disk or a folder that cannot be written raises the :class:`~visionqc.store.errors.StoreError`
     that says so."""
-    ext = EXTENSIONS.get(decoded.format, "img")
-    image_rel = f"images/{sha[:2]}/{sha}.{ext}"
-    thumb_rel = f"thumbs/{sha[:2]}/{sha}.jpg"
+    image_rel = f"images/{sha[:2]}/{sha}.{EXTENSIONS.get(image_format, 'img')}"
+    thumb_rel = thumbnail_file(Path("."), sha).as_posix()
     try:
         _write_once(home / image_rel, data)
         if not (home / thumb_rel).exists():
-            _write_once(home / thumb_rel, thumbnail_jpeg(decoded.image))
+            _write_once(home / thumb_rel, thumb())
     except OSError as exc:
         error = translate(exc, home, home / DB_FILE, doing="saving the photos")
         if error is None:
             raise
         raise error from exc
     return image_rel, thumb_rel
+
+
+def save_image(home: Path, sha: str, data: bytes, decoded: DecodedImage) -> tuple[str, str]:
+    """Store the original bytes and a thumbnail under ``home``; returns their relative paths."""
+    return store_image_files(home, sha, data, decoded.format, lambda: thumbnail_jpeg(decoded.image))

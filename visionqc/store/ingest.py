@@ -61,7 +61,7 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _record(
+def inspection_record(
     predictor: Predictor,
     inspection_id: int,
     name: str,
@@ -280,7 +280,7 @@ class _BatchRun:
             self.fail(name, str(prediction))
         else:
             paths = save_image(self.store.home, sha, data, decoded)
-            record = _record(self.predictor, inspection_id, name, sha, data, decoded, prediction, paths)
+            record = inspection_record(self.predictor, inspection_id, name, sha, data, decoded, prediction, paths)
             self.pending_inspections.append(record)
             self.outcome[inspection_id] = None
         self.resolve(inspection_id, sha)

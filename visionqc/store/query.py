@@ -13,6 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from visionqc.filters import InspectionFilter
 
+# A model version as the registry names it ("door-panels v2"): History filters and lists versions by it.
+MODEL_VERSION_LABEL = "(model_name || ' v' || model_version)"
+
 
 def _utc_bound(value: date | datetime, tz: str, *, end: bool) -> datetime:
     if isinstance(value, datetime):
@@ -78,6 +81,8 @@ def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
     ):
         if values:
             where.append(_in_list(column, list(values), params))
+    if f.model_versions:
+        where.append(_in_list(MODEL_VERSION_LABEL, list(f.model_versions), params))
     if f.confidence_min is not None:
         where.append("confidence >= ?")
         params.append(float(f.confidence_min))
@@ -138,6 +143,7 @@ SORT_COLUMNS = (
     "model_name",
 )
 DISTINCT_COLUMNS = {
+    "model_version": (MODEL_VERSION_LABEL, "inspection_view"),
     "defect": ("defect", "inspection_view"),
     "severity": ("severity", "inspection_view"),
     "location": ("location", "inspection_view"),

@@ -98,6 +98,29 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE batches ADD COLUMN lot VARCHAR",
         ],
     ),
+    (
+        6,
+        [
+            # Datasets: named, versioned, immutable lists of labelled images (from reviews, an imported archive,
+            # or several merged). Items point at the content-addressed image folder; nothing is ever updated.
+            """CREATE TABLE datasets (
+                dataset_id VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, version INTEGER NOT NULL,
+                created_at TIMESTAMP NOT NULL, created_by VARCHAR, source VARCHAR NOT NULL, description VARCHAR,
+                recipe JSON, no_defect_class VARCHAR NOT NULL, citation VARCHAR, images INTEGER NOT NULL,
+                UNIQUE (name, version))""",
+            """CREATE TABLE dataset_items (
+                dataset_id VARCHAR NOT NULL, item INTEGER NOT NULL, sha256 VARCHAR NOT NULL, path VARCHAR NOT NULL,
+                file_name VARCHAR NOT NULL, defect VARCHAR NOT NULL, severity VARCHAR, location VARCHAR,
+                inspection_id BIGINT, origin VARCHAR, PRIMARY KEY (dataset_id, item))""",
+            # Long work (training) run by a worker process, one at a time per data folder; live progress is in a
+            # small file beside the job (visionqc.jobs), only the state changes are written here.
+            """CREATE TABLE jobs (
+                job_id VARCHAR PRIMARY KEY, kind VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL,
+                created_by VARCHAR, status VARCHAR NOT NULL, params JSON NOT NULL, dataset_id VARCHAR,
+                model_name VARCHAR, model_version VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+                pid INTEGER, error VARCHAR, result JSON)""",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -3,18 +3,21 @@
 :class:`Store` is the one object the app, the command line and ingest talk to. Its methods live by concern:
 connections, transactions and migrations in :mod:`~visionqc.store.database`, batches and ingest writes in
 :mod:`~visionqc.store.batches`, reading inspections in :mod:`~visionqc.store.inspections`, reviews, tags and
-scores in :mod:`~visionqc.store.reviews`. This package never imports torch.
+scores in :mod:`~visionqc.store.reviews`, datasets in :mod:`~visionqc.store.datasets`, training jobs in
+:mod:`~visionqc.store.jobs`. This package never imports torch.
 """
 
 from __future__ import annotations
 
 from visionqc.store.batches import BatchesMixin
 from visionqc.store.database import Database
+from visionqc.store.datasets import DatasetsMixin
 from visionqc.store.inspections import InspectionsMixin
+from visionqc.store.jobs import JobsMixin
 from visionqc.store.reviews import ReviewsMixin
 
 
-class Store(BatchesMixin, InspectionsMixin, ReviewsMixin, Database):
+class Store(BatchesMixin, InspectionsMixin, ReviewsMixin, DatasetsMixin, JobsMixin, Database):
     """The inspection database under ``home`` (default: :func:`visionqc.config.data_dir`).
 
     Opening migrates the schema to :data:`~visionqc.store.schema.SCHEMA_VERSION`. No connection outlives a

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from visionqc.model.card import BACKBONE, EMBEDDING_DIM
 from visionqc.training.config import TrainConfig
-from visionqc.training.datasets import Dataset
+from visionqc.training.datasets import Dataset, read_citation
 from visionqc.training.features import AUGMENTATION
 from visionqc.training.loop import PhaseResult, phase_json
-
-
-def read_citation(root: Path) -> str | None:
-    """The 'Source:' paragraph of the dataset's SOURCE.md, if it has one."""
-    for candidate in (root / "SOURCE.md", root.parent / "SOURCE.md"):
-        if candidate.is_file():
-            text = candidate.read_text(encoding="utf-8", errors="replace")
-            for paragraph in text.split("\n\n"):
-                if paragraph.strip().startswith("Source:"):
-                    return " ".join(line.strip() for line in paragraph.strip().splitlines())
-    return None
 
 
 def training_card(

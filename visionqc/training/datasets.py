@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from visionqc.intake.imaging import IMAGE_EXTENSIONS, ImageDecodeError, decode_image
+from visionqc.safetext import from_formula_safe
 
 SEVERITY_CLASSES = ["low", "medium", "high"]
 # Row-major 3x3 grid over the image; the defect's centre falls in exactly one cell.
@@ -59,6 +60,9 @@ NO_DEFECT_NAMES = frozenset(
 # Added to the defect classes when a dataset has no defect-free images: the card needs a no-defect class.
 SYNTHETIC_NO_DEFECT = "no_defect"
 LABELS_CSV = "labels.csv"
+# Beside class folders, written by `python -m visionqc dataset export`: names the no-defect class (whatever it is
+# called) and the dataset, so an exported dataset trains exactly as it is stored.
+DATASET_FILE = "dataset.json"
 
 
 class DatasetError(ValueError):
@@ -262,6 +266,7 @@ def read_class_folders(
     The CSV's ``image`` column holds the path relative to ``root`` (``crack/x.jpg``) or the bare file name.
     """
     root = Path(root)
+    no_defect_class = no_defect_class or declared_no_defect_class(root)
     extra: dict[str, dict[str, str]] = {}
     csv_path = Path(labels_csv) if labels_csv else root / LABELS_CSV
     if csv_path.is_file():
@@ -278,6 +283,29 @@ def read_class_folders(
     return _finish(root, "class-folders", samples, no_defect_class, None)
 
 
+def read_citation(root: Path) -> str | None:
+    """The 'Source:' paragraph of the dataset's SOURCE.md, if it has one."""
+    for candidate in (root / "SOURCE.md", root.parent / "SOURCE.md"):
+        if candidate.is_file():
+            text = candidate.read_text(encoding="utf-8", errors="replace")
+            for paragraph in text.split("\n\n"):
+                if paragraph.strip().startswith("Source:"):
+                    return " ".join(line.strip() for line in paragraph.strip().splitlines())
+    return None
+
+
+def declared_no_defect_class(root: Path) -> str | None:
+    """The no-defect class named in ``<root>/dataset.json`` (an exported dataset), if there is one."""
+    path = root / DATASET_FILE
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("no_defect_class")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from None
+    return value if isinstance(value, str) and value else None
+
+
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
@@ -286,7 +314,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             missing = [c for c in required if c not in fields]
             if missing:
                 raise DatasetError(f"{path.name} needs the column(s) {missing}; it has {fields}")
-            return [{(k or "").strip().lower(): (v or "") for k, v in row.items()} for row in reader]
+            # A cell escaped for spreadsheets (a leading ' before =, +, -, @ ...: our own exports write them so)
+            # reads back as the exact original.
+            return [{(k or "").strip().lower(): from_formula_safe(v or "") for k, v in row.items()} for row in reader]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DatasetError(f"cannot read {path}: {exc}") from None
 

@@ -102,10 +102,12 @@ def fit(
         best_state = copy.deepcopy(module.state_dict())
         history.append(_epoch_entry(0, best))
     epoch = 0
-    for epoch in progress_bar(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress):
+    bar = progress_bar(range(1, epochs + 1), desc=desc, unit="epoch", disable=not progress)
+    for epoch in bar:
         train_epoch()
         score = validate()
         history.append(_epoch_entry(epoch, score))
+        bar.set_postfix(val_balanced_accuracy=round(score[0], 4), val_loss=round(score[1], 4))
         if better(score, best, select_on):
             best, best_state, best_epoch = score, copy.deepcopy(module.state_dict()), epoch
         elif epoch - best_epoch >= patience:

@@ -21,6 +21,7 @@ from visionqc.training.config import TrainConfig
 from visionqc.training.features import FeatureCache
 from visionqc.training.loop import PhaseResult, balanced_batches, fit, multitask_loss
 from visionqc.training.metrics import balanced_accuracy
+from visionqc.training.pipeline import progress_bar
 
 
 def _selection_loss(
@@ -161,9 +162,9 @@ def finetune_last_blocks(
     def train_epoch() -> None:
         model.eval()  # BN statistics frozen, no drop-connect ...
         model.dropout.train()  # ... but dropout before the heads stays on
-        for idx, v in balanced_batches(
-            labels[PRIMARY_TASK], train_idx, views, cfg.batch_size, generator, cfg.balance_power
-        ):
+        batches = balanced_batches(labels[PRIMARY_TASK], train_idx, views, cfg.batch_size, generator, cfg.balance_power)
+        # A phase-2 epoch can take a minute on a busy machine: report each batch so a job's progress keeps moving.
+        for idx, v in progress_bar(batches, desc="phase 2 batches", total=steps_per_epoch, unit="batch", disable=True):
             logits = model.head_logits(model.tail_embedding(acts[v, idx], split))
             loss = multitask_loss(logits, {t: y[idx] for t, y in targets.items()}, cfg.loss_weights)
             optimiser.zero_grad()

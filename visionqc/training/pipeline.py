@@ -1,17 +1,108 @@
-"""Plumbing shared by feature extraction and evaluation: progress bars on stderr and decoding that overlaps the
-network (the next chunk is prepared in a worker thread, as in ``Predictor.predict_stream``)."""
+"""Plumbing shared by feature extraction and evaluation: progress bars on stderr, progress reported to a listener
+(a training job's live progress), and decoding that overlaps the network (the next chunk is prepared in a worker
+thread, as in ``Predictor.predict_stream``)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
 
 from tqdm import tqdm
 
 
-def progress_bar(iterable=None, **kwargs):
-    return tqdm(iterable, file=sys.stderr, dynamic_ncols=True, leave=False, **kwargs)
+@dataclass
+class Step:
+    """One progress bar of the training recipe: ``desc`` (e.g. "phase 1 (heads)"), ``done`` of ``total`` and
+    what the loop last reported (``info``, e.g. the validation balanced accuracy of the last epoch)."""
+
+    desc: str
+    done: int
+    total: int | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[list[Step]], None]
+
+
+class _Reporter:
+    """The bars open right now (outermost first) and whom to tell when one moves."""
+
+    def __init__(self, listener: Listener):
+        self.listener = listener
+        self.stack: list[Step] = []
+
+    def emit(self) -> None:
+        self.listener([Step(s.desc, s.done, s.total, dict(s.info)) for s in self.stack])
+
+
+_REPORTER: ContextVar[_Reporter | None] = ContextVar("visionqc_training_progress", default=None)
+
+
+@contextmanager
+def reporting_to(listener: Listener):
+    """Within the block, every progress bar of the training code also calls ``listener(open bars, outermost
+    first)`` whenever one moves. The listener may raise (e.g. to cancel a job): the exception ends the run."""
+    token = _REPORTER.set(_Reporter(listener))
+    try:
+        yield
+    finally:
+        _REPORTER.reset(token)
+
+
+class _ReportedBar:
+    """A tqdm bar that also reports every move to the active listener (see :func:`reporting_to`)."""
+
+    def __init__(self, bar: tqdm, reporter: _Reporter, desc: str, total: int | None):
+        self.bar, self.reporter = bar, reporter
+        self.step = Step(desc, 0, total)
+
+    def __iter__(self):
+        self.reporter.stack.append(self.step)
+        self.reporter.emit()
+        try:
+            for item in self.bar:
+                yield item
+                self.step.done += 1
+                self.reporter.emit()
+        finally:
+            self.reporter.stack.remove(self.step)
+
+    def __enter__(self):
+        self.bar.__enter__()
+        self.reporter.stack.append(self.step)
+        self.reporter.emit()
+        return self
+
+    def __exit__(self, *exc):
+        if self.step in self.reporter.stack:
+            self.reporter.stack.remove(self.step)
+        return self.bar.__exit__(*exc)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.step.done += n
+        self.reporter.emit()
+
+    def set_postfix(self, **info: Any) -> None:
+        self.bar.set_postfix(**info)
+        self.step.info.update(info)
+        self.reporter.emit()
+
+
+def progress_bar(iterable=None, *, desc: str = "", total: int | None = None, **kwargs):
+    """A tqdm bar on stderr (``disable=True`` hides it); it also reports to a listener when one is set."""
+    bar = tqdm(iterable, file=sys.stderr, dynamic_ncols=True, leave=False, desc=desc, total=total, **kwargs)
+    reporter = _REPORTER.get()
+    if reporter is None:
+        return bar
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    return _ReportedBar(bar, reporter, desc, total)
 
 
 def log(enabled: bool, message: str) -> None:

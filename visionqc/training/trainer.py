@@ -44,7 +44,7 @@ from visionqc.training.evaluation import evaluate_predictor, repeated_split_scor
 from visionqc.training.features import FeatureCache, extract_features
 from visionqc.training.loop import PhaseResult
 from visionqc.training.phases import finetune_last_blocks, head_probabilities, set_heads, train_heads
-from visionqc.training.pipeline import log
+from visionqc.training.pipeline import Listener, log, progress_bar, reporting_to
 
 
 def task_labels(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -125,9 +125,10 @@ def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int) -> torc
     """Embeddings of the chosen network for every image (view 0 = exactly what the Predictor computes)."""
     if phase == 1:
         return cache.embeddings[0]
+    acts = cache.activations[0]
+    starts = progress_bar(range(0, len(acts), 128), desc="calibrating (final embeddings)", unit="chunk", disable=True)
     with torch.no_grad():
-        acts = cache.activations[0]
-        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in range(0, len(acts), 128)])
+        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in starts])
 
 
 def _calibrate(
@@ -170,8 +171,17 @@ def train(
     cfg: TrainConfig,
     command: str | None = None,
     citation: str | None = None,
+    progress: Listener | None = None,
 ) -> dict[str, Any]:
-    """Run the whole recipe (module docstring) and write the model directory. Returns the card JSON."""
+    """Run the whole recipe (module docstring) and write the model directory. Returns the card JSON.
+
+    ``progress(steps)`` is called whenever a step of the recipe moves, with the open progress bars outermost
+    first (:class:`~visionqc.training.pipeline.Step`: feature extraction, each phase's epochs with their
+    validation score, the repeated splits, the test evaluation); an exception it raises ends the run.
+    """
+    if progress is not None:
+        with reporting_to(progress):
+            return train(dataset, out_dir, cfg, command, citation)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     load_at_start = [round(v, 2) for v in os.getloadavg()]  # other work on the machine slows every timing

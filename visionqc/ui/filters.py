@@ -67,6 +67,7 @@ WIDGET_DEFAULTS: dict[str, object] = {
     "stations": [],
     "operators": [],
     "model_names": [],
+    "model_versions": [],
     "tags_all": [],
     "tags_any": [],
     "tags_none": [],
@@ -90,7 +91,17 @@ def apply_handoff(key: str = "history") -> None:
     state = st.session_state
     state[k + "date_from"] = handed.date_from
     state[k + "date_to"] = handed.date_to
-    for field in ("defects", "severities", "locations", "actions", "stations", "operators", "model_names"):
+    for field in (
+        "defects",
+        "severities",
+        "locations",
+        "actions",
+        "stations",
+        "operators",
+        "model_names",
+        "model_versions",
+        "batches",
+    ):
         state[k + field] = shown_all(getattr(handed, field))
 
 
@@ -232,7 +243,7 @@ def _review_and_batches(store: Store, k: str, deleted_choice: bool) -> dict:
 
 def _batches_stations_operators(store: Store, k: str) -> dict:
     state = st.session_state
-    row = st.columns(4)
+    row = st.columns(1 + len(PICK_FIELDS))
     batches = store.list_batches()
     labels = {b.batch_id: _batch_label(b.batch_id, b.station, b.inspected) for b in batches.itertuples()}
     batch_ids = row[0].multiselect(
@@ -256,8 +267,14 @@ PICK_FIELDS = (
     ("stations", "Stations", "Where the batch was inspected."),
     ("operators", "Operators", "Who ran the batch."),
     ("model_names", "Models", "The model that classified the image."),
+    ("model_versions", "Model versions", "The model version that classified the image, as the Models page names it."),
 )
-PICK_COLUMNS = {"stations": "station", "operators": "operator", "model_names": "model_name"}
+PICK_COLUMNS = {
+    "stations": "station",
+    "operators": "operator",
+    "model_names": "model_name",
+    "model_versions": "model_version",
+}
 
 
 TAG_FIELDS = (

@@ -17,7 +17,7 @@ _PAGE_ICONS = {
     "dashboard": ":material/monitoring:",
     "explore": ":material/scatter_plot:",
     "review-queue": ":material/rule:",
-    "model": ":material/model_training:",
+    "models": ":material/model_training:",
 }
 
 

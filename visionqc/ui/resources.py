@@ -1,4 +1,5 @@
-"""What every page shares and loads once per process: the active model, the store, the browser's time zone.
+"""What every page shares and loads once per process: the model registry and the active model, the store, the
+browser's time zone.
 
 The model runs in the fastest runtime its card allows (``VISIONQC_RUNTIME`` overrides): with an ONNX graph,
 opening the app and classifying never import torch; the PyTorch network loads when a heatmap is first asked for.
@@ -12,6 +13,7 @@ import streamlit as st
 
 from visionqc import config
 from visionqc.model.card import ModelCard, ModelLoadError, read_card
+from visionqc.registry import ModelRegistry
 from visionqc.ui import errors
 
 
@@ -22,12 +24,30 @@ def _load_predictor(model_path: str, card_mtime: float, runtime: str):
     return Predictor(model_path, runtime=runtime)
 
 
+@st.cache_resource(show_spinner=False)
+def _open_registry(home: str) -> ModelRegistry:
+    registry = ModelRegistry(home)
+    registry.ensure_initialised()  # first start: the shipped model becomes the first registered, active version
+    return registry
+
+
+def get_registry() -> ModelRegistry:
+    """The model registry of the data folder (the shipped model registered on first start)."""
+    return _open_registry(str(config.data_dir()))
+
+
+def active_model_dir():
+    """The model directory in use: the registry's active version, or ``VISIONQC_MODEL`` when it pins one."""
+    get_registry()
+    return config.model_dir()
+
+
 def get_predictor():
     """The active model's :class:`~visionqc.model.predict.Predictor`, or ``None`` (the reason: :func:`model_error`).
 
     Cached per model directory and card timestamp, so activating another model takes effect on the next rerun.
     """
-    path = config.model_dir()
+    path = active_model_dir()
     card = path / "model.json"
     try:
         predictor = _load_predictor(str(path), card.stat().st_mtime if card.is_file() else 0.0, config.runtime())
@@ -38,12 +58,18 @@ def get_predictor():
     return predictor
 
 
+def predictor_for(model_path) -> object:
+    """The Predictor of any registered version (cached like the active one's), e.g. to re-inspect with it."""
+    card = model_path / "model.json"
+    return _load_predictor(str(model_path), card.stat().st_mtime if card.is_file() else 0.0)
+
+
 def model_error() -> str | None:
     return st.session_state.get("_visionqc_model_error")
 
 
 def clear_model_cache() -> None:
-    """Forget the loaded model (the Model page calls this after activating or rolling back)."""
+    """Forget the loaded models (the Models page calls this after activating or rolling back, to free memory)."""
     _load_predictor.clear()
 
 
@@ -71,7 +97,7 @@ def require_predictor():
     if predictor is None:
         st.error(
             f"No model is loaded, so nothing can be inspected. {model_error()}\n\n"
-            f"Put a model in `{config.model_dir()}` or point `VISIONQC_MODEL` at a model folder.",
+            f"Activate another version on the **Models** page (folder now: `{config.model_dir()}`).",
             icon=":material/error:",
         )
         st.stop()
@@ -83,7 +109,7 @@ def active_card() -> ModelCard | None:
 
     Read from ``model.json`` alone, without loading the network."""
     try:
-        return read_card(config.model_dir())
+        return read_card(active_model_dir())
     except ModelLoadError:
         return None
 

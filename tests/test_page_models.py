@@ -1,0 +1,222 @@
+"""The Models page through AppTest over real registries, stores and models: the active model's card, rollback
+with a confirm and its audit trail, a comparison before promotion, a dataset imported through the uploader and one
+built from reviews, a training job started from the page; and Inspect's notice when a batch looks foreign."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import zipfile
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from visionqc.config import PROJECT_ROOT
+from visionqc.datasets.archive import import_dataset
+from visionqc.filters import InspectionFilter
+from visionqc.intake.uploads import UploadFile
+from visionqc.model.card import read_card
+from visionqc.model.predict import Predictor
+from visionqc.registry import ModelRegistry
+from visionqc.reporting import model_card
+from visionqc.store import Store
+from visionqc.store.ingest import run_batch
+from visionqc.training.localisation import SampleResult, summarise, write_to_card
+from visionqc.ui import upload
+
+APP = str(PROJECT_ROOT / "streamlit_app.py")
+PAGE = "pages/6_Models.py"
+TIMEOUT = 240
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "visionqc-data"
+    monkeypatch.setenv("VISIONQC_HOME", str(home))
+    monkeypatch.delenv("VISIONQC_MODEL", raising=False)
+    return home
+
+
+def open_page(page: str = PAGE) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def sidebar_text(at: AppTest) -> str:
+    """The sidebar's text as read (user text there is Markdown-escaped)."""
+    return " ".join(m.value for m in [*at.sidebar.markdown, *at.sidebar.caption]).replace("\\", "")
+
+
+def copy_as_version(default_model_dir, target, version: str):
+    shutil.copytree(default_model_dir, target)
+    card = json.loads((target / "model.json").read_text())
+    card["version"] = version
+    (target / "model.json").write_text(json.dumps(card))
+    return target
+
+
+def test_the_card_of_the_active_model(tmp_path, default_model_dir, monkeypatch):
+    target = tmp_path / "model"
+    shutil.copytree(default_model_dir, target)
+    results = [
+        SampleResult("a.jpg", "crack", "crack", (1, 1), (0, 0, 4, 4), True, True, 0.6),
+        SampleResult("b.jpg", "blowhole", "blowhole", (9, 9), (0, 0, 4, 4), False, True, 0.0),
+    ]
+    write_to_card(target, summarise(results, dataset="magnetic-tile", method="test"), "magnetic-tile test split")
+    monkeypatch.setenv("VISIONQC_MODEL", str(target))
+    monkeypatch.setenv("VISIONQC_HOME", str(tmp_path / "home"))
+    at = open_page()
+    card = read_card(target)
+    text = " ".join(m.value for m in at.markdown).replace("\\", "")  # user text is Markdown-escaped
+    assert card.name in text and card.version in text
+    # Plain words for a QC lead first; the technical tables behind an expander.
+    assert "What it finds" in text and "How often it is right" in text and "When it asks a person" in text
+    assert "photos it never saw while learning" in text
+    assert f"more than a **{100 * card.miss_threshold:.0f}%** chance" in text
+    assert any("Technical details" in e.label for e in at.expander)
+    assert any("Huang" in i.value for i in at.info)  # the dataset citation
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pointing game"] == "50%" and metrics["Within 15 px"] == "100%"
+    assert "Balanced accuracy" in metrics
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == len(model_card.test_metrics(card.raw))  # one confusion matrix per task
+    [loc] = [d.value for d in at.dataframe if "Pointing game %" in d.value.columns]
+    assert loc["Images"].tolist() == [2, 1, 1]
+    assert any("VISIONQC_MODEL" in w.value for w in at.sidebar.warning)  # pinned: the registry is not used
+
+
+def test_confusion_frame_shares_are_per_true_class():
+    frame = model_card.confusion_frame({"labels": ["a", "b"], "rows_true_columns_predicted": [[3, 1], [0, 2]]})
+    assert frame["Images"].tolist() == [3, 1, 0, 2]
+    assert frame["Share of true %"].tolist() == [75.0, 25.0, 0.0, 100.0]
+    assert model_card.localisation_entries({}) == {}
+
+
+def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
+    registry = ModelRegistry(home)
+    registry.ensure_initialised()
+    v2 = registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
+    registry.activate(v2.name, v2.version, by="ana")
+    at = open_page()
+    assert "version `2`" in sidebar_text(at)
+    versions = next(d.value for d in at.dataframe if "Balanced accuracy %" in d.value.columns)
+    assert versions["Version"].tolist() == ["2", "1"] and versions["Active"].tolist() == ["✔", ""]
+    at.text_input(key="sidebar_reviewer").set_value("Ben").run()
+    at.button(key="models_rollback").click().run()
+    assert registry.active().label == "magnetic-tile v2"  # not yet: the question is on screen
+    assert any("Make magnetic-tile v1 the active model again" in w.value for w in at.warning)
+    at.button(key="models_rollback_yes").click().run()
+    assert not at.exception, at.exception
+    assert registry.active().label == "magnetic-tile v1"
+    assert "version `1`" in sidebar_text(at)
+    audit = next(d.value for d in at.dataframe if "What" in d.value.columns)
+    assert audit.iloc[0][["What", "From", "To", "By"]].tolist() == [
+        "rollback",
+        "magnetic-tile v2",
+        "magnetic-tile v1",
+        "Ben",
+    ]
+
+
+def test_promotion_comes_after_a_comparison(home, tmp_path, default_model_dir, labelled_folder):
+    registry = ModelRegistry(home)
+    registry.ensure_initialised()
+    registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
+    import_dataset(Store(home), "tiles", labelled_folder(tmp_path / "tiles", 2, ["crack", "free", "uneven"]), by="ana")
+    at = open_page()
+    assert not [b for b in at.button if b.key == "models_promote"]  # no comparison yet, no promotion
+    at.selectbox(key="models_compare_candidate").set_value("magnetic-tile v2").run()
+    at.selectbox(key="models_compare_dataset").set_value("tiles@1").run()
+    at.button(key="models_compare_go").click().run()
+    assert not at.exception, at.exception
+    side_by_side = next(d.value for d in at.dataframe if "Measure" in d.value.columns)
+    assert side_by_side.columns.tolist() == ["Measure", "magnetic-tile v1", "magnetic-tile v2", "Change"]
+    accuracy = side_by_side.set_index("Measure").loc["Accuracy %"]
+    assert accuracy["magnetic-tile v1"] == accuracy["magnetic-tile v2"] and accuracy["Change"] == 0  # same weights
+    assert len(at.get("vega_lite_chart")) >= 2  # both confusion matrices
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    at.button(key="models_promote").click().run()
+    at.button(key="models_promote_yes").click().run()
+    assert not at.exception, at.exception
+    assert registry.active().label == "magnetic-tile v2"
+    assert registry.activations()[0]["action"] == "promote"
+    assert "version `2`" in sidebar_text(at)
+
+
+def zipped_folder(folder) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(folder.parent).as_posix())
+    return buffer.getvalue()
+
+
+def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_folder):
+    archive = zipped_folder(labelled_folder(tmp_path / "door-panels", 3, ["crack", "free"]))
+    at = open_page()
+    at.file_uploader(key="models_import_zip").set_value([("door-panels.zip", archive, "application/zip")]).run()
+    assert at.text_input(key="models_import_name").value == "door-panels"
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    at.button(key="models_import_go").click().run()
+    assert not at.exception, at.exception
+    assert any("door-panels@1" in s.value for s in at.success)
+    assert any("too few images to learn well" in w.value for w in at.warning)
+    store = Store(home)
+    assert store.dataset("door-panels")["class_counts"] == {"crack": 3, "free": 3}
+
+    at.number_input(key="models_train_epochs").set_value(5).run()
+    at.radio(key="models_train_views").set_value(1).run()
+    at.checkbox(key="models_train_phase2").uncheck().run()
+    assert any("about" in c.value and "6 images" in c.value for c in at.caption)  # the time estimate
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    at.button(key="models_train_go").click().run()
+    assert not at.exception, at.exception
+    [job] = store.jobs().itertuples()
+    assert job.params == {"name": "door-panels", "dataset": "door-panels@1",
+                          "options": {"views": 1, "epochs": 5, "phase2": False, "phase2_epochs": 10, "repeats": 0,
+                                      "max_per_class": None, "seed": 0}}  # fmt: skip
+    assert any("queued" in s.value for s in at.success)
+    from visionqc.jobs import queue
+
+    assert queue.cancel(store, job.job_id) in ("cancelled", "stopping")  # the test needs no model from it
+
+
+def test_a_dataset_from_reviews_through_the_page(home, magnetic_tile, default_model_dir):
+    ModelRegistry(home).ensure_initialised()
+    store = Store(home)
+    photos = [p for cls in ("crack", "free") for p in sorted((magnetic_tile / "images" / cls).glob("*.jpg"))[:3]]
+    run_batch(
+        store, Predictor(default_model_dir), [UploadFile(f"{p.parent.name}-{p.name}", p.read_bytes()) for p in photos]
+    )
+    rows, _ = store.search(InspectionFilter(), page_size=0)
+    for row in rows.itertuples():
+        store.review([row.inspection_id], "ana", "correct", defect=row.file_name.split("-")[0])
+    at = open_page()
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    assert any("6 inspections" in m.value for m in at.markdown)
+    at.text_input(key="models_reviews_name").set_value("line-2").run()
+    at.button(key="models_reviews_go").click().run()
+    assert not at.exception, at.exception
+    row = store.dataset("line-2")
+    assert row["class_counts"] == {"crack": 3, "free": 3} and row["created_by"] == "Ana"
+
+
+def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_det):
+    ModelRegistry(home).ensure_initialised()
+    store = Store(home)
+    steel = sorted((neu_det / "images" / "scratches").glob("*.jpg"))[:6]
+    foreign = run_batch(store, Predictor(default_model_dir), [UploadFile(p.name, p.read_bytes()) for p in steel])
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.session_state[upload.CURRENT_BATCH] = foreign.batch_id
+    at.switch_page("pages/1_Inspect.py").run()
+    assert not at.exception, at.exception
+    [notice] = [w.value for w in at.warning if "look unlike anything" in w.value]
+    assert "6 of 6" in notice and "magnetic-tile v1" in notice
+    assert "train a model for your parts from a labelled archive" in notice
+    assert "review these photos and build a dataset" in notice

@@ -1,0 +1,129 @@
+"""Jobs in the store: long work (training) queued, claimed by the one worker of the data folder, finished.
+
+Only state changes are written here (queued -> running -> succeeded / failed / cancelled), each one short
+transaction, so the worker process and the app share the DuckDB file without holding it. Live progress is a
+small file beside the job (:mod:`visionqc.jobs.progress`), not a row: it changes every second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from visionqc.store.records import utc_now
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+class JobsMixin:
+    """The job part of :class:`~visionqc.store.Store` (needs ``connect`` and ``_write``)."""
+
+    def add_job(
+        self,
+        kind: str,
+        params: dict[str, Any],
+        *,
+        created_by: str | None,
+        dataset_id: str | None = None,
+        model_name: str | None = None,
+    ) -> str:
+        """Queue a job; returns its id (``YYYYmmdd-HHMMSS-xxxx``, sortable by creation)."""
+        now = utc_now()
+        job_id = f"{now:%Y%m%d-%H%M%S}-{os.urandom(2).hex()}"
+        self._write(
+            lambda con: con.execute(
+                "INSERT INTO jobs (job_id, kind, created_at, created_by, status, params, dataset_id, model_name) "
+                "VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+                [job_id, kind, now, created_by, json.dumps(params), dataset_id, model_name],
+            )
+        )
+        return job_id
+
+    def claim_next_job(self, pid: int) -> dict[str, Any] | None:
+        """The oldest queued job, now marked running by process ``pid``; ``None`` when nothing is queued."""
+
+        def work(con: duckdb.DuckDBPyConnection) -> str | None:
+            row = con.execute(
+                "SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, job_id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            con.execute(
+                "UPDATE jobs SET status = 'running', started_at = ?, pid = ? WHERE job_id = ?",
+                [utc_now(), pid, row[0]],
+            )
+            return row[0]
+
+        job_id = self._write(work)
+        return None if job_id is None else self.job(job_id)
+
+    def set_job_model(self, job_id: str, model_name: str, model_version: str) -> None:
+        self._write(
+            lambda con: con.execute(
+                "UPDATE jobs SET model_name = ?, model_version = ? WHERE job_id = ?",
+                [model_name, model_version, job_id],
+            )
+        )
+
+    def finish_job(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        from_states: tuple[str, ...] = ("queued", "running"),
+    ) -> bool:
+        """Record how a job in one of ``from_states`` ended; ``False`` if it was in none (nothing changes)."""
+        if status not in FINISHED:
+            raise ValueError(f"a job finishes as one of {FINISHED}, not {status!r}")
+
+        def work(con: duckdb.DuckDBPyConnection) -> bool:
+            changed = con.execute(
+                "UPDATE jobs SET status = ?, finished_at = ?, error = ?, result = ? "
+                "WHERE job_id = ? AND status IN (SELECT unnest(?::VARCHAR[])) RETURNING job_id",
+                [status, utc_now(), error, json.dumps(result) if result is not None else None, job_id,
+                 list(from_states)],
+            ).fetchall()  # fmt: skip
+            return bool(changed)
+
+        return self._write(work)
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        with self.connect() as con:
+            df = con.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id]).df()
+        return None if df.empty else _job_dict(df.iloc[0].to_dict())
+
+    def jobs(self, limit: int = 50) -> pd.DataFrame:
+        """The newest jobs first (``params`` and ``result`` parsed)."""
+        with self.connect() as con:
+            df = con.execute("SELECT * FROM jobs ORDER BY created_at DESC, job_id DESC LIMIT ?", [limit]).df()
+        df["params"] = [json.loads(p) if isinstance(p, str) else {} for p in df["params"]]
+        df["result"] = [json.loads(r) if isinstance(r, str) else None for r in df["result"]]
+        return df
+
+    def count_jobs(self, *states: str) -> int:
+        with self.connect() as con:
+            return int(
+                con.execute(
+                    "SELECT count(*) FROM jobs WHERE status IN (SELECT unnest(?::VARCHAR[]))", [list(states)]
+                ).fetchone()[0]
+            )
+
+
+def _job_dict(row: dict[str, Any]) -> dict[str, Any]:
+    row["params"] = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
+    row["result"] = json.loads(row["result"]) if isinstance(row.get("result"), str) else None
+    for key in ("error", "model_name", "model_version", "dataset_id", "created_by"):
+        if isinstance(row.get(key), float):  # NaN from pandas for NULL
+            row[key] = None
+    if row.get("pid") is not None and row["pid"] == row["pid"]:
+        row["pid"] = int(row["pid"])
+    else:
+        row["pid"] = None
+    return row
