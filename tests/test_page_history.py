@@ -345,16 +345,21 @@ def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(app, home, rows):
     assert by_name[rows.iloc[4]["file_name"]]["pred_defect"] == rows.iloc[4]["pred_defect"]
 
 
+def unescaped(element) -> str:
+    """An element's Markdown as read: user text there (file names) is escaped."""
+    return element.value.replace("\\", "")
+
+
 def test_ticks_never_move_to_other_images_when_a_filter_changes(app, home, rows):
     """The trust bug: ticks stayed on row *positions* after a filter change and tagged unrelated images."""
     store = Store(home)
     app.text_input(key="sidebar_reviewer").set_value("Chris")
     select(app, [0, 1, 2])
     ticked = list(table(app)["File"][:3])
-    assert any(ticked[0] in m.value for m in app.markdown if m.value.startswith("**Selected"))
+    assert any(ticked[0] in unescaped(m) for m in app.markdown if m.value.startswith("**Selected"))
     app.multiselect(key="history_f_batches").set_value([rows.iloc[-1]["batch_id"]]).run()
     assert not any(m.value.startswith("**Selected") for m in app.markdown), "no bulk action on the new rows"
-    assert any("ticks were cleared" in i.value and ticked[0] in i.value for i in app.info)
+    assert any("ticks were cleared" in i.value and ticked[0] in unescaped(i) for i in app.info)
     assert not [b for b in app.button if b.key == "history_bulk_add_tags_btn"]
     # Ticking on the new rows acts on exactly those images.
     select(app, [1])

@@ -74,7 +74,7 @@ def metric(at: AppTest, label: str) -> int:
 
 
 def test_sidebar_shows_the_active_model_and_data_folder(app, visionqc_home):
-    sidebar = " ".join(m.value for m in [*app.sidebar.markdown, *app.sidebar.caption])
+    sidebar = " ".join(m.value for m in [*app.sidebar.markdown, *app.sidebar.caption]).replace("\\", "")  # unescaped
     assert "magnetic-tile" in sidebar
     assert "blowhole" in sidebar and "free" in sidebar  # classes of the defect task
     assert str(visionqc_home) in sidebar

@@ -102,7 +102,7 @@ def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     v2 = registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
     registry.activate(v2.name, v2.version, by="ana")
     at = open_page()
-    assert "version `2`" in sidebar_text(at)
+    assert "· version 2" in sidebar_text(at)
     versions = next(d.value for d in at.dataframe if "Balanced accuracy %" in d.value.columns)
     assert versions["Version"].tolist() == ["2", "1"] and versions["Active"].tolist() == ["✔", ""]
     at.text_input(key="sidebar_reviewer").set_value("Ben").run()
@@ -112,7 +112,7 @@ def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     at.button(key="models_rollback_yes").click().run()
     assert not at.exception, at.exception
     assert registry.active().label == "magnetic-tile v1"
-    assert "version `1`" in sidebar_text(at)
+    assert "· version 1" in sidebar_text(at)
     audit = next(d.value for d in at.dataframe if "What" in d.value.columns)
     assert audit.iloc[0][["What", "From", "To", "By"]].tolist() == [
         "rollback",
@@ -144,7 +144,7 @@ def test_promotion_comes_after_a_comparison(home, tmp_path, default_model_dir, l
     assert not at.exception, at.exception
     assert registry.active().label == "magnetic-tile v2"
     assert registry.activations()[0]["action"] == "promote"
-    assert "version `2`" in sidebar_text(at)
+    assert "· version 2" in sidebar_text(at)
 
 
 def zipped_folder(folder) -> bytes:

@@ -259,7 +259,7 @@ def _batch_options(page) -> list[str]:
 
 def test_every_page_renders_with_the_network_blocked(seeded, page, offline, wait_for_app):
     server, *_ = seeded
-    for title in ("Inspect", "History", "Dashboard", "Explore", "Review queue", "Model"):
+    for title in ("Inspect", "History", "Dashboard", "Explore", "Review queue", "Models"):
         _go(page, server, wait_for_app, title)
         page.get_by_role("heading", name=title, exact=True).first.wait_for()
         assert not page.locator("[data-testid='stException']").count(), title

@@ -89,9 +89,9 @@ def reinspect(
         if progress is not None:
             progress(done, len(originals))
         if len(pending) >= CHUNK_SIZE:
-            store.write_chunk(batch_id, pending)
+            store.write_chunk(batch_id, pending, second_opinion=True)
             pending = []
-    store.write_chunk(batch_id, pending, failures=failures)
+    store.write_chunk(batch_id, pending, failures=failures, second_opinion=True)
     store.finish_batch(batch_id)
     return Reinspection(batch_id, len(new_rows), len(failures), _changes(originals, new_rows))
 

@@ -247,15 +247,21 @@ class ModelRegistry:
 
     def ensure_initialised(self, shipped: Path = config.DEFAULT_MODEL_DIR) -> ModelVersion | None:
         """On first start (an empty registry), register the shipped model and make it active. Returns it, or
-        ``None`` when the registry already had models (or the shipped model is missing)."""
+        ``None`` when the registry already had models (or the shipped model is missing).
+
+        A data folder that cannot be written (read-only, full) is left as it is: with no active version the
+        shipped model is used in place (:func:`visionqc.config.model_dir`), and the next start that can write
+        registers it."""
         if self.versions() or not (shipped / CARD_FILE).is_file():
             return None
         try:
             version = self.register(shipped, by="VisionQC", source="shipped")
+            if not config.read_activations(self.home):
+                self.activate(version.name, version.version, by="VisionQC", action="first start")
         except RegistryError:
             return None  # another process registered it at the same moment
-        if not config.read_activations(self.home):
-            self.activate(version.name, version.version, by="VisionQC", action="first start")
+        except OSError:
+            return None  # read-only or full data folder: nothing registered, the shipped model serves as it is
         return version
 
     # --- the active model and its audit trail ---------------------------------------------------

@@ -103,6 +103,8 @@ class BatchesMixin:
         inspections: Sequence[InspectionRecord] = (),
         duplicates: Sequence[DuplicateRecord] = (),
         failures: Sequence[FailureRecord] = (),
+        *,
+        second_opinion: bool = False,
     ) -> dict[int, int]:
         """Write one chunk of a batch in a single transaction: all of it lands, or none of it.
 
@@ -110,6 +112,10 @@ class BatchesMixin:
         inspection holds (another run wrote it first) is written as a duplicate of that inspection instead,
         and so is every duplicate of the chunk that pointed at it. Returns ``{inspection id written as a
         duplicate: the inspection holding its image}``.
+
+        A ``second_opinion`` chunk (a re-inspection: images already inspected, classified again on purpose by
+        another model version, in a batch of its own) claims nothing: its inspections are written beside the
+        ones holding their images, which stay as they are.
         """
         if not (inspections or duplicates or failures):
             return {}
@@ -131,7 +137,7 @@ class BatchesMixin:
             con.register("chunk_inspections", inspection_table)
             con.register("chunk_embeddings", embedding_table)
             con.register("chunk_failures", failure_table)
-            lost = claim_images(con, "chunk_inspections")
+            lost = {} if second_opinion else claim_images(con, "chunk_inspections")
             con.execute("INSERT INTO images SELECT * FROM chunk_images ON CONFLICT DO NOTHING")
             con.execute(
                 "INSERT INTO inspections BY NAME SELECT * FROM chunk_inspections "
