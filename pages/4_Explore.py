@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from visionqc.explore.projection import DEFAULT_MAP_POINTS, PROJECTIONS, TSNE_MAX_POINTS
+from visionqc.explore.projection import DEFAULT_MAP_POINTS, PROJECTIONS, TSNE_MAX_POINTS, warm_up_umap
 from visionqc.explore.scores import NEAR_DUPLICATE_TAG, NEAR_DUPLICATE_THRESHOLD, update_scores
 from visionqc.reporting.explore_map import COLOR_CHOICES
 from visionqc.ui import explore, resources
@@ -17,6 +17,7 @@ st.caption(
 store = resources.get_store()
 card = resources.active_card()
 timezone = resources.browser_timezone()
+warm_up_umap()  # UMAP's code compiles in the background meanwhile (once per server), ready when it is chosen
 
 with st.expander("Filters (the same as History)", expanded=False, icon=":material/filter_alt:"):
     flt = history_filters(store, card, key="explore", timezone=timezone)
@@ -28,8 +29,8 @@ method = method_col.radio(
     horizontal=True,
     key="explore_method",
     help="PCA: fast, keeps the large-scale layout. t-SNE: slower, separates groups more clearly (up to "
-    f"{TSNE_MAX_POINTS:,} images). UMAP: separates groups and keeps more of the layout; the first map "
-    "takes 15-30 s while its library loads, later ones a few seconds.",
+    f"{TSNE_MAX_POINTS:,} images). UMAP: separates groups and keeps more of the layout, a few seconds (up to "
+    "20 s if chosen in the first seconds after the server started, while its library loads).",
 )
 color_label = color_col.selectbox("Colour by", list(COLOR_CHOICES), key="explore_color")
 max_points = size_col.select_slider(

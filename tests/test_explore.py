@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import numpy as np
@@ -151,3 +152,28 @@ def test_umap_separates_clusters_and_is_deterministic():
     first, second = a[:30].mean(axis=0), a[30:].mean(axis=0)
     spread = max(a[:30].std(axis=0).max(), a[30:].std(axis=0).max())
     assert np.linalg.norm(first - second) > 3 * spread
+
+
+def test_the_neighbour_graph_given_to_umap_is_the_exact_cosine_one():
+    x = np.random.default_rng(1).normal(size=(300, 24)).astype(np.float32)
+    indices, distances = projection.cosine_neighbours(x, 7, chunk=64)  # several chunks
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    full = 1.0 - unit @ unit.T
+    np.fill_diagonal(full, -1.0)
+    expected = np.argsort(full, axis=1, kind="stable")[:, :7]
+    assert indices.dtype == np.int32 and distances.dtype == np.float32
+    assert (indices[:, 0] == np.arange(300)).all() and (distances[:, 0] == 0).all()  # itself first
+    assert (np.sort(indices, axis=1) == np.sort(expected, axis=1)).all()
+    assert np.allclose(distances[:, 1:], np.take_along_axis(full, expected, axis=1)[:, 1:], atol=1e-5)
+    assert (np.diff(distances, axis=1) >= 0).all()
+
+
+def test_umap_warms_up_once_in_the_background(monkeypatch):
+    monkeypatch.setattr(projection, "_warm_up_started", False)
+    before = set(threading.enumerate())
+    projection.warm_up_umap()
+    projection.warm_up_umap()
+    started = [t for t in threading.enumerate() if t.name == "umap-warm-up" and t not in before]
+    assert len(started) == 1 and started[0].daemon
+    started[0].join(timeout=300)
+    assert not started[0].is_alive()

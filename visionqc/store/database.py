@@ -104,6 +104,20 @@ class Database:
             self._version(con)
             read_every_table(con)
 
+    def data_version(self) -> tuple:
+        """A value that changes whenever the database changes (any process's commit): the size and time of
+        the database file and of its write-ahead log. Costs two ``stat`` calls and no connection, so a reader
+        can cache query results under it (the app does: :mod:`visionqc.ui.cached`)."""
+        version = []
+        for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
+            try:
+                stat = path.stat()
+            except OSError:
+                version.append(None)
+            else:
+                version.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        return tuple(version)
+
     # --- connections ----------------------------------------------------------------------------
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         deadline = time.monotonic() + self.lock_timeout

@@ -15,6 +15,7 @@ from visionqc import config
 from visionqc.model.card import ModelCard, ModelLoadError, read_card
 from visionqc.registry import ModelRegistry
 from visionqc.ui import errors
+from visionqc.ui.cached import CachedStore
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
@@ -81,14 +82,15 @@ def _open_store(home: str):
 
 
 def get_store():
-    """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``).
+    """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``), its repeated
+    reads cached until the database changes (:class:`~visionqc.ui.cached.CachedStore`).
 
     Opening checks the database: a damaged one raises :class:`~visionqc.store.StoreCorruptError` (the page
     boundary shows it; it is not cached, so the next run checks again). A read-only one is said on the page."""
     store = _open_store(str(config.data_dir()))
     if store.read_only:
         errors.read_only_notice(store)
-    return store
+    return CachedStore(store)
 
 
 def require_predictor():
