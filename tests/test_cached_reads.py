@@ -68,10 +68,7 @@ def test_a_commit_by_another_process_is_seen(store):
     everything = cached.count()
     rows, _ = cached.search(InspectionFilter(), page_size=5)
     ids = [int(i) for i in rows["inspection_id"]]
-    code = (
-        "import sys; from visionqc.store import Store; "
-        f"Store(sys.argv[1]).soft_delete({ids}, 'other station')"
-    )
+    code = f"import sys; from visionqc.store import Store; Store(sys.argv[1]).soft_delete({ids}, 'other station')"
     subprocess.run([sys.executable, "-c", code, str(store.home)], check=True, cwd=PROJECT_ROOT, timeout=120)
     assert cached.count() == everything - 5
     assert not set(ids) & set(cached.search(InspectionFilter(), page_size=50)[0]["inspection_id"])
@@ -84,3 +81,16 @@ def test_whole_results_and_other_methods_pass_straight_through(store, opens):
     rows, total = cached.search(InspectionFilter(), page_size=0)  # an export's whole result: never kept
     assert opens["n"] == before + 1 and len(rows) == total == 300
     assert cached.home == store.home and cached.read_only is False
+
+
+def test_reads_in_a_sharing_block_open_the_file_once_and_let_go_after(store, opens):
+    with store.sharing_connection():
+        counts = [store.count(InspectionFilter(defects=(d,))) for d in ("crack", "fray", "break")]
+        options = store.distinct_values("defect")
+        assert opens["n"] == 1
+    assert counts == [store.count(InspectionFilter(defects=(d,))) for d in ("crack", "fray", "break")]
+    assert {"crack", "fray", "break"} <= set(options)
+    # The block's connection is closed: another process can write at once.
+    code = "import sys; from visionqc.store import Store; Store(sys.argv[1], lock_timeout=1).soft_delete([1], 'x')"
+    subprocess.run([sys.executable, "-c", code, str(store.home)], check=True, cwd=PROJECT_ROOT, timeout=120)
+    assert store.count() == 299

@@ -61,6 +61,7 @@ class Database:
         # Why every write is refused (None: writing is allowed).
         self.read_only_reason: str | None = "it was opened read-only" if read_only else None
         self.damage: StoreCorruptError | None = None  # set when a damaged block turns up: no write after it
+        self._shared = threading.local()  # this thread's connection inside sharing_connection()
         self._prepare_folder()
         self.check()
         self.migrate()
@@ -149,11 +150,39 @@ class Database:
         return exc if error is None else error
 
     @contextmanager
+    def sharing_connection(self) -> Iterator[None]:
+        """Within the block, this thread's reads share one connection, opened at the first read and closed at
+        the end: a run of small reads (a page's filter options) pays for opening the file once. Keep the block
+        short, with no slow work in it: the open connection locks out other processes."""
+        if getattr(self._shared, "active", False):
+            yield
+            return
+        self._shared.active, self._shared.con = True, None
+        try:
+            yield
+        finally:
+            con, self._shared.active, self._shared.con = self._shared.con, False, None
+            if con is not None:
+                with _INSTANCE_LOCK:
+                    con.close()
+
+    @contextmanager
     def connect(self, *, read_only: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """A short-lived connection (for reads). Close it quickly: it locks out other processes.
 
         Read-only when the folder is (``read_only=None``) or when asked. Errors a user can act on leave it as
-        the :class:`StoreError` that says so."""
+        the :class:`StoreError` that says so. Inside :meth:`sharing_connection`, the block's connection."""
+        if getattr(self._shared, "active", False):
+            if self._shared.con is None:
+                self._shared.con = self._open(self.read_only)
+            try:
+                yield self._shared.con
+            except duckdb.Error as exc:
+                error = self._translated(exc)
+                if error is exc:
+                    raise
+                raise error from exc
+            return
         con = self._open(self.read_only if read_only is None else read_only)
         try:
             yield con

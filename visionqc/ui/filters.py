@@ -125,9 +125,10 @@ def history_filters(
     st.caption(FILTERS_HELP)
     fields: dict = {"timezone": timezone}
     fields |= _days_confidence_and_name(k)
-    fields |= _labels(store, card, k)
-    fields |= _review_and_batches(store, k, deleted_choice)
-    fields |= _tags_and_clear(store, key)
+    with store.sharing_connection():  # the options are a dozen small reads: one connection for them all
+        fields |= _labels(store, card, k)
+        fields |= _review_and_batches(store, k, deleted_choice)
+        fields |= _tags_and_clear(store, key)
     result = InspectionFilter(**fields)
     st.session_state[f"{key}_filter"] = result  # other parts of the page (and tests) can read what is shown
     return result

@@ -1,4 +1,4 @@
-"""How long does the History page take to answer a click, at 1,000 and 100,000 stored inspections?
+"""How long do History and the review queue take to answer a click, at 1,000 and 100,000 stored inspections?
 
 For each store size it seeds a fresh data folder (``benchmarks/seed.py``: SQL only), opens the app the way
 it runs (``streamlit_app.py`` with its navigation, through ``streamlit.testing.v1.AppTest``, which runs the
@@ -10,11 +10,13 @@ reruns a QC lead causes:
 - going to another page of results;
 - another sort column.
 
-Baseline, measured in the same run between the History reruns: the rerun of a page that only writes a title
+and, on the review queue, "Confirm" (a review is written, so every cached read is read afresh) and "Skip".
+
+Baseline, measured in the same run between the page reruns: the rerun of a page that only writes a title
 (the cost of a Streamlit rerun itself under AppTest). Prints medians in ms, their ratio to the baseline, and
 the load average; the target is a History rerun of at most 300 ms at 100,000 inspections.
 
-    python benchmarks/history_rerun.py [--sizes 1000 100000] [--repeat 7] [--profile] [--uncached]
+    python benchmarks/page_reruns.py [--sizes 1000 100000] [--repeat 7] [--profile] [--uncached]
 
 ``--uncached`` measures the same reruns again with the page's read cache switched off (every read opens the
 database, as before :mod:`visionqc.ui.cached`), for a before/after ratio in one run.
@@ -50,14 +52,14 @@ READS = cached.READS
 TABLE_KEY = f"{history.HISTORY_TABLE}_key"  # the results table's key: it carries the ids shown
 
 
-def _open_history(home: Path) -> AppTest:
+def _open_page(home: Path, page: str) -> AppTest:
     os.environ["VISIONQC_HOME"] = str(home)
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300)
     at.run()
-    at.switch_page("pages/2_History.py").run()
+    at.switch_page(page).run()
     if at.exception:
-        raise SystemExit(f"the History page crashed: {at.exception}")
-    at.run()  # caches warm: what a lead's second click costs
+        raise SystemExit(f"{page} crashed: {at.exception}")
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()  # caches warm: what a second click costs
     return at
 
 
@@ -66,7 +68,7 @@ def _timed(at: AppTest) -> float:
     at.run()
     elapsed = (time.perf_counter() - start) * 1000
     if at.exception:
-        raise SystemExit(f"the History page crashed: {at.exception}")
+        raise SystemExit(f"the page crashed: {at.exception}")
     return elapsed
 
 
@@ -133,12 +135,26 @@ def _baseline(folder: Path) -> AppTest:
     return at
 
 
+def _queue_interactions(at: AppTest) -> dict[str, callable]:
+    def click(label):
+        def run(_round):
+            [button] = [b for b in at.button if b.label == label]
+            button.click()
+            return _timed(at)
+
+        return run
+
+    return {"queue: Confirm": click("Confirm"), "queue: Skip": click("Skip")}
+
+
 def measure(rows: int, repeat: int, workdir: Path, profile: bool) -> dict[str, float]:
     workdir.mkdir(exist_ok=True)
     home = workdir / f"home-{rows}"
     seed_inspections(home, rows)
-    at, base = _open_history(home), _baseline(workdir)
+    at, base = _open_page(home, "pages/2_History.py"), _baseline(workdir)
     runs = _interactions(at, repeat)
+    queue = _open_page(home, "pages/5_Review_queue.py")
+    runs |= _queue_interactions(queue)
     timings: dict[str, list[float]] = {name: [] for name in runs}
     timings["baseline"] = []
     profiler = cProfile.Profile() if profile else None
