@@ -10,7 +10,11 @@ reruns a QC lead causes:
 - going to another page of results;
 - another sort column.
 
-and, on the review queue, "Confirm" (a review is written, so every cached read is read afresh) and "Skip".
+and, on the review queue, "Confirm" (a review is written, so every cached read is read afresh) and "Skip";
+and on Inspect's results of a batch of 48 real magnetic-tile photos (classified by the shipped model first, in
+a store of their own):
+ticking rows, and opening another photo each round in the side panel (with its heatmap; the first heatmap of the
+process, which loads the PyTorch network, is paid before the rounds).
 
 Baseline, measured in the same run between the page reruns: the rerun of a page that only writes a title
 (the cost of a Streamlit rerun itself under AppTest). Prints medians in ms, their ratio to the baseline, and
@@ -60,10 +64,16 @@ def _open_page(home: Path, page: str) -> AppTest:
     if at.exception:
         raise SystemExit(f"{page} crashed: {at.exception}")
     at.text_input(key="sidebar_reviewer").set_value("Ana").run()  # caches warm: what a second click costs
+    HOMES[id(at)] = home
     return at
 
 
+HOMES: dict[int, Path] = {}  # the data folder of each open page (VISIONQC_HOME is read at every rerun)
+
+
 def _timed(at: AppTest) -> float:
+    if id(at) in HOMES:
+        os.environ["VISIONQC_HOME"] = str(HOMES[id(at)])
     start = time.perf_counter()
     at.run()
     elapsed = (time.perf_counter() - start) * 1000
@@ -147,6 +157,35 @@ def _queue_interactions(at: AppTest) -> dict[str, callable]:
     return {"queue: Confirm": click("Confirm"), "queue: Skip": click("Skip")}
 
 
+def _inspect_results(home: Path) -> tuple[AppTest, dict[str, callable]]:
+    """Inspect showing a batch of 48 real photos, and its interactions (skipped without the shared data)."""
+    from visionqc import config
+    from visionqc.intake.uploads import UploadFile
+    from visionqc.model.predict import Predictor
+    from visionqc.store import Store
+    from visionqc.store.ingest import run_batch
+    from visionqc.ui import upload
+
+    photos = sorted((config.SHARED_DATA / "magnetic-tile" / "images").glob("*/*.jpg"))[::20][:48]
+    if not photos:
+        return None, {}
+    batch = run_batch(Store(home), Predictor(config.model_dir()), [UploadFile(p.name, p.read_bytes()) for p in photos])
+    at = _open_page(home, "pages/1_Inspect.py")
+    at.session_state[upload.CURRENT_BATCH] = batch.batch_id
+    at.run()
+    table_key = f"{upload.RESULTS_TABLE}_key"
+
+    def select(rows, cells):
+        at.session_state[at.session_state[table_key]] = {"selection": {"rows": rows, "columns": [], "cells": cells}}
+        return _timed(at)
+
+    select([], [[0, "File"]])  # the process's first heatmap loads the network: not what a click costs later
+    return at, {
+        "inspect: open a photo": lambda r: select([], [[1 + r, "File"]]),
+        "inspect: tick 3 rows": lambda r: select([r, r + 1, r + 2], []),
+    }
+
+
 def measure(rows: int, repeat: int, workdir: Path, profile: bool) -> dict[str, float]:
     workdir.mkdir(exist_ok=True)
     home = workdir / f"home-{rows}"
@@ -155,6 +194,7 @@ def measure(rows: int, repeat: int, workdir: Path, profile: bool) -> dict[str, f
     runs = _interactions(at, repeat)
     queue = _open_page(home, "pages/5_Review_queue.py")
     runs |= _queue_interactions(queue)
+    runs |= _inspect_results(workdir / f"inspect-{rows}")[1]  # its own store: the seed does not advance ids
     timings: dict[str, list[float]] = {name: [] for name in runs}
     timings["baseline"] = []
     profiler = cProfile.Profile() if profile else None
