@@ -66,7 +66,9 @@ st.caption(
     f"identical (cosine similarity ≥ {NEAR_DUPLICATE_THRESHOLD}); they get the tag "
     f"`{NEAR_DUPLICATE_TAG}`."
 )
-if st.button("Compute scores for the filtered inspections", icon=":material/calculate:", key="explore_scores"):
+if explore.may_score() and st.button(
+    "Compute scores for the filtered inspections", icon=":material/calculate:", key="explore_scores"
+):
     predictor = resources.get_predictor()
     with st.spinner("Scoring…"):
         result = update_scores(store, predictor.training_bank() if predictor else None, flt)

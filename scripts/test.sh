@@ -24,5 +24,5 @@ echo "== ruff"
 echo "== import-linter (the layers: pyproject.toml [tool.importlinter])"
 lint-imports --no-cache
 
-echo "== pytest"
-exec "$PYTHON" -m pytest "$@"
+echo "== pytest (two workers, one test file each at a time: pytest-xdist)"
+exec "$PYTHON" -m pytest -n "${VISIONQC_TEST_WORKERS:-2}" --dist loadfile "$@"

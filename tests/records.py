@@ -52,3 +52,16 @@ def synthetic_record(
         path=f"images/{sha[:2]}/{sha}.jpg",
         thumb_path=f"thumbs/{sha[:2]}/{sha}.jpg",
     )
+
+
+def seed_inspections(home, rows: int, **options):
+    """A store under ``home`` with ``rows`` synthetic inspections from ``benchmarks/seed.py`` (SQL only: fast
+    at any size); ``options`` go to its ``seed_inspections`` (``days``, ``end``, ...). Returns the Store."""
+    import importlib.util
+
+    from visionqc.config import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("vq_seed", PROJECT_ROOT / "benchmarks" / "seed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.seed_inspections(home, rows, **options)

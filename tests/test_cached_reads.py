@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
 import pytest
+from records import seed_inspections
 
 from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
@@ -16,10 +16,7 @@ from visionqc.ui.cached import CachedStore
 
 @pytest.fixture
 def store(tmp_path):
-    spec = importlib.util.spec_from_file_location("vq_seed", PROJECT_ROOT / "benchmarks" / "seed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.seed_inspections(tmp_path / "home", 300, days=10)
+    return seed_inspections(tmp_path / "home", 300, days=10)
 
 
 @pytest.fixture

@@ -233,8 +233,8 @@ def test_report_writes_the_lot_report_of_a_batch_inspected_by_the_command_line(
     rows, _ = Store(home).search(InspectionFilter(batches=(batch_id,), actions=("Reject", "Hold")), page_size=0)
     assert len(rows), "the photos include defects the model rejects or holds"
     unwrapped = "".join(text.split())  # long names wrap inside their cell
-    for name in rows["file_name"]:
-        assert name in unwrapped, name
+    for name in rows["file_name"]:  # a long path keeps its end in the report: the file's own name
+        assert Path(name).name in unwrapped, name
     missing = subprocess.run(
         [sys.executable, "-m", "visionqc", "report", "no-such-batch"],
         cwd=PROJECT_ROOT,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import UTC, datetime
 
 import pytest
+from records import seed_inspections
 from streamlit.testing.v1 import AppTest
 
 from visionqc.config import PROJECT_ROOT
@@ -18,10 +18,7 @@ CROSS_KEY = "dashboard_cross"
 
 
 def seed(home, rows: int) -> Store:
-    spec = importlib.util.spec_from_file_location("vq_seed", PROJECT_ROOT / "benchmarks" / "seed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.seed_inspections(home, rows, days=20, end=datetime.now(UTC))
+    return seed_inspections(home, rows, days=20, end=datetime.now(UTC))
 
 
 def open_dashboard(default_model_dir, monkeypatch) -> AppTest:

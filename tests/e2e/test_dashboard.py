@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 
 import pytest
-
-from visionqc import config
+from records import seed_inspections
 
 
 def _seed(home, rows: int) -> None:
-    spec = importlib.util.spec_from_file_location("vq_seed", config.PROJECT_ROOT / "benchmarks" / "seed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.seed_inspections(home, rows, days=60)
+    seed_inspections(home, rows, days=60)
 
 
 @pytest.fixture(scope="module")

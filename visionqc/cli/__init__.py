@@ -1,4 +1,4 @@
-"""Command line: ``python -m visionqc predict|inspect|history|report|train|evaluate|dataset|model|jobs|...``.
+"""Command line: ``python -m visionqc predict|inspect|history|report|train|evaluate|dataset|model|jobs|users|...``.
 
 Each subcommand is a small function that parses its arguments and calls into the library; each module
 registers its subcommands on the parser, which is assembled last, in :func:`build_parser`, as in
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from visionqc.cli import datasets, history, inspection, maintenance, models, training
+from visionqc.cli import datasets, history, inspection, maintenance, models, training, users
 from visionqc.cli.common import EXIT_STORE_ERROR, EXIT_USER_ERROR
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register(sub)
     datasets.register(sub)
     models.register(sub)
+    users.register(sub)
     return parser
 
 

@@ -121,6 +121,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 pid INTEGER, error VARCHAR, result JSON)""",
         ],
     ),
+    (
+        7,
+        [
+            # Accounts for sign-in (visionqc.accounts): Argon2id hashes only. A disabled account keeps its row:
+            # the audit trail names it.
+            """CREATE TABLE users (
+                username VARCHAR PRIMARY KEY, role VARCHAR NOT NULL, password_hash VARCHAR NOT NULL,
+                disabled BOOLEAN NOT NULL DEFAULT false, created_at TIMESTAMP NOT NULL, created_by VARCHAR,
+                password_changed_at TIMESTAMP NOT NULL)""",
+            # Every sign-in attempt, kept: failures lock an account for a while (rate limit) and are the log.
+            """CREATE TABLE sign_ins (
+                attempted_at TIMESTAMP NOT NULL, username VARCHAR NOT NULL, ok BOOLEAN NOT NULL, reason VARCHAR)""",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

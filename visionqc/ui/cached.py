@@ -27,10 +27,12 @@ READS = frozenset(
         "batch_summary",
         "count",
         "distinct_values",
+        "has_users",
         "inspection_detail",
         "list_batches",
         "review_queue",
         "search",
+        "user",
     }
 )
 

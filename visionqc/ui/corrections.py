@@ -11,6 +11,7 @@ import streamlit as st
 from visionqc.labels import NO_VALUE, UNUSABLE_REASONS, shown, stored
 from visionqc.model.card import ModelCard, card_classes
 from visionqc.store import StoreError
+from visionqc.ui import auth
 from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
 from visionqc.ui.tables import TASK_COLUMNS
 from visionqc.ui.text import literal
@@ -50,6 +51,9 @@ def task_names(card: ModelCard | None) -> list[str]:
 @reports_errors
 def _review(store, detail: dict, card: ModelCard | None, kind: str, *, key: str, group: str):
     state = st.session_state
+    if not auth.allowed("review"):  # checked when the click arrives, whatever the page showed
+        flash(group, "error", auth.refusal("review"))
+        return
     reviewer = last_reviewer()
     if not reviewer:
         flash(group, "error", NO_REVIEWER_MESSAGE)
@@ -103,6 +107,9 @@ def correction_form(
     reviewer is the name set in the sidebar. With ``skipped_key`` a Skip button adds the inspection to that
     list. Keyboard: Y confirm, S save the correction, U unusable, N skip.
     """
+    if not auth.allowed("review"):
+        st.caption(f":material/lock: Reviewing is for leads. {auth.refusal('review')}")
+        return
     tasks = task_names(card)
     iid = int(detail["inspection_id"])
     with st.form(f"{key}_form", border=True, enter_to_submit=False):

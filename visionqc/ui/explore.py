@@ -12,6 +12,7 @@ from visionqc.explore.scores import near_duplicates
 from visionqc.filters import InspectionFilter
 from visionqc.model.card import ModelCard
 from visionqc.reporting.explore_map import COLOR_CHOICES, REGION, map_chart, map_frame
+from visionqc.ui import auth
 from visionqc.ui.selection import names_line
 from visionqc.ui.tables import show_inspections, thumbnail_url
 from visionqc.ui.text import literal
@@ -56,16 +57,30 @@ def render_selection(store, chosen: list[int], card: ModelCard | None, timezone:
     st.subheader(f"{len(chosen)} selected")
     selected_rows, _ = store.search(InspectionFilter(ids=chosen), sort="outlier_score", page_size=0)
     show_inspections(selected_rows, card, key="explore_selected_table", timezone=timezone, history=True)
+    if not auth.allowed("tag"):
+        st.caption(f":material/lock: Tagging is for leads. {auth.refusal('tag')}")
+        return
     with st.form("explore_tag_form", border=True):
         st.markdown(f"**Tag {names_line(selected_rows, chosen)}**")
         tag_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
         tag = tag_col.text_input("Tag", value="retrain", key="explore_tag", help="Find them later in History by tag.")
         if button_col.form_submit_button(f"Tag {len(chosen)} images", type="primary", icon=":material/sell:"):
-            if tag.strip():
+            if not auth.allowed("tag"):
+                st.error(auth.refusal("tag"))
+            elif tag.strip():
                 added = store.add_tags(chosen, [tag.strip()])
                 st.success(f"Tagged {len(chosen)} images “{literal(tag.strip())}” ({added} new tags).")
             else:
                 st.error("Type a tag first.")
+
+
+def may_score() -> bool:
+    """Whether this session may compute outlier scores (they tag near-duplicates: a lead's action); says so
+    when not."""
+    if auth.allowed("tag"):
+        return True
+    st.caption(f":material/lock: Computing scores tags near-duplicates, which is for leads. {auth.refusal('tag')}")
+    return False
 
 
 def render_outliers(store, f: InspectionFilter, card: ModelCard | None, timezone: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from visionqc.labels import UNUSABLE_REASONS
+from visionqc.ui import auth
 from visionqc.ui.corrections import flash, reports_errors, show_message
 from visionqc.ui.selection import names_line
 from visionqc.ui.sidebar import NO_REVIEWER_MESSAGE, last_reviewer
@@ -40,9 +41,23 @@ def keep_page_in_range(key: str, pages: int, signature: object) -> None:
         st.session_state[key] = pages
 
 
+# The role each bulk action needs (visionqc.accounts.PERMISSIONS).
+BULK_ACTIONS = {
+    "add_tags": "tag",
+    "remove_tags": "tag",
+    "review": "review",
+    "unusable": "review",
+    "restore": "delete",
+    "delete": "delete",
+}
+
+
 @reports_errors
 def _bulk(store, ids: list[int], key: str, what: str, *, group: str) -> None:
     state = st.session_state
+    if not auth.allowed(BULK_ACTIONS[what]):  # checked when the click arrives, whatever the page showed
+        flash(group, "error", auth.refusal(BULK_ACTIONS[what]))
+        return
     reviewer = last_reviewer()
     if not reviewer:
         flash(group, "error", NO_REVIEWER_MESSAGE)
@@ -96,6 +111,9 @@ def render_bulk_actions(store, rows, ids: list[int], *, key: str = "bulk", delet
     for deleted rows (``deleted=True``), restore them. The images are named before anything is done."""
     show_message(key)
     st.markdown(f"**Selected — {names_line(rows, ids)}**")
+    if not auth.allowed("tag"):
+        st.caption(f":material/lock: Tagging, reviewing and deleting are for leads. {auth.refusal('tag')}")
+        return
     if not last_reviewer():
         st.warning(NO_REVIEWER_MESSAGE, icon=":material/person:")
     if deleted:

@@ -18,6 +18,7 @@ _PAGE_ICONS = {
     "explore": ":material/scatter_plot:",
     "review-queue": ":material/rule:",
     "models": ":material/model_training:",
+    "users": ":material/group:",
 }
 
 

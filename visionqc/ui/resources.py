@@ -81,14 +81,14 @@ def _open_store(home: str):
     return Store(home)
 
 
-def get_store():
+def get_store(*, notice: bool = True):
     """The :class:`~visionqc.store.Store` for the configured data directory (``VISIONQC_HOME``), its repeated
     reads cached until the database changes (:class:`~visionqc.ui.cached.CachedStore`).
 
     Opening checks the database: a damaged one raises :class:`~visionqc.store.StoreCorruptError` (the page
     boundary shows it; it is not cached, so the next run checks again). A read-only one is said on the page."""
     store = _open_store(str(config.data_dir()))
-    if store.read_only:
+    if store.read_only and notice:
         errors.read_only_notice(store)
     return CachedStore(store)
 

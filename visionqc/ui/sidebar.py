@@ -9,7 +9,7 @@ import streamlit as st
 
 from visionqc import config
 from visionqc.model.card import ModelLoadError, read_card
-from visionqc.ui import resources
+from visionqc.ui import auth, resources
 from visionqc.ui.text import literal, literals
 
 REVIEWER = "_visionqc_reviewer"
@@ -22,7 +22,10 @@ def render_sidebar() -> None:
 
     Reads the registry and the model card only: showing it never loads the network."""
     with st.sidebar:
-        reviewer_input()
+        if auth.current_user():
+            auth.signed_in_box()
+        else:
+            reviewer_input()
         st.subheader("Active model")
         registry = resources.get_registry()
         pinned = config.pinned_model_dir()
@@ -72,7 +75,10 @@ def remember_reviewer(name: str) -> None:
 
 
 def last_reviewer() -> str:
-    """The reviewer's name: the sidebar box's value (already updated when a callback runs), else the last one."""
+    """The reviewer's name: the signed-in user's when sign-in is on; else the sidebar box's value (already
+    updated when a callback runs), else the last one."""
+    if signed_in := auth.signed_in_name():
+        return signed_in
     state = st.session_state
     return (state.get(REVIEWER_WIDGET) or state.get(REVIEWER) or "").strip()
 
@@ -82,7 +88,8 @@ def signed_name(what: str = "recorded in the audit trail") -> str:
     that it is missing; the form's button stays disabled until it is set)."""
     name = last_reviewer()
     if name:
-        st.caption(f"As **{literal(name)}** ({what}; the name in the sidebar).")
+        source = "signed in" if auth.signed_in_name() else "the name in the sidebar"
+        st.caption(f"As **{literal(name)}** ({what}; {source}).")
     else:
         st.caption(":orange[Enter your name in the sidebar first: it is " + what + ".]")
     return name

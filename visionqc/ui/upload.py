@@ -11,7 +11,7 @@ from visionqc.intake.uploads import iter_named_bytes
 from visionqc.store import StoreCorruptError, StoreError, StoreSpaceError
 from visionqc.store.errors import format_bytes, space_needed
 from visionqc.store.ingest import run_batch
-from visionqc.ui import errors
+from visionqc.ui import auth, errors
 
 
 def upload_key(files) -> str:
@@ -115,6 +115,9 @@ def batch_details(store) -> dict[str, str | None]:
     row = st.columns([1, 1, 1, 1])
     details: dict[str, str | None] = {}
     for column, (field, label, hint) in zip(row[:2], PICKED_DETAILS, strict=True):
+        if field == "operator" and auth.signed_in_name():  # signed in: the operator is who is signed in
+            details[field] = column.text_input(label, auth.signed_in_name(), disabled=True, help="Who is signed in.")
+            continue
         details[field] = column.selectbox(
             label,
             store.distinct_values(field),

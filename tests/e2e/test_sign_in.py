@@ -1,0 +1,79 @@
+"""Sign-in and roles in a real browser: an operator cannot reach review, deletion, training or promotion (the
+pages are not there for them, by link or by address); a lead can, and the audit trail names the signed-in lead.
+Screenshots land in ``screenshot_dir``."""
+
+from __future__ import annotations
+
+import pytest
+from records import seed_inspections
+
+from visionqc.accounts import hash_password
+from visionqc.filters import InspectionFilter
+from visionqc.store import Store
+
+pytestmark = pytest.mark.slow
+
+PASSWORDS = {"olga": "operator secret 1", "lea": "lead secret 22"}
+
+
+@pytest.fixture(scope="module")
+def plant(tmp_path_factory):
+    home = tmp_path_factory.mktemp("sign-in") / "visionqc-data"
+    store = seed_inspections(home, 30, days=3)
+    store.add_user("olga", "operator", hash_password(PASSWORDS["olga"]))
+    store.add_user("lea", "lead", hash_password(PASSWORDS["lea"]))
+    return home
+
+
+def _sign_in(page, url: str, name: str, wait_for_app) -> None:
+    page.goto(url)
+    wait_for_app(page)
+    page.get_by_role("textbox", name="User name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(PASSWORDS[name])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text(f"Signed in as {name}").wait_for()
+    wait_for_app(page)
+
+
+def _links(page) -> list[str]:
+    """The page links of the sidebar's navigation, by name (each link's text ends with its name, after its icon)."""
+    return [t.strip().split("\n")[-1] for t in page.locator("[data-testid='stSidebarNav'] a").all_inner_texts()]
+
+
+def test_an_operator_is_kept_out_and_a_lead_reviews_under_their_own_name(
+    plant, browser, app_server_at, wait_for_app, screenshot_dir
+):
+    with app_server_at(plant) as server:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(server.url)
+        wait_for_app(page)
+        assert page.get_by_role("button", name="Sign in").is_visible()
+        assert "History" not in _links(page), "nothing but the form before signing in"
+        page.screenshot(path=str(screenshot_dir / "sign_in.png"), full_page=True)
+
+        _sign_in(page, server.url, "olga", wait_for_app)
+        assert _links(page) == ["Inspect", "History", "Dashboard", "Explore"]
+        # An address typed in (a new browser session: sign in again): the page does not exist for an operator.
+        for address in ("review-queue", "models", "users"):
+            _sign_in(page, f"{server.url}/{address}", "olga", wait_for_app)
+            assert page.locator("h1", has_text="Inspect").is_visible(), address
+            assert not page.get_by_role("button", name="Confirm").count()
+        page.screenshot(path=str(screenshot_dir / "operator.png"), full_page=True)
+        context.close()
+
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        _sign_in(page, server.url, "lea", wait_for_app)
+        assert {"Review queue", "Models"} <= set(_links(page)) and "Users" not in _links(page)
+        first = int(Store(plant).review_queue(InspectionFilter(), 0.6)[0][0])
+        page.locator("[data-testid='stSidebarNav'] a", has_text="Review queue").click()
+        wait_for_app(page)
+        page.get_by_role("button", name="Confirm").click()
+        wait_for_app(page)
+        page.screenshot(path=str(screenshot_dir / "lead_review.png"), full_page=True)
+        context.close()
+    trail = Store(plant).inspection_detail(first)["reviews"]
+    assert list(trail["reviewer"]) == ["lea"] and list(trail["kind"]) == ["confirm"]
