@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from visionqc.accounts import MIN_PASSWORD_LENGTH, ROLES, AccountError, hash_password
+from visionqc.labels import NO_VALUE
 from visionqc.store import StoreError
 from visionqc.ui import auth
 from visionqc.ui.corrections import flash, show_message
@@ -27,6 +29,10 @@ def render_accounts(store) -> list[str]:
     if users.empty:
         st.info("No accounts yet: sign-in is off. Add the first one (an admin) below.", icon=":material/info:")
         return []
+    users = users.copy()
+    for column in ("created_at", "password_changed_at", "last_sign_in"):
+        users[column] = [NO_VALUE if pd.isna(t) else f"{t:%Y-%m-%d %H:%M}" for t in users[column]]
+    users["created_by"] = users["created_by"].fillna(NO_VALUE)
     table = users.rename(
         columns={
             "username": "User",
