@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pgserver
 import pytest
 
 from visionqc import config
@@ -93,3 +94,28 @@ def labelled_folder(magnetic_tile):
         return root
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/pgserver.py) for the whole run, stopped at the end."""
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql package)")
+    server = pgserver.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def backend(request, monkeypatch) -> str:
+    """Run the test once on the embedded DuckDB file and once on PostgreSQL (``VISIONQC_DATABASE_URL`` set to a
+    new, empty schema of the throwaway server). Use it with ``pytestmark = pytest.mark.usefixtures("backend")``;
+    a test marked ``duckdb_only`` (the file itself: its lock, its format) runs on DuckDB alone."""
+    if request.param == "postgresql":
+        marker = request.node.get_closest_marker("duckdb_only")
+        if marker is not None:
+            pytest.skip(f"DuckDB file only: {marker.args[0] if marker.args else 'the embedded file itself'}")
+        monkeypatch.setenv("VISIONQC_DATABASE_URL", request.getfixturevalue("postgres_server").new_schema_url())
+    else:
+        monkeypatch.delenv("VISIONQC_DATABASE_URL", raising=False)
+    return request.param

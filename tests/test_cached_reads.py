@@ -68,10 +68,7 @@ def test_a_commit_by_another_process_is_seen(store):
     everything = cached.count()
     rows, _ = cached.search(InspectionFilter(), page_size=5)
     ids = [int(i) for i in rows["inspection_id"]]
-    code = (
-        "import sys; from visionqc.store import Store; "
-        f"Store(sys.argv[1]).soft_delete({ids}, 'other station')"
-    )
+    code = f"import sys; from visionqc.store import Store; Store(sys.argv[1]).soft_delete({ids}, 'other station')"
     subprocess.run([sys.executable, "-c", code, str(store.home)], check=True, cwd=PROJECT_ROOT, timeout=120)
     assert cached.count() == everything - 5
     assert not set(ids) & set(cached.search(InspectionFilter(), page_size=50)[0]["inspection_id"])

@@ -146,7 +146,7 @@ class InspectionsMixin:
                 coalesce(array_to_string(tg.tags, ';'), '') AS tags
             FROM (SELECT * FROM inspection_view_all WHERE {where}) v
             LEFT JOIN batches b ON b.batch_id = v.batch_id
-            LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
+            LEFT JOIN (SELECT inspection_id, array_agg(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
                 ON tg.inspection_id = v.inspection_id
             ORDER BY {order}"""
         names = [name for _, name in EXPORT_COLUMNS] + ["tags"]
