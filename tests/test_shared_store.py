@@ -26,8 +26,12 @@ pytestmark = pytest.mark.slow
 
 def inspect(home, model_dir, folder, station, *extra) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "visionqc", "inspect", "--model", str(model_dir), str(folder), "--quiet"]
-        + ["--station", station, *extra],
+        [
+            *(sys.executable, "-m", "visionqc", "inspect", "--model", str(model_dir), str(folder), "--quiet"),
+            "--station",
+            station,
+            *extra,
+        ],
         cwd=PROJECT_ROOT,
         env={**os.environ, "VISIONQC_HOME": str(home)},
         stdout=subprocess.PIPE,
@@ -60,7 +64,8 @@ def assert_nothing_half_written(store: Store) -> None:
                     (SELECT 1 FROM embeddings e WHERE e.inspection_id = i.inspection_id)),
                 (SELECT count(*) FROM embeddings e WHERE NOT EXISTS
                     (SELECT 1 FROM inspections i WHERE i.inspection_id = e.inspection_id)),
-                (SELECT count(*) FROM inspections i WHERE NOT EXISTS (SELECT 1 FROM images m WHERE m.sha256 = i.sha256)),
+                (SELECT count(*) FROM inspections i WHERE NOT EXISTS
+                    (SELECT 1 FROM images m WHERE m.sha256 = i.sha256)),
                 (SELECT count(*) FROM image_claims k WHERE NOT EXISTS
                     (SELECT 1 FROM inspections i WHERE i.inspection_id = k.inspection_id)),
                 (SELECT count(*) FROM duplicates d WHERE NOT EXISTS
@@ -153,7 +158,7 @@ def test_four_stations_write_at_once_and_a_killed_one_resumes(
 
     # Resuming it finishes the batch; then every file of every station is accounted for exactly once.
     resumed = inspect(home, default_model_dir, folders["Line 4"], "Line 4", "--resume", victim_batch)
-    out, err = resumed.communicate(timeout=600)
+    _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     files = {f"{folder.name}/{p.name}": p.read_bytes() for folder in folders.values() for p in folder.iterdir()}
     batches = store.list_batches().set_index("station")
