@@ -612,3 +612,18 @@ def test_threads_of_one_process_write_concurrently_without_losing_a_review(seede
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM reviews").fetchone()[0] == 32
         assert con.execute("SELECT count(*) FROM tags").fetchone()[0] == 32
+
+
+def test_data_version_moves_with_every_commit_of_any_process(seeded):
+    """The app's read cache is keyed on it (visionqc.ui.cached): a read changes nothing, a commit by this or
+    another process (a station writing to the same database) changes it."""
+    store, _, _ = seeded
+    before = store.data_version()
+    store.search(InspectionFilter(), page_size=5)
+    assert store.data_version() == before
+    store.add_tags([1], ["checked"])
+    after_write = store.data_version()
+    assert after_write != before
+    code = "import sys; from visionqc.store import Store; Store(sys.argv[1]).soft_delete([2], 'other station')"
+    subprocess.run([sys.executable, "-c", code, str(store.home)], check=True, timeout=120)
+    assert store.data_version() != after_write
