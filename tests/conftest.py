@@ -119,3 +119,13 @@ def backend(request, monkeypatch) -> str:
     else:
         monkeypatch.delenv("VISIONQC_DATABASE_URL", raising=False)
     return request.param
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgresql"])
+def new_database(request):
+    """For module-scoped stores: ``new_database()`` is ``None`` (a DuckDB file under the home given) in the first
+    run of the module and the URL of a new, empty PostgreSQL schema in the second; use it as
+    ``Store(home, url=new_database())``, one call per store."""
+    if request.param == "duckdb":
+        return lambda: None
+    return request.getfixturevalue("postgres_server").new_schema_url
