@@ -35,6 +35,7 @@ from visionqc.store.errors import (
     read_only_reason,
     translate,
 )
+from visionqc.store.images import LocalImageStore
 from visionqc.store.integrity import read_every_table
 from visionqc.store.records import utc_now
 from visionqc.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, VIEWS
@@ -66,6 +67,7 @@ class Database:
         self.db_path = self.home / DB_FILE
         # The shared PostgreSQL server (``url``, else VISIONQC_DATABASE_URL), or None: the DuckDB file.
         self.url = url or config.database_url()
+        self.images = LocalImageStore(self.home)  # the photos: by content hash, in the folder every station reaches
         self.lock_timeout = lock_timeout
         # Why every write is refused (None: writing is allowed).
         self.read_only_reason: str | None = "it was opened read-only" if read_only else None
@@ -318,7 +320,7 @@ class Database:
     # --- paths ----------------------------------------------------------------------------------
     def absolute(self, relative: str | None) -> Path | None:
         """A stored relative path (``images/ab/<sha>.jpg``) as a path under the data directory."""
-        return None if relative is None else self.home / relative
+        return None if relative is None else self.images.local_path(relative)
 
 
 def _retryable(url: str | None) -> tuple[type[BaseException], ...]:
