@@ -129,3 +129,17 @@ def new_database(request):
     if request.param == "duckdb":
         return lambda: None
     return request.getfixturevalue("postgres_server").new_schema_url
+
+
+@pytest.fixture
+def private_postgres_home(private_home, monkeypatch, postgres_server):
+    """``private_postgres_home(seeded_home, seeded_url)``: what ``private_home`` does (a private copy of the data
+    folder: the images), plus a private clone of the module's seeded PostgreSQL database, set as
+    ``VISIONQC_DATABASE_URL``: a page test that changes rows never disturbs the others, on either backend."""
+
+    def make(seeded: Path, url: str) -> Path:
+        home = private_home(seeded)
+        monkeypatch.setenv("VISIONQC_DATABASE_URL", postgres_server.clone(url))
+        return home
+
+    return make

@@ -67,6 +67,65 @@ class Server:
             con.execute(f"CREATE SCHEMA {name}")
         return f"{self.url()}?options=-csearch_path%3D{name}"
 
+    def new_database_url(self, template: str = "template0") -> str:
+        """A URL of a new database (a copy of ``template``: cloning a seeded database is how a page test gets its
+        own copy of a module's rows, as ``private_home`` copies a DuckDB file)."""
+        import psycopg
+
+        name = f"d_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.url(), autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name} TEMPLATE {template}")
+        return self.url(name)
+
+    def clone(self, url: str) -> str:
+        """A new database holding a copy of the database at ``url`` (no one may be connected to it)."""
+        return self.new_database_url(template=url.rsplit("/", 1)[1])
+
+
+def copy_to_postgres(source, url: str):
+    """Every row of the DuckDB store ``source`` in a new store at ``url`` (same data folder), by ``COPY`` (CSV);
+    returns that store. Seeds are written once, for DuckDB; tests and benchmarks copy them."""
+    import psycopg
+
+    from visionqc.store import Store
+
+    target = Store(source.home, url=url)  # creates the schema
+    with source.connect() as con:
+        tables = [
+            r[0]
+            for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+                "AND table_type = 'BASE TABLE' AND table_name <> 'schema_version'"
+            ).fetchall()
+        ]
+        with psycopg.connect(url, autocommit=True) as pg, tempfile.TemporaryDirectory() as tmp:
+            for table in tables:
+                columns = con.execute(
+                    "SELECT column_name, data_type FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
+                    [table],
+                ).fetchall()
+                # Lists as PostgreSQL array literals; everything else as DuckDB writes it in CSV.
+                select = ", ".join(
+                    f"'{{' || array_to_string({name}, ',') || '}}'" if kind.endswith("[]") else name
+                    for name, kind in columns
+                )
+                csv = Path(tmp) / f"{table}.csv"
+                con.execute(f"COPY (SELECT {select} FROM {table}) TO '{csv}' (FORMAT csv, HEADER false)")
+                names = ", ".join(name for name, _ in columns)
+                with pg.cursor().copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy, csv.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        copy.write(block)
+            pg.execute("ANALYZE")
+            for sequence, table, column in (
+                ("inspection_seq", "inspections", "inspection_id"),
+                ("review_seq", "reviews", "review_id"),
+                ("failure_seq", "failures", "failure_id"),
+                ("duplicate_seq", "duplicates", "duplicate_id"),
+            ):
+                pg.execute(f"SELECT setval('{sequence}', coalesce((SELECT max({column}) FROM {table}), 0) + 1)")
+    return target
+
 
 def start() -> Server:
     """Start a new server; raises ``RuntimeError`` when PostgreSQL is not installed."""

@@ -17,7 +17,6 @@ from visionqc.model.predict import Predictor
 from visionqc.store import Store
 from visionqc.store.ingest import run_batch, sha256_hex
 
-
 pytestmark = pytest.mark.usefixtures("backend")  # every test on DuckDB and on PostgreSQL
 
 

@@ -1,4 +1,5 @@
-"""Dashboard aggregates, computed in the database (DuckDB or PostgreSQL, the same SQL) over ``inspection_view`` (effective labels) in one query.
+"""Dashboard aggregates in one query over ``inspection_view`` (effective labels), the same SQL on DuckDB and
+PostgreSQL.
 
 The Dashboard looks at the inspections of an :class:`~visionqc.filters.InspectionFilter` (models, stations,
 labels picked on the charts, ...) over a :class:`~visionqc.filters.Period` of local calendar days in the

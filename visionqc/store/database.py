@@ -142,7 +142,7 @@ class Database:
         with every commit of a writing transaction by any client; one small query."""
         if self.url is not None:
             with self.connect(read_only=True) as con:
-                return (con.execute("SELECT pg_current_snapshot()::text").fetchone()[0],)
+                return (self.url, con.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
         version = []
         for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
             try:
