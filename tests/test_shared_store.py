@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,10 +19,8 @@ from faults import PROJECT_ROOT
 from test_exactly_once import assert_each_image_counted_once
 
 from visionqc.filters import InspectionFilter
-from visionqc.store import Store
+from visionqc.store import Store, StoreError
 from visionqc.store.schema import MIGRATIONS
-
-pytestmark = pytest.mark.slow
 
 
 def inspect(home, model_dir, folder, station, *extra) -> subprocess.Popen:
@@ -77,6 +76,7 @@ def assert_nothing_half_written(store: Store) -> None:
     assert not [p for p in (store.home / "images").rglob("*") if p.name.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_four_stations_write_at_once_and_a_killed_one_resumes(
     tmp_path, postgres_server, monkeypatch, default_model_dir, tile_photos
 ):
@@ -173,3 +173,38 @@ def test_four_stations_write_at_once_and_a_killed_one_resumes(
             "SELECT count(*), count(*) FILTER (WHERE reviewer = 'Lead Ana') FROM reviews"
         ).fetchone()
     assert sum(reviews_written) == reviews == named > 0
+
+
+def test_a_server_that_cannot_be_reached_is_a_clear_message(tmp_path, monkeypatch):
+    """A wrong URL or a stopped server: a StoreError that names the server (without its password) and says
+    what to check; nothing is created in the data folder but the folder itself."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("VISIONQC_DATABASE_URL", f"postgresql://qc:secret@127.0.0.1:{port}/plant")
+    with pytest.raises(StoreError) as caught:
+        Store(tmp_path / "home")
+    message = str(caught.value)
+    assert f"127.0.0.1:{port}/plant" in message and "secret" not in message
+    assert "VISIONQC_DATABASE_URL" in message and "running" in message
+    assert not (tmp_path / "home" / "visionqc.duckdb").exists()
+
+
+def test_a_connection_lost_mid_call_is_a_clear_message(tmp_path, postgres_server, monkeypatch):
+    """The server ends the session (a restart, an administrator): the store says so, and the write is not half
+    done (the server rolls back the open transaction)."""
+    monkeypatch.setenv("VISIONQC_DATABASE_URL", postgres_server.new_schema_url())
+    store = Store(tmp_path / "home")
+    batch_id = store.create_batch(station="L1", operator=None, note=None, source="cli", model_name=None,
+                                  model_version=None)  # fmt: skip
+
+    def cut_off(con):
+        con.execute("UPDATE batches SET note = 'half' WHERE batch_id = ?", [batch_id])
+        pid = con.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with Store(tmp_path / "home").connect() as other:
+            other.execute("SELECT pg_terminate_backend(?)", [pid])
+        con.execute("SELECT 1")
+
+    with pytest.raises(StoreError, match="lost the connection to the inspection database"):
+        store._write(cut_off)
+    assert store.batch(batch_id)["note"] is None

@@ -211,6 +211,13 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        except Exception as exc:
+            if self.url is None or not _server_gone(exc):
+                raise
+            raise StoreError(
+                f"lost the connection to the inspection database {self.location} ({str(exc).strip()}); nothing "
+                "of the interrupted change was saved: check that the PostgreSQL server is running, then try again"
+            ) from exc
         finally:
             if self.url is not None:
                 con.close()  # closing a server connection writes nothing: no disk error to translate
@@ -333,6 +340,12 @@ def _retryable(url: str | None) -> tuple[type[BaseException], ...]:
     from visionqc.store.postgres import RETRYABLE
 
     return RETRYABLE
+
+
+def _server_gone(exc: BaseException) -> bool:
+    from visionqc.store.postgres import lost_connection
+
+    return lost_connection(exc)
 
 
 def _ddl(url: str | None) -> Callable[[str], str]:

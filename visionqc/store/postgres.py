@@ -47,6 +47,11 @@ _TIMESTAMP_OIDS = {1114, 1184}
 _STRING_OR_QUOTE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?|%")
 
 
+def lost_connection(exc: BaseException) -> bool:
+    """The server went away or refused us mid-call (a user can fix it: start the server, fix the network)."""
+    return isinstance(exc, psycopg.OperationalError) and not isinstance(exc, RETRYABLE)
+
+
 def to_postgres(sql: str) -> str:
     """DuckDB's ``?`` placeholders as psycopg's ``%s``, outside string literals and quoted names."""
 
