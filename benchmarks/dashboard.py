@@ -1,6 +1,8 @@
 """Dashboard speed on a 1,000,000-inspection database, in one process.
 
-    python3 benchmarks/dashboard.py [--rows 1000000]
+    python3 benchmarks/dashboard.py [--rows 1000000] [--postgres]
+
+``--postgres``: the same rows copied into a throwaway PostgreSQL server (benchmarks/postgres.py), timed there.
 
 Baseline: a plain `SELECT count(*)` over the inspection view through the store (connection open and close
 included), measured in the same run. Measured: every dashboard aggregate for one filter state
@@ -12,6 +14,7 @@ under 500 ms in total; full render under 1.5 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -42,12 +45,22 @@ def best_ms(fn, repeat: int = 5) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--postgres", action="store_true", help="time a copy in a throwaway PostgreSQL server")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    print(f"load average {os.getloadavg()[0]:.1f} (2 shared cores: read the ratios)")
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         home = Path(tmp) / "home"
         start = time.perf_counter()
         store = seed_inspections(home, args.rows, days=120)
         print(f"seeded {args.rows:,} inspections in {time.perf_counter() - start:.1f} s")
+        if args.postgres:
+            from postgres import copy_to_postgres, throwaway_server
+
+            server = stack.enter_context(throwaway_server())
+            url = server.new_schema_url()
+            store = copy_to_postgres(store, url)
+            os.environ["VISIONQC_DATABASE_URL"] = url  # the page's own Store too
+        print(f"engine: {store.engine}")
 
         def count() -> int:
             with store.connect() as con:

@@ -13,12 +13,16 @@ real :class:`visionqc.store.Store` (each call opens and closes its own connectio
 Prints the median of several runs in ms and the ratio to the baseline measured in the same run.
 Target: a filtered page with its total under 200 ms.
 
-    python benchmarks/history_queries.py [--rows 1000000] [--home DIR] [--repeat 7]
+    python benchmarks/history_queries.py [--rows 1000000] [--home DIR] [--repeat 7] [--postgres]
+
+``--postgres``: the same rows copied into a throwaway PostgreSQL server (benchmarks/postgres.py), timed there.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
 import tempfile
@@ -27,6 +31,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from visionqc.filters import InspectionFilter
 from visionqc.store import Store
@@ -113,9 +118,11 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--home", type=Path, help="data directory to create (default: a temporary one)")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--postgres", action="store_true", help="time a copy in a throwaway PostgreSQL server")
     args = parser.parse_args()
+    print(f"load average {os.getloadavg()[0]:.1f} (2 shared cores: read the ratios)")
 
-    with tempfile.TemporaryDirectory(prefix="visionqc-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="visionqc-bench-") as tmp, contextlib.ExitStack() as stack:
         home = args.home or Path(tmp) / "home"
         store = Store(home)
         start = time.perf_counter()
@@ -124,6 +131,12 @@ def main() -> int:
             f"seeded {args.rows:,} inspections in {time.perf_counter() - start:.1f} s "
             f"({store.db_path.stat().st_size / 1e6:.0f} MB)"
         )
+        if args.postgres:
+            from postgres import copy_to_postgres, throwaway_server
+
+            server = stack.enter_context(throwaway_server())
+            store = copy_to_postgres(store, server.new_schema_url())
+        print(f"engine: {store.engine}")
 
         def baseline():
             with store.connect() as con:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pgserver
 import pytest
 
 from visionqc import config
@@ -91,5 +92,54 @@ def labelled_folder(magnetic_tile):
             for image in sorted((magnetic_tile / "images" / name).glob("*.jpg"))[:per_class]:
                 shutil.copyfile(image, root / name / image.name)
         return root
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL server (tests/pgserver.py) for the whole run, stopped at the end."""
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's postgresql package)")
+    server = pgserver.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["duckdb", "postgresql"])
+def backend(request, monkeypatch) -> str:
+    """Run the test once on the embedded DuckDB file and once on PostgreSQL (``VISIONQC_DATABASE_URL`` set to a
+    new, empty schema of the throwaway server). Use it with ``pytestmark = pytest.mark.usefixtures("backend")``;
+    a test marked ``duckdb_only`` (the file itself: its lock, its format) runs on DuckDB alone."""
+    if request.param == "postgresql":
+        marker = request.node.get_closest_marker("duckdb_only")
+        if marker is not None:
+            pytest.skip(f"DuckDB file only: {marker.args[0] if marker.args else 'the embedded file itself'}")
+        monkeypatch.setenv("VISIONQC_DATABASE_URL", request.getfixturevalue("postgres_server").new_schema_url())
+    else:
+        monkeypatch.delenv("VISIONQC_DATABASE_URL", raising=False)
+    return request.param
+
+
+@pytest.fixture(scope="module", params=["duckdb", "postgresql"])
+def new_database(request):
+    """For module-scoped stores: ``new_database()`` is ``None`` (a DuckDB file under the home given) in the first
+    run of the module and the URL of a new, empty PostgreSQL schema in the second; use it as
+    ``Store(home, url=new_database())``, one call per store."""
+    if request.param == "duckdb":
+        return lambda: None
+    return request.getfixturevalue("postgres_server").new_schema_url
+
+
+@pytest.fixture
+def private_postgres_home(private_home, monkeypatch, postgres_server):
+    """``private_postgres_home(seeded_home, seeded_url)``: what ``private_home`` does (a private copy of the data
+    folder: the images), plus a private clone of the module's seeded PostgreSQL database, set as
+    ``VISIONQC_DATABASE_URL``: a page test that changes rows never disturbs the others, on either backend."""
+
+    def make(seeded: Path, url: str) -> Path:
+        home = private_home(seeded)
+        monkeypatch.setenv("VISIONQC_DATABASE_URL", postgres_server.clone(url))
+        return home
 
     return make

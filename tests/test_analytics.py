@@ -101,8 +101,8 @@ ROWS = [
 
 
 @pytest.fixture(scope="module")
-def seeded(tmp_path_factory) -> Store:
-    store = Store(tmp_path_factory.mktemp("analytics") / "home")
+def seeded(new_database, tmp_path_factory) -> Store:
+    store = Store(tmp_path_factory.mktemp("analytics") / "home", url=new_database())
     ids = insert(store, ROWS)
     assert store.review([ids[11]], "Ana", "correct", defect=NO_DEFECT, action="Pass") == 1
     assert store.review([ids[12]], "Ana", "correct", defect="scratch", severity="low", action="Hold") == 1
@@ -299,8 +299,8 @@ def test_cross_filter_on_action(seeded):
 
 
 # --- reviewed labels win over predictions ---------------------------------------------------------------
-def test_reviewed_labels_override_predictions(tmp_path):
-    store = Store(tmp_path / "home")
+def test_reviewed_labels_override_predictions(new_database, tmp_path):
+    store = Store(tmp_path / "home", url=new_database())
     ids = insert(store, [Row(utc(3, 20, h), "crack", "high", "top", "Reject") for h in (8, 9, 10)])
     store.review([ids[0]], "Ana", "correct", defect=NO_DEFECT)
     store.review([ids[1]], "Ana", "correct", defect="scratch", severity="low", location="edge")
@@ -325,8 +325,8 @@ def test_reviewed_labels_override_predictions(tmp_path):
 
 # --- local calendar days --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def boundary(tmp_path_factory) -> Store:
-    store = Store(tmp_path_factory.mktemp("boundary") / "home")
+def boundary(new_database, tmp_path_factory) -> Store:
+    store = Store(tmp_path_factory.mktemp("boundary") / "home", url=new_database())
     insert(
         store,
         [
@@ -380,8 +380,8 @@ def test_describe_names_filters_and_period(seeded):
     assert "Models: all" in lines and "Stations: Line 2" in lines and "Defect type: dent" in lines
 
 
-def test_empty_store(tmp_path):
-    store = Store(tmp_path / "home")
+def test_empty_store(new_database, tmp_path):
+    store = Store(tmp_path / "home", url=new_database())
     data = week(store)
     assert data.empty
     assert data.kpis.defect_rate is None and data.kpis.top_defect is None and data.kpis.backlog == 0
@@ -393,8 +393,8 @@ def test_empty_store(tmp_path):
     assert all(c["value"] in ("0", "—") for c in kpi_cards(everything.kpis))
 
 
-def test_single_day_single_class(tmp_path):
-    store = Store(tmp_path / "home")
+def test_single_day_single_class(new_database, tmp_path):
+    store = Store(tmp_path / "home", url=new_database())
     insert(store, [Row(utc(3, 20, 9), "crack", "high", "top", "Reject")])
     data = week(store)
     assert not data.empty
@@ -404,18 +404,20 @@ def test_single_day_single_class(tmp_path):
     assert data.daily["inspected"].tolist() == [0, 0, 0, 0, 0, 0, 1]
 
 
-def test_filter_validation(tmp_path):
+def test_filter_validation(new_database, tmp_path):
     with pytest.raises(ValueError):
         Period("fortnight")
     with pytest.raises(ValueError):
-        dashboard_data(Store(tmp_path / "home"), InspectionFilter(timezone="Mars/Olympus"), today=TODAY)
+        dashboard_data(
+            Store(tmp_path / "home", url=new_database()), InspectionFilter(timezone="Mars/Olympus"), today=TODAY
+        )
     with pytest.raises(KeyError):
         InspectionFilter().with_labels("station", ["x"])
     assert Period("7d").days(TODAY) == (date(2026, 3, 14), TODAY)
 
 
-def test_unusable_photos_leave_every_quality_figure_and_are_counted_apart(tmp_path):
-    store = Store(tmp_path / "home")
+def test_unusable_photos_leave_every_quality_figure_and_are_counted_apart(new_database, tmp_path):
+    store = Store(tmp_path / "home", url=new_database())
     ids = insert(store, ROWS)
     before = week(store)
     # Rows 1 (crack/high Reject) and 4 (free Pass) of the last 7 days were not our part at all.

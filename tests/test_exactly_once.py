@@ -69,8 +69,9 @@ class RacingPredictor:
         yield from results
 
 
-def test_racing_sessions_in_one_process_store_each_image_once(tmp_path, predictor, tile_photos):
-    """Four app sessions (threads sharing the store and the model) inspect overlapping uploads at once."""
+def test_racing_sessions_in_one_process_store_each_image_once(tmp_path, predictor, tile_photos, backend):
+    """Four app sessions (threads sharing the store and the model) inspect overlapping uploads at once, on the
+    DuckDB file and on PostgreSQL."""
     photos = [p.read_bytes() for p in tile_photos(15, offset=200)]
     shared, own = photos[:3], photos[3:]
     uploads = []

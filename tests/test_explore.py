@@ -108,7 +108,7 @@ def _records(store: Store, vectors: np.ndarray, defects: list[str]) -> list[int]
     return ids
 
 
-def test_map_sample_is_deterministic_and_bounded(tmp_path):
+def test_map_sample_is_deterministic_and_bounded(tmp_path, backend):
     store = Store(tmp_path / "home")
     x, labels = clusters(n=90, d=8)
     ids = _records(store, x, [["crack", "free", "break"][k] for k in labels])
@@ -118,12 +118,14 @@ def test_map_sample_is_deterministic_and_bounded(tmp_path):
     assert all(np.allclose(by_id[int(i)], v) for i, v in zip(rows["inspection_id"], vectors, strict=True))
     again, _, _ = store.map_points(InspectionFilter(), max_points=40, seed=5)
     assert again["inspection_id"].tolist() == rows["inspection_id"].tolist()
+    other, _, _ = store.map_points(InspectionFilter(), max_points=40, seed=6)
+    assert other["inspection_id"].tolist() != rows["inspection_id"].tolist()  # another seed, another sample
     only_crack, _, n_crack = store.map_points(InspectionFilter(defects=["crack"]), max_points=1000)
     assert n_crack == 30 and set(only_crack["defect"]) == {"crack"}
     assert rows["thumb_file"].iloc[0].endswith(".jpg")
 
 
-def test_update_scores_stores_outliers_and_tags_near_duplicates(tmp_path):
+def test_update_scores_stores_outliers_and_tags_near_duplicates(tmp_path, backend):
     store = Store(tmp_path / "home")
     x, labels = clusters(n=30, d=8)
     x[29] = x[28]  # a near-duplicate pair (same cluster, same label)

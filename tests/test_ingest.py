@@ -17,6 +17,8 @@ from visionqc.model.predict import Predictor
 from visionqc.store import Store
 from visionqc.store.ingest import run_batch, sha256_hex
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on DuckDB and on PostgreSQL
+
 
 @pytest.fixture(scope="module")
 def predictor(default_model_dir) -> Predictor:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
+import pgserver
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -54,9 +55,25 @@ def all_rows(store: Store) -> pd.DataFrame:
     return rows
 
 
+@pytest.fixture(scope="module")
+def seeded_postgres(seeded_home, postgres_server) -> str:
+    """The module's seeded rows copied into a PostgreSQL database; each test gets a clone."""
+    url = postgres_server.new_database_url()
+    pgserver.copy_to_postgres(Store(seeded_home), url)
+    return url
+
+
 @pytest.fixture
-def home(seeded_home, private_home) -> Path:
+def home(request, seeded_home, private_home) -> Path:
+    """A private copy of the seeded data: the DuckDB file, or (``BOTH_BACKENDS`` tests, second run) PostgreSQL."""
+    if getattr(request, "param", "duckdb") == "postgresql":
+        return request.getfixturevalue("private_postgres_home")(seeded_home, request.getfixturevalue("seeded_postgres"))
     return private_home(seeded_home)
+
+
+# The page on PostgreSQL too, for a representative subset (the suite's time budget): every kind of filter SQL
+# (dates, text, tags), sorting and paging, the detail, bulk writes and the CSV export.
+BOTH_BACKENDS = pytest.mark.parametrize("home", ["duckdb", "postgresql"], indirect=True)
 
 
 @pytest.fixture
@@ -109,6 +126,7 @@ def check(at: AppTest, expected: list[str]) -> None:
     assert shown_names(at) == expected
 
 
+@BOTH_BACKENDS
 def test_without_filters_every_inspection_is_listed(app, rows):
     assert len(rows) == 30
     check(app, sorted(rows["file_name"]))
@@ -154,6 +172,7 @@ def test_filter_by_confidence_range(app, rows):
     check(app, expect(rows, (rows["confidence"] >= low / 100) & (rows["confidence"] <= high / 100)))
 
 
+@BOTH_BACKENDS
 def test_filter_by_date_range(app, rows):
     today = datetime.now(UTC).date()
     app.date_input(key="history_f_date_from").set_value(today - timedelta(days=1))
@@ -183,6 +202,7 @@ def test_filter_by_batch(app, rows):
     assert total_shown(app) == 12
 
 
+@BOTH_BACKENDS
 def test_filter_by_file_name_text_is_case_insensitive(app, rows):
     app.text_input(key="history_f_file_name").set_value("PRÜFTEIL")
     check(app, [UMLAUT_NAME])
@@ -206,6 +226,7 @@ def test_tags_none_of_is_not(app, rows):
     assert total_shown(app) == 27  # untagged rows are kept
 
 
+@BOTH_BACKENDS
 def test_tag_boxes_combine_with_and(app, rows):
     app.multiselect(key="history_f_tags_all").set_value(["retrain"])
     app.multiselect(key="history_f_tags_none").set_value(["edge"])
@@ -239,6 +260,7 @@ def test_filter_by_station_and_operator(app, rows):
     check(app, [])
 
 
+@BOTH_BACKENDS
 def test_server_side_sorting_and_paging(app, rows):
     app.selectbox(key="history_sort").set_value("File name")
     app.radio(key="history_order").set_value("Ascending")
@@ -263,6 +285,7 @@ def select(app: AppTest, positions: list[int], cells: list | None = None) -> Non
     assert not app.exception, app.exception
 
 
+@BOTH_BACKENDS
 def test_detail_view_shows_probabilities_and_review_history(app, rows):
     app.selectbox(key="history_sort").set_value("File name")
     app.radio(key="history_order").set_value("Ascending")
@@ -279,6 +302,7 @@ def test_detail_view_shows_probabilities_and_review_history(app, rows):
     assert history.iloc[0]["Labels after"].startswith("crack · high · top")
 
 
+@BOTH_BACKENDS
 def test_bulk_tag_untag_review_and_soft_delete(app, home):
     store = Store(home)
     select(app, [0, 1, 2])
@@ -325,6 +349,7 @@ def test_bulk_tag_untag_review_and_soft_delete(app, home):
     assert list(store.inspection_detail(ids[0])["reviews"]["kind"])[-1] == "restore"
 
 
+@BOTH_BACKENDS
 def test_csv_export_is_the_whole_filtered_set_in_utf8_with_bom(app, home, rows):
     app.selectbox(key="history_page_size").set_value(25)
     app.multiselect(key="history_f_tags_none").set_value(["ignore"])

@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 import duckdb
 import numpy as np
 import pandas as pd
+import psycopg
 import pytest
 
 from visionqc.csvfile import UTF8_BOM
@@ -24,6 +25,7 @@ from visionqc.store import DuplicateRecord, FailureRecord, InspectionRecord, Sto
 from visionqc.store.query import build_where
 from visionqc.store.schema import MIGRATIONS, SCHEMA_VERSION
 
+pytestmark = pytest.mark.usefixtures("backend")  # every test on DuckDB and on PostgreSQL
 T0 = datetime(2026, 3, 10, 12, 0, 0)  # naive UTC
 
 
@@ -137,22 +139,31 @@ def seeded(store):
 
 
 # --- migrations --------------------------------------------------------------------------------
-def test_new_store_is_migrated_to_the_latest_schema_once(tmp_path):
+def test_new_store_is_migrated_to_the_latest_schema_once(tmp_path, backend):
     store = Store(tmp_path / "home")
     assert store.schema_version() == SCHEMA_VERSION
-    db = tmp_path / "home" / "visionqc.duckdb"
-    before = (db.stat().st_mtime_ns, db.read_bytes())
-    Store(tmp_path / "home")  # reopening an up-to-date file applies nothing and writes nothing
-    assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+    if backend == "duckdb":
+        db = tmp_path / "home" / "visionqc.duckdb"
+        before = (db.stat().st_mtime_ns, db.read_bytes())
+        Store(tmp_path / "home")  # reopening an up-to-date file applies nothing and writes nothing
+        assert (db.stat().st_mtime_ns, db.read_bytes()) == before
+        assert (tmp_path / "home" / "visionqc.duckdb").is_file()
+    else:
+        before = store.data_version()
+        Store(tmp_path / "home")  # no write transaction on the server either
+        assert store.data_version() == before
+        assert not (tmp_path / "home" / "visionqc.duckdb").exists()  # the folder keeps only the images
     with store.connect() as con:
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
-        tables = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-        views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        listed = con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    tables = {name for name, kind in listed if kind == "BASE TABLE"}
+    views = {name for name, kind in listed if kind == "VIEW"}
     assert versions == [version for version, _ in MIGRATIONS] and versions[-1] == SCHEMA_VERSION
     assert {"batches", "images", "inspections", "embeddings", "reviews", "tags", "failures", "duplicates"} <= tables
     assert {"datasets", "dataset_items", "jobs"} <= tables
     assert {"inspection_view", "inspection_view_all"} <= views
-    assert (tmp_path / "home" / "visionqc.duckdb").is_file()
 
 
 # The schema as released in version 1, written out by hand: a file made by the first release.
@@ -196,6 +207,7 @@ INSERT INTO tags VALUES (1, 'retrain', TIMESTAMP '2026-01-03');
 """
 
 
+@pytest.mark.duckdb_only("a file made by the first release")
 def test_version_1_file_is_migrated_and_keeps_its_rows(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -220,6 +232,7 @@ def test_version_1_file_is_migrated_and_keeps_its_rows(tmp_path):
     assert store.batch_duplicates(batch_id)["earlier_inspection_id"].tolist() == [1]
 
 
+@pytest.mark.duckdb_only("files on disk")
 def test_newer_or_foreign_files_are_refused(tmp_path):
     newer = tmp_path / "newer"
     Store(newer)
@@ -240,7 +253,7 @@ def test_a_failing_chunk_writes_nothing(store):
     batch_id = add_batch(store, [record(0, "first.jpg")])
     clash = record(1, "clash.jpg")  # inspection id 1 already exists: the insert fails mid-transaction
     clash.sha256 = "ff" * 32
-    with pytest.raises(duckdb.ConstraintException):
+    with pytest.raises((duckdb.ConstraintException, psycopg.errors.UniqueViolation)):
         store.write_chunk(batch_id, [clash], failures=[FailureRecord("bad.jpg", "corrupt")])
     with store.connect() as con:
         counts = con.execute(
@@ -536,6 +549,7 @@ HOLD_LOCK = textwrap.dedent(
 )
 
 
+@pytest.mark.duckdb_only("the file lock")
 def test_waits_for_another_process_holding_the_file(seeded):
     store, _, _ = seeded
     holder = subprocess.Popen(
@@ -549,6 +563,7 @@ def test_waits_for_another_process_holding_the_file(seeded):
     assert ids_of(store, InspectionFilter(tags_all=("while-locked",))) == [1]
 
 
+@pytest.mark.duckdb_only("the file lock")
 def test_gives_up_with_a_clear_message_when_the_lock_is_held_too_long(seeded):
     store, _, _ = seeded
     impatient = Store(store.home, lock_timeout=0.3)
@@ -597,3 +612,18 @@ def test_threads_of_one_process_write_concurrently_without_losing_a_review(seede
     with store.connect() as con:
         assert con.execute("SELECT count(*) FROM reviews").fetchone()[0] == 32
         assert con.execute("SELECT count(*) FROM tags").fetchone()[0] == 32
+
+
+def test_data_version_moves_with_every_commit_of_any_process(seeded):
+    """The app's read cache is keyed on it (visionqc.ui.cached): a read changes nothing, a commit by this or
+    another process (a station writing to the same database) changes it."""
+    store, _, _ = seeded
+    before = store.data_version()
+    store.search(InspectionFilter(), page_size=5)
+    assert store.data_version() == before
+    store.add_tags([1], ["checked"])
+    after_write = store.data_version()
+    assert after_write != before
+    code = "import sys; from visionqc.store import Store; Store(sys.argv[1]).soft_delete([2], 'other station')"
+    subprocess.run([sys.executable, "-c", code, str(store.home)], check=True, timeout=120)
+    assert store.data_version() != after_write

@@ -21,6 +21,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("VISIONQC_HOME") or "visionqc-data").resolve()
 
 
+def database_url() -> str | None:
+    """``VISIONQC_DATABASE_URL`` (``postgresql://user:password@host:port/database``): the shared PostgreSQL
+    server every station and app writes to. Unset: the embedded DuckDB file in the data directory."""
+    return os.environ.get("VISIONQC_DATABASE_URL") or None
+
+
 def pinned_model_dir() -> Path | None:
     """``VISIONQC_MODEL`` when set: it pins the model and overrides the registry (tests, one-off runs)."""
     value = os.environ.get("VISIONQC_MODEL")

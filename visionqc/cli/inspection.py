@@ -101,7 +101,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             _how_to_resume(args, store, exc)
         return EXIT_STORE_ERROR
     summary = result.summary
-    print(f"batch {result.batch_id} in {store.db_path}")
+    print(f"batch {result.batch_id} in {store.location}")
     skipped = f" (skipped {result.skipped} already in the batch)" if result.skipped else ""
     print(f"  new inspections: {result.inspected}{skipped}")
     for action, n in summary["by_action"].items():

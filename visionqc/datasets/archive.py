@@ -183,7 +183,7 @@ def import_dataset(
     images = []
     for n, c in enumerate(checked):  # pass 2: copy into the content-addressed image folder
         data = dataset.samples[c.sample].path.read_bytes()
-        image_path, thumb_path = store_image_files(store.home, c.sha256, data, c.image_format, lambda c=c: c.thumb)
+        image_path, thumb_path = store_image_files(store.images, c.sha256, data, c.image_format, lambda c=c: c.thumb)
         items.loc[n, "path"] = image_path
         images.append(
             {"sha256": c.sha256, "width": c.width, "height": c.height, "format": c.image_format,

@@ -82,7 +82,7 @@ def reinspect(
         if isinstance(prediction, ImageDecodeError):
             failures.append(FailureRecord(name, str(prediction)))
         else:
-            paths = save_image(store.home, sha, data, decoded)
+            paths = save_image(store.images, sha, data, decoded)
             record = inspection_record(predictor, next(ids), name, sha, data, decoded, prediction, paths)
             pending.append(record)
             new_rows[original_id] = (record.pred_defect, record.pred_action, record.inspection_id)

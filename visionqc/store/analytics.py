@@ -1,4 +1,5 @@
-"""Dashboard aggregates, computed in DuckDB over ``inspection_view`` (effective labels) in one query.
+"""Dashboard aggregates in one query over ``inspection_view`` (effective labels), the same SQL on DuckDB and
+PostgreSQL.
 
 The Dashboard looks at the inspections of an :class:`~visionqc.filters.InspectionFilter` (models, stations,
 labels picked on the charts, ...) over a :class:`~visionqc.filters.Period` of local calendar days in the
@@ -224,7 +225,7 @@ def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: 
             {ok["location"]} AS ok_location,
             {ok["action"]} AS ok_action,
             CAST(timezone(?, timezone('UTC', created_at)) AS DATE) AS day,
-            is_defect AND list_contains(?, lower(severity)) AS serious,
+            is_defect AND lower(severity) IN (SELECT unnest(?::VARCHAR[])) AS serious,
             coalesce(needs_review, FALSE) AND NOT reviewed AS open_review,
             no_defect_label
         FROM inspection_view
@@ -249,7 +250,7 @@ def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: 
         count(*) FILTER (WHERE in_prev7 AND {all_but(None)} AND is_defect) AS prev7_defects,
         min(day) FILTER (WHERE in_period) AS first_day,
         max(day) FILTER (WHERE in_period) AS last_day,
-        list(DISTINCT no_defect_label) FILTER (WHERE no_defect_label IS NOT NULL) AS no_defect_labels
+        array_agg(DISTINCT no_defect_label) FILTER (WHERE no_defect_label IS NOT NULL) AS no_defect_labels
     FROM flagged
     GROUP BY GROUPING SETS ((defect, is_defect, sev), (sev), (loc), (act), (day), ())
     """
@@ -301,7 +302,7 @@ def comparison(store: Store, f: InspectionFilter, first_day: date | None, last_d
     sql = f"""SELECT coalesce(b.{by}, '{NO_VALUE}') AS "group", coalesce(v.action, '{NO_VALUE}') AS action,
             count(*) AS count, count(*) FILTER (WHERE v.is_defect) AS defects
         FROM (SELECT * FROM inspection_view WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id
-        GROUP BY ALL ORDER BY 1, 2"""
+        GROUP BY 1, 2 ORDER BY 1, 2"""
     with store.connect() as con:
         frame = con.execute(sql, params).df()
     if frame.empty:

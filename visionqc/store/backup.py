@@ -48,6 +48,11 @@ def _checked_copy_of(path: Path) -> BackupReport:
 
 def backup(database: Database, out: str | Path) -> BackupReport:
     """Copy the database to the new file ``out`` (never overwritten), consistently, while others may use it."""
+    if database.url is not None:
+        raise StoreError(
+            f"the inspections are on the PostgreSQL server {database.location}, not in a file: back them up with "
+            "the server's own tools (pg_dump), and the image folder with the plant's file backup"
+        )
     out = Path(out).absolute()
     if out.exists():
         raise StoreError(f"{out} exists already; a backup never overwrites a file, so choose a new name")

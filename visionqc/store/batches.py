@@ -93,7 +93,8 @@ class BatchesMixin:
             return []
         return self._write(
             lambda con: [
-                int(r[0]) for r in con.execute("SELECT nextval('inspection_seq') FROM range(?)", [count]).fetchall()
+                int(r[0])
+                for r in con.execute("SELECT nextval('inspection_seq') FROM generate_series(1, ?)", [count]).fetchall()
             ]
         )
 
@@ -139,8 +140,9 @@ class BatchesMixin:
             con.register("chunk_failures", failure_table)
             lost = {} if second_opinion else claim_images(con, "chunk_inspections")
             con.execute("INSERT INTO images SELECT * FROM chunk_images ON CONFLICT DO NOTHING")
+            columns = ", ".join(INSPECTION_SCHEMA.names)
             con.execute(
-                "INSERT INTO inspections BY NAME SELECT * FROM chunk_inspections "
+                f"INSERT INTO inspections ({columns}) SELECT {columns} FROM chunk_inspections "
                 "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",
                 [list(lost)],
             )

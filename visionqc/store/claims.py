@@ -30,7 +30,7 @@ def claim_images(con: duckdb.DuckDBPyConnection, chunk: str) -> dict[int, int]:
     image}``. Run it in the transaction that writes the chunk, and write only the winners."""
     con.execute(
         f"""INSERT INTO image_claims
-        SELECT sha256, min(inspection_id), min(created_at) FROM {chunk} GROUP BY sha256
+        SELECT sha256, min(inspection_id), min(created_at) FROM {chunk} GROUP BY sha256 ORDER BY sha256
         ON CONFLICT DO NOTHING"""
     )
     # An image whose inspection was deleted may be inspected again: take the claim over.

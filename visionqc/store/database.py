@@ -35,6 +35,7 @@ from visionqc.store.errors import (
     read_only_reason,
     translate,
 )
+from visionqc.store.images import LocalImageStore
 from visionqc.store.integrity import read_every_table
 from visionqc.store.records import utc_now
 from visionqc.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, VIEWS
@@ -54,9 +55,19 @@ class Database:
     method call.
     """
 
-    def __init__(self, home: str | Path | None = None, *, lock_timeout: float = 60.0, read_only: bool = False):
+    def __init__(
+        self,
+        home: str | Path | None = None,
+        *,
+        lock_timeout: float = 60.0,
+        read_only: bool = False,
+        url: str | None = None,
+    ):
         self.home = Path(home) if home is not None else config.data_dir()
         self.db_path = self.home / DB_FILE
+        # The shared PostgreSQL server (``url``, else VISIONQC_DATABASE_URL), or None: the DuckDB file.
+        self.url = url or config.database_url()
+        self.images = LocalImageStore(self.home)  # the photos: by content hash, in the folder every station reaches
         self.lock_timeout = lock_timeout
         # Why every write is refused (None: writing is allowed).
         self.read_only_reason: str | None = "it was opened read-only" if read_only else None
@@ -70,6 +81,20 @@ class Database:
     def read_only(self) -> bool:
         return self.read_only_reason is not None
 
+    @property
+    def engine(self) -> str:
+        """``"duckdb"`` (the file under the data folder) or ``"postgresql"`` (the shared server)."""
+        return "duckdb" if self.url is None else "postgresql"
+
+    @property
+    def location(self) -> str:
+        """Where the inspections are, for messages: the DuckDB file, or the server's URL without password."""
+        if self.url is None:
+            return str(self.db_path)
+        from visionqc.store.postgres import redacted
+
+        return redacted(self.url)
+
     def _prepare_folder(self) -> None:
         """Create the data folder if needed and find out whether it can be written."""
         try:
@@ -77,6 +102,10 @@ class Database:
         except OSError as exc:
             error = translate(exc, self.home, self.db_path, doing="creating the data folder")
             raise error or StoreError(f"cannot create the data folder {self.home}: {exc.strerror}") from exc
+        if self.url is not None:  # the database is on the server; the folder holds the images
+            if self.read_only_reason is None and not os.access(self.home, os.W_OK):
+                self.read_only_reason = read_only_reason(self.home)
+            return
         if self.db_path.exists() and not os.access(self.db_path, os.R_OK):
             raise StoreError(
                 f"cannot read the inspection database {self.db_path}: user has no read permission on it; "
@@ -98,8 +127,8 @@ class Database:
         """Read every block of the file that holds data, on a read-only connection, before anything writes.
 
         Raises :class:`StoreCorruptError` (which file, what looks wrong, what to do) for a damaged file, and
-        :class:`StoreError` for a DuckDB file that is not a VisionQC database."""
-        if not self.db_path.exists():
+        :class:`StoreError` for a DuckDB file that is not a VisionQC database. PostgreSQL checks its own pages."""
+        if self.url is not None or not self.db_path.exists():
             return
         with self.connect(read_only=True) as con:
             self._version(con)
@@ -108,7 +137,13 @@ class Database:
     def data_version(self) -> tuple:
         """A value that changes whenever the database changes (any process's commit): the size and time of
         the database file and of its write-ahead log. Costs two ``stat`` calls and no connection, so a reader
-        can cache query results under it (the app does: :mod:`visionqc.ui.cached`)."""
+        can cache query results under it (the app does: :mod:`visionqc.ui.cached`).
+
+        On PostgreSQL: the server's current snapshot (next transaction id and those in flight), which moves
+        with every commit of a writing transaction by any client; one small query."""
+        if self.url is not None:
+            with self.connect(read_only=True) as con:
+                return (self.url, con.execute("SELECT pg_current_snapshot()::text").fetchone()[0])
         version = []
         for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
             try:
@@ -121,6 +156,8 @@ class Database:
 
     # --- connections ----------------------------------------------------------------------------
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if self.url is not None:
+            return self._open_server()
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
@@ -141,6 +178,18 @@ class Database:
                 # Jittered exponential back-off: two waiting processes do not retry in lock-step.
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.25)
+
+    def _open_server(self):
+        """A connection to the PostgreSQL server (it has no file lock to wait for: writers run side by side)."""
+        from visionqc.store import postgres
+
+        try:
+            return postgres.connect(self.url)
+        except postgres.Error as exc:
+            raise StoreError(
+                f"cannot reach the inspection database {self.location}: {str(exc).strip()}; check that the "
+                "PostgreSQL server is running and VISIONQC_DATABASE_URL is right"
+            ) from exc
 
     def _translated(self, exc: BaseException, doing: str = "saving") -> BaseException:
         """``exc`` as the :class:`StoreError` it means (remembering damage), or ``exc`` itself."""
@@ -191,15 +240,28 @@ class Database:
             if error is exc:
                 raise
             raise error from exc
+        except Exception as exc:
+            if self.url is None or not _server_gone(exc):
+                raise
+            raise StoreError(
+                f"lost the connection to the inspection database {self.location} ({str(exc).strip()}); nothing "
+                "of the interrupted change was saved: check that the PostgreSQL server is running, then try again"
+            ) from exc
         finally:
-            try:
-                with _INSTANCE_LOCK:
-                    con.close()  # closing the last connection checkpoints: it can meet a full disk too
-            except duckdb.Error as exc:
-                error = self._translated(exc)
-                if error is exc:
-                    raise
-                raise error from exc
+            if self.url is not None:
+                con.close()  # closing a server connection writes nothing: no disk error to translate
+            else:
+                self._close_file(con)
+
+    def _close_file(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            with _INSTANCE_LOCK:
+                con.close()  # closing the last connection checkpoints: it can meet a full disk too
+        except duckdb.Error as exc:
+            error = self._translated(exc)
+            if error is exc:
+                raise
+            raise error from exc
 
     def _write(self, work: Callable[[duckdb.DuckDBPyConnection], T], attempts: int = 8) -> T:
         """Run ``work`` in one transaction, retrying when another thread's transaction conflicts.
@@ -211,6 +273,7 @@ class Database:
             raise self.damage
         if self.read_only:
             raise StoreReadOnlyError(self.home, self.read_only_reason or "read-only")
+        retryable = _retryable(self.url)
         for attempt in range(attempts):
             with self.connect() as con:
                 con.execute("BEGIN TRANSACTION")
@@ -218,7 +281,7 @@ class Database:
                     result = work(con)
                     con.execute("COMMIT")
                     return result
-                except (duckdb.TransactionException, duckdb.ConstraintException) as exc:
+                except retryable as exc:
                     rollback(con)
                     if attempt == attempts - 1 or translate(exc, self.home, self.db_path) is not None:
                         raise  # a full disk or a damaged file is no conflict: connect() says what it is
@@ -231,13 +294,11 @@ class Database:
     # --- schema ---------------------------------------------------------------------------------
     @staticmethod
     def _version(con: duckdb.DuckDBPyConnection) -> int:
-        has_table = con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version' AND schema_name = 'main'"
-        ).fetchone()[0]
+        tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()"
+        has_table = con.execute(f"{tables} AND table_name = 'schema_version'").fetchone()[0]
         if not has_table:
-            others = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main'").fetchone()[0]
-            if others:
-                raise StoreError("this DuckDB file is not a VisionQC database (it has no schema_version table)")
+            if con.execute(tables).fetchone()[0]:
+                raise StoreError("this database is not a VisionQC database (it has no schema_version table)")
             return 0
         return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
 
@@ -268,7 +329,11 @@ class Database:
                 browsable=False,
             )
 
+        translate_ddl = _ddl(self.url)
+
         def work(con: duckdb.DuckDBPyConnection) -> int:
+            if self.url is not None:  # one migrating process at a time; the others wait here, then see its work
+                con.execute("SELECT pg_advisory_xact_lock(hashtext('visionqc migrate ' || current_schema()))")
             current = self._version(con)  # again, inside the transaction: another process may have migrated
             if current > SCHEMA_VERSION:
                 raise StoreError(
@@ -279,11 +344,11 @@ class Database:
                 if version <= current:
                     continue
                 for statement in statements:
-                    con.execute(statement)
+                    con.execute(translate_ddl(statement))
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utc_now()])
             if current < SCHEMA_VERSION:
                 for statement in VIEWS:
-                    con.execute(statement)
+                    con.execute(translate_ddl(statement))
             return current
 
         return self._write(work)
@@ -291,12 +356,38 @@ class Database:
     # --- paths ----------------------------------------------------------------------------------
     def absolute(self, relative: str | None) -> Path | None:
         """A stored relative path (``images/ab/<sha>.jpg``) as a path under the data directory."""
-        return None if relative is None else self.home / relative
+        return None if relative is None else self.images.local_path(relative)
+
+
+def _retryable(url: str | None) -> tuple[type[BaseException], ...]:
+    """The errors after which a write transaction runs again: another transaction won a race.
+
+    DuckDB reports a key that a concurrent transaction committed as a constraint error; PostgreSQL waits for
+    the other transaction instead, and aborts one of two that wait for each other (a deadlock)."""
+    if url is None:
+        return (duckdb.TransactionException, duckdb.ConstraintException)
+    from visionqc.store.postgres import RETRYABLE
+
+    return RETRYABLE
+
+
+def _server_gone(exc: BaseException) -> bool:
+    from visionqc.store.postgres import lost_connection
+
+    return lost_connection(exc)
+
+
+def _ddl(url: str | None) -> Callable[[str], str]:
+    if url is None:
+        return lambda statement: statement
+    from visionqc.store.postgres import ddl
+
+    return ddl
 
 
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back if a transaction is still open (a failed COMMIT has already ended it)."""
-    with suppress(duckdb.Error):
+    with suppress(Exception):  # duckdb.Error or psycopg.Error: the transaction is over either way
         con.execute("ROLLBACK")
 
 

@@ -279,7 +279,7 @@ class _BatchRun:
             self.outcome[inspection_id] = str(prediction)
             self.fail(name, str(prediction))
         else:
-            paths = save_image(self.store.home, sha, data, decoded)
+            paths = save_image(self.store.images, sha, data, decoded)
             record = inspection_record(self.predictor, inspection_id, name, sha, data, decoded, prediction, paths)
             self.pending_inspections.append(record)
             self.outcome[inspection_id] = None

@@ -146,7 +146,7 @@ class InspectionsMixin:
                 coalesce(array_to_string(tg.tags, ';'), '') AS tags
             FROM (SELECT * FROM inspection_view_all WHERE {where}) v
             LEFT JOIN batches b ON b.batch_id = v.batch_id
-            LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
+            LEFT JOIN (SELECT inspection_id, array_agg(tag ORDER BY tag) AS tags FROM tags GROUP BY inspection_id) tg
                 ON tg.inspection_id = v.inspection_id
             ORDER BY {order}"""
         names = [name for _, name in EXPORT_COLUMNS] + ["tags"]
@@ -198,15 +198,16 @@ class InspectionsMixin:
         """A deterministic sample of at most ``max_points`` matching inspections with their embeddings.
 
         Returns ``(rows DataFrame with MAP_COLUMNS + thumb_file, vectors float32 [n, d], total matches)``.
-        The sample is "the rows with the smallest hash(id, seed)": stable as new rows arrive, and it never
-        loads more than ``max_points`` embeddings however large the store is.
+        The sample is "the rows with the smallest hash(id + seed)" (Knuth's multiplicative hash, plain integer
+        arithmetic both engines compute alike; it spreads consecutive ids evenly over the range): stable as new
+        rows arrive, and it never loads more than ``max_points`` embeddings however large the store is.
         """
         where, params = build_where(f)
         columns = ", ".join(f"v.{c}" for c in MAP_COLUMNS)
         sql = f"""
             WITH chosen AS (
                 SELECT inspection_id, sha256 FROM inspection_view_all WHERE {where}
-                ORDER BY hash(inspection_id, ?::BIGINT) LIMIT ?
+                ORDER BY ((inspection_id + ?) * 2654435761) % 4294967296, inspection_id LIMIT ?
             )
             SELECT {columns}, im.thumb_path AS thumb_file, e.vector
             FROM chosen c

@@ -96,7 +96,7 @@ def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
         where.append("reviewed = ?")
         params.append(bool(f.reviewed))
     if f.file_name.strip():
-        where.append("contains(lower(file_name), lower(?))")
+        where.append("strpos(lower(file_name), lower(?)) > 0")
         params.append(f.file_name.strip())
     if f.unusable is not None:
         where.append("unusable = ?")
@@ -202,11 +202,11 @@ EXPORT_COLUMNS = (
 def rows_sql(where: str, tag_where: str, order: str) -> str:
     """Full History rows (view columns, batch station/operator, image paths, sorted tag list)."""
     return f"""SELECT v.*, b.station, b.operator, im.path AS image_file, im.thumb_path AS thumb_file,
-            coalesce(tg.tags, []::VARCHAR[]) AS tags
+            coalesce(tg.tags, ARRAY[]::VARCHAR[]) AS tags
         FROM (SELECT * FROM inspection_view_all WHERE {where}) v
         LEFT JOIN batches b ON b.batch_id = v.batch_id
         LEFT JOIN images im ON im.sha256 = v.sha256
-        LEFT JOIN (SELECT inspection_id, list(tag ORDER BY tag) AS tags FROM tags WHERE {tag_where}
+        LEFT JOIN (SELECT inspection_id, array_agg(tag ORDER BY tag) AS tags FROM tags WHERE {tag_where}
                    GROUP BY inspection_id) tg ON tg.inspection_id = v.inspection_id
         ORDER BY {order}"""
 

@@ -94,7 +94,7 @@ INSPECTION_SCHEMA = pa.schema(
         ("pred_location", pa.string()),
         ("pred_location_conf", pa.float64()),
         ("pred_action", pa.string()),
-        ("probabilities", pa.string()),
+        pa.field("probabilities", pa.string(), metadata={"sql_type": "JSON"}),  # a json column on PostgreSQL
         ("ood_score", pa.float64()),
         ("needs_review", pa.bool_()),
         ("review_reason", pa.string()),

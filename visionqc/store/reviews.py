@@ -267,7 +267,7 @@ class _Change:
 
 def _review_table(reviews: list[tuple]) -> pa.Table:
     columns = ("inspection_id", "kind", "defect", "severity", "location", "action", "previous", "unusable_reason")
-    types = (pa.int64(), *[pa.string()] * 7)
-    return pa.table(
-        {c: pa.array([r[i] for r in reviews], t) for i, (c, t) in enumerate(zip(columns, types, strict=True))}
-    )
+    schema = pa.schema(
+        [pa.field(c, pa.string(), metadata={"sql_type": "JSON"} if c == "previous" else None) for c in columns[1:]]
+    ).insert(0, pa.field("inspection_id", pa.int64()))
+    return pa.table({c: [r[i] for r in reviews] for i, c in enumerate(columns)}, schema=schema)
