@@ -43,7 +43,8 @@ def test_user_names_are_plain(name):
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
+def store(tmp_path, backend) -> Store:
+    """An account store on each backend: the DuckDB file, then PostgreSQL (``backend`` in tests/conftest.py)."""
     store = Store(tmp_path / "home")
     store.add_user("lea", "lead", hash_password(PASSWORD), created_by="test")
     return store

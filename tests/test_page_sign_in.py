@@ -151,3 +151,16 @@ def test_sign_in_can_be_required_before_any_account_exists(tmp_path, monkeypatch
     at = open_app()
     assert any("python -m visionqc users add NAME --role admin" in w.value for w in at.warning)
     assert [t.value for t in at.title] == ["VisionQC"] and not at.text_input
+
+
+def test_a_shared_store_always_asks_for_sign_in(tmp_path, monkeypatch, default_model_dir, postgres_server):
+    """A plant's PostgreSQL store is never open to whoever reaches the page, even before the first account."""
+    monkeypatch.setenv("VISIONQC_HOME", str(tmp_path / "shared-mount"))
+    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
+    monkeypatch.setenv("VISIONQC_DATABASE_URL", postgres_server.new_schema_url())
+    at = open_app()
+    assert any("a shared PostgreSQL store" in w.value for w in at.warning)
+    assert [t.value for t in at.title] == ["VisionQC"] and not at.text_input
+    Store(tmp_path / "shared-mount").add_user("lea", "lead", hash_password(PASSWORDS["lea"]))
+    at = sign_in(open_app(), "lea")
+    assert [t.value for t in at.title] == ["Inspect"] and reachable(at, "pages/5_Review_queue.py")

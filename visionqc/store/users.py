@@ -22,6 +22,8 @@ from visionqc.accounts import (
 )
 from visionqc.store.records import utc_now
 
+USER_COLUMNS = ("username", "role", "password_hash", "disabled", "created_at", "created_by", "password_changed_at")
+
 
 @dataclass(frozen=True)
 class SignIn:
@@ -75,11 +77,8 @@ class UsersMixin:
     def user(self, username: str) -> dict[str, Any] | None:
         """The account (``username``, ``role``, ``password_hash``, ``disabled``, ...) or ``None``."""
         with self.connect() as con:
-            row = con.execute("SELECT * FROM users WHERE username = ?", [username]).fetchone()
-            if row is None:
-                return None
-            names = [d[0] for d in con.description]
-        return dict(zip(names, row, strict=True))
+            row = con.execute(f"SELECT {', '.join(USER_COLUMNS)} FROM users WHERE username = ?", [username]).fetchone()
+        return None if row is None else dict(zip(USER_COLUMNS, row, strict=True))
 
     def users(self) -> pd.DataFrame:
         """Every account without its hash, with its last successful sign-in."""

@@ -37,7 +37,9 @@ def _now() -> datetime:
 
 
 def sign_in_on(store) -> bool:
-    return accounts.sign_in_forced() or store.has_users()
+    """Sign-in is on when asked for (``VISIONQC_SIGN_IN=required``), when an account exists, and always on a
+    shared PostgreSQL store (a plant network: never open to whoever reaches the page)."""
+    return accounts.sign_in_forced() or store.engine == "postgresql" or store.has_users()
 
 
 def current_user() -> dict | None:
@@ -141,8 +143,9 @@ def sign_in_page() -> None:
     st.title("VisionQC")
     if not store.has_users():
         st.warning(
-            "Sign-in is required here (`VISIONQC_SIGN_IN=required`) but there is no account yet. On the server, "
-            "create the first admin with `python -m visionqc users add NAME --role admin`, then reload.",
+            "Sign-in is required here (a shared PostgreSQL store, or `VISIONQC_SIGN_IN=required`) but there is no "
+            "account yet. On the server, create the first admin with `python -m visionqc users add NAME --role "
+            "admin`, then reload.",
             icon=":material/person_add:",
         )
         return
