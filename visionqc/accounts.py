@@ -8,8 +8,9 @@ Three roles, each allowed what the one before it may do and more:
 
 Sign-in is off by default (one QC lead on a laptop types a name in the sidebar). It is on as soon as an account
 exists in the data folder (``python -m visionqc users add``), always on a shared PostgreSQL store, and
-``VISIONQC_SIGN_IN=required`` makes it mandatory even before (the app then says how to create the first admin). Passwords are hashed with Argon2id
-(``argon2-cffi``: the algorithm OWASP recommends, salted, slow on purpose); nothing leaves the machine.
+``VISIONQC_SIGN_IN=required`` makes it mandatory even before the first account (the app then says how to create
+the first admin). Passwords are hashed with Argon2id (``argon2-cffi``: the algorithm OWASP recommends, salted,
+slow on purpose); nothing leaves the machine.
 """
 
 from __future__ import annotations
