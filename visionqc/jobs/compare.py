@@ -47,9 +47,9 @@ def default_images(store: Store, candidate: ModelVersion) -> tuple[str, pd.DataF
 
 def _predictions(store: Store, version: ModelVersion, items: pd.DataFrame, progress: Progress | None, offset: int):
     """(defect label, confidence, needs review, action) per item, and the seconds the model took."""
-    from visionqc.model.predict import Predictor  # torch, only when comparing
+    from visionqc.model.predict import open_predictor  # torch, only when comparing
 
-    predictor = Predictor(version.path)
+    predictor = open_predictor(version.path)
     out: dict[int, tuple] = {}
     data = [(int(i), (store.home / p).read_bytes()) for i, p in zip(items["item"], items["path"], strict=True)]
     start = time.perf_counter()
