@@ -52,10 +52,10 @@ class AnomalySettings:
     taps: tuple[int, ...] = (3, 5, 10)  # backbone blocks whose outputs make the patch vectors
     size: int = 224  # input side in pixels (the photo is squashed to size x size, as the classifier does)
     pool: int = 3  # each tap averaged over its pool x pool neighbourhood (PatchCore's local aggregation)
-    sigma: float = 2.0  # Gaussian blur of the distance map, in grid cells
+    sigma: float = 4.0  # Gaussian blur of the distance map, in grid cells
     bank_size: int = 2000  # patches kept in the memory bank (greedy k-center coreset)
-    candidates: int = 40_000  # a random pool of training patches the coreset is chosen from (keeps training fast)
-    projection: int = 128  # random projection the coreset distances are computed in (Johnson-Lindenstrauss)
+    candidates: int = 100_000  # a random pool of training patches the coreset is chosen from (keeps training fast)
+    projection: int = 32  # random projection the coreset distances are computed in (Johnson-Lindenstrauss)
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -227,7 +227,7 @@ def _read_tensors(directory: Path) -> dict[str, torch.Tensor]:
         raise ModelLoadError(f"{WEIGHTS_FILE} is larger than {MAX_WEIGHTS_BYTES // 2**20} MB; refusing to read it")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
-            return {key: fh.get_tensor(key) for key in fh}
+            return {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelLoadError(f"{WEIGHTS_FILE} is not a valid safetensors file ({exc})") from None
 
