@@ -143,6 +143,13 @@ def run_tile(settings: AnomalySettings, workdir: Path) -> dict:
             "good_flagged": round(float((good_scores > threshold).mean()), 4),
             "defects_caught": round(float((np.r_[test_scores, val_bad_scores] > threshold).mean()), 4),
         },
+        # Operating points: the defects caught when a given share of the good test tiles is flagged.
+        "defects_caught_at_good_flagged": {
+            f"{100 - q:g}%": round(
+                float((np.r_[test_scores, val_bad_scores] > np.percentile(good_scores, q)).mean()), 4
+            )
+            for q in (99, 95, 90)
+        },
         "train_seconds": round(train_s, 1),
         "train_timings": card["training"]["timings_seconds"],
         "throughput_images_per_s": throughput(split["test_good"][:100] + split["test_bad"][:100], workdir),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from visionqc.filters import InspectionFilter
 from visionqc.store import Store
 
 pytestmark = pytest.mark.slow
-JOB_TIMEOUT_MS = 600_000
+JOB_TIMEOUT_S = 240
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +69,17 @@ def test_good_photos_to_an_anomaly_model_that_flags_a_defective_tile(
     message = page.get_by_text("anomaly model good-parts from 14 good photos").first
     message.wait_for()
     assert "notes.jpg: not an image" in page.inner_text("[data-testid='stMain']")
-    page.get_by_text("Registered good-parts v1").wait_for(timeout=JOB_TIMEOUT_MS)
+    panel = open_tab(page, wait_for_app, "Train")  # the message above the tabs redrew them on the first one
+    panel.get_by_text(re.compile(r"Stage \d of 5|Registered good-parts v1")).first.wait_for(timeout=60_000)
+    store = Store(fresh_server.home)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (job := store.jobs().iloc[0])["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the anomaly job did not finish"
+        time.sleep(0.5)
+    assert job["status"] == "succeeded", job["error"]
+    page.wait_for_timeout(3000)  # the job list's next refresh redraws the page once the job ends
     wait_for_app(page)
+    open_tab(page, wait_for_app, "Train").get_by_text("Registered good-parts v1").wait_for()
 
     # 2. No labelled photos to compare on: promote it on its held-out numbers.
     panel = open_tab(page, wait_for_app, "Compare")
@@ -97,7 +107,7 @@ def test_good_photos_to_an_anomaly_model_that_flags_a_defective_tile(
     page.screenshot(path=str(screenshot_dir / "anomaly-inspect.png"), full_page=True)
 
     # 4. Open a flagged tile: the detail shows its anomaly score and the heatmap of where it is unusual.
-    target = next(p.name for p in broken if p.name in flagged)
+    target = rows[rows["defect"] == "anomaly"].sort_values("anomaly_score")["file_name"].iloc[-1]
     grid = page.locator("[data-testid='stDataFrame']").filter(has_text=target).last
     grid.scroll_into_view_if_needed()
     body_rows = grid.locator("tbody tr")
@@ -106,7 +116,9 @@ def test_good_photos_to_an_anomaly_model_that_flags_a_defective_tile(
     box = grid.locator("canvas").first.bounding_box()
     page.mouse.click(box["x"] + 300, box["y"] + 35 + 35 * row + 17)
     detail = page.get_by_role("dialog")
-    detail.get_by_text("Anomaly score").wait_for(timeout=120_000)
-    detail.get_by_text(re.compile("heatmap for “anomaly”")).wait_for(timeout=120_000)
+    detail.get_by_text("Anomaly score", exact=False).first.wait_for(timeout=120_000)
+    detail.get_by_text(re.compile("heatmap for “anomaly”")).first.wait_for(timeout=120_000)
     assert target in detail.inner_text()
+    detail.locator("[data-testid='stImage'] img").first.wait_for()  # the photo with its heatmap overlay
+    page.wait_for_timeout(1000)  # let the image and the probabilities table paint before the screenshot
     page.screenshot(path=str(screenshot_dir / "anomaly-detail-heatmap.png"))
