@@ -298,11 +298,21 @@ class AnomalyPredictor(Predictor):
     box_threshold = 0.5
 
     def __init__(
-        self, model_dir: str | Path, policy: ActionPolicy | None = None, batch_size: int | None = None, **_ignored
+        self,
+        model_dir: str | Path,
+        policy: ActionPolicy | None = None,
+        batch_size: int | None = None,
+        runtime: str | None = None,
+        **_options,
     ):
         self.directory = Path(model_dir)
         self.card, self.settings, self.decision, self.scorer = load_anomaly(self.directory)
-        self.runtime, self.runtime_warning = "torch", None
+        self.runtime = "torch"
+        self.runtime_warning = (
+            None
+            if runtime in (None, "auto", "torch")
+            else f"an anomaly model runs in PyTorch only; the {runtime} runtime was not used"
+        )
         self.policy = policy or ActionPolicy()
         self.batch_size = batch_size or 16
         self.decode_workers = 1

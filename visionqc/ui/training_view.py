@@ -32,7 +32,8 @@ def render_training(store: Store, registry: ModelRegistry) -> None:
     datasets = store.datasets()
     if datasets.empty:
         st.info(
-            "Make a dataset first (the **Datasets** tab): a model learns from labelled images.",
+            "To train a classifier, make a dataset first (the **Datasets** tab): it learns from labelled images. "
+            "No labelled defects yet? Start below from photos of good parts.",
             icon=":material/dataset:",
         )
     else:
