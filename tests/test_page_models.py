@@ -218,5 +218,6 @@ def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_de
     assert not at.exception, at.exception
     [notice] = [w.value for w in at.warning if "look unlike anything" in w.value]
     assert "6 of 6" in notice and "magnetic-tile v1" in notice
-    assert "train a model for your parts from a labelled archive" in notice
-    assert "review these photos and build a dataset" in notice
+    # Both ways to start: good photos only (an anomaly model), or labelled photos (a classifier).
+    assert "**train an anomaly model from good photos**" in notice
+    assert "**train a classifier from labelled photos** (an archive, or a dataset built from your reviews" in notice

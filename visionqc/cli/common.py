@@ -39,13 +39,13 @@ def load_predictor(args: argparse.Namespace):
     """The Predictor the arguments ask for, or ``None`` after printing why the model cannot be loaded."""
     from visionqc.actions import ActionPolicy
     from visionqc.model.card import ModelLoadError
-    from visionqc.model.predict import Predictor
+    from visionqc.model.predict import open_predictor
 
     policy = ActionPolicy.from_file(args.policy) if getattr(args, "policy", None) else None
     if getattr(args, "model", None) is None:
         args.model = active_model_dir(getattr(args, "station", None))
     try:
-        predictor = Predictor(args.model, policy=policy, runtime=getattr(args, "runtime", None))
+        predictor = open_predictor(args.model, policy=policy, runtime=getattr(args, "runtime", None))
     except ModelLoadError as exc:
         print(f"error: cannot load model {args.model}: {exc}", file=sys.stderr)
         return None

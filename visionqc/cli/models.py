@@ -112,13 +112,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_reinspect(args: argparse.Namespace) -> int:
     from visionqc.filters import InspectionFilter
     from visionqc.jobs.reinspect import reinspect
-    from visionqc.model.predict import Predictor
+    from visionqc.model.predict import open_predictor
     from visionqc.store import Store
 
     version = _registry().find(args.model)
     result = reinspect(
         Store(config.data_dir()),
-        Predictor(version.path),
+        open_predictor(version.path),
         InspectionFilter(batches=tuple(args.batch)),
         described=f"batch {', '.join(args.batch)}",
         operator=args.by,

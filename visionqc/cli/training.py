@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from visionqc import config
+from visionqc.cli.anomaly import add_anomaly_options
 from visionqc.cli.common import EXIT_BAD_MODEL, EXIT_OK, EXIT_USER_ERROR, add_runtime_option
 
 
@@ -54,6 +55,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from visionqc.training.evaluation import format_report
     from visionqc.training.trainer import train
 
+    if args.anomaly:
+        from visionqc.cli.anomaly import train_anomaly
+
+        return train_anomaly(args)
     if args.dataset:
         from visionqc.cli.jobs import train_job
 
@@ -341,6 +346,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="put the trained model in the registry of VISIONQC_HOME (always done with --dataset)",
     )
     p.add_argument("--detach", action="store_true", help="with --dataset: queue the job and return at once")
+    add_anomaly_options(p)
     p.add_argument("--by", default=getpass.getuser(), help="your name, recorded with the model (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="split/initialisation seed (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=150, help="phase-1 epochs, with early stopping (default: %(default)s)")

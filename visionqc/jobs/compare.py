@@ -28,6 +28,9 @@ from visionqc.registry import ModelVersion
 from visionqc.store import Store
 from visionqc.training.metrics import classification_report
 
+ANOMALY = "anomaly"
+DEFECT, NO_DEFECT = "defect", "no defect"
+
 Progress = Callable[[int, int], None]
 COMPARISONS = "comparisons"
 
@@ -47,21 +50,22 @@ def default_images(store: Store, candidate: ModelVersion) -> tuple[str, pd.DataF
 
 def _predictions(store: Store, version: ModelVersion, items: pd.DataFrame, progress: Progress | None, offset: int):
     """(defect label, confidence, needs review, action) per item, and the seconds the model took."""
-    from visionqc.model.predict import Predictor  # torch, only when comparing
+    from visionqc.model.predict import open_predictor  # torch, only when comparing
 
-    predictor = Predictor(version.path)
+    predictor = open_predictor(version.path)
     out: dict[int, tuple] = {}
     data = [(int(i), (store.home / p).read_bytes()) for i, p in zip(items["item"], items["path"], strict=True)]
     start = time.perf_counter()
     for n, (item, _, prediction) in enumerate(predictor.predict_stream(data), start=1):
         if isinstance(prediction, Exception):
-            out[item] = (None, None, True, "Review")
+            out[item] = (None, None, True, "Review", None)
         else:
             out[item] = (
                 prediction.defect.label,
                 prediction.defect.confidence,
                 prediction.needs_review,
                 prediction.action,
+                prediction.is_defect,
             )
         if progress is not None:
             progress(offset + n, 2 * len(items))
@@ -106,12 +110,20 @@ def compare(
         if row is None:
             raise DatasetProblem(f"there is no dataset {dataset!r}")
         described, items = row["dataset_id"], store.dataset_items(row["dataset_id"])
+        no_defect = row["no_defect_class"]
     else:
         described, items = default_images(store, candidate)
+        no_defect = read_card(candidate.path).no_defect_class
     items = items.reset_index(drop=True)
     truth = items["defect"].tolist()
     base_pred, base_s = _predictions(store, baseline, items, progress, 0)
     cand_pred, cand_s = _predictions(store, candidate, items, progress, len(items))
+    task = PRIMARY_TASK
+    if ANOMALY in (baseline.kind, candidate.kind):
+        # An anomaly model names no defect type: both are measured on what it does say, defect or not.
+        truth = [NO_DEFECT if d == no_defect else DEFECT for d in truth]
+        base_pred, cand_pred = _binary(base_pred), _binary(cand_pred)
+        task = f"{PRIMARY_TASK} or not"
     disagreements = [
         {
             "item": int(item.item),
@@ -132,7 +144,7 @@ def compare(
     return {
         "dataset": described,
         "images": len(items),
-        "task": PRIMARY_TASK,
+        "task": task,
         "baseline": _model_summary(baseline, truth, base_pred, items, base_s),
         "candidate": _model_summary(candidate, truth, cand_pred, items, cand_s),
         "disagreements": disagreements,
@@ -140,6 +152,11 @@ def compare(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+
+
+def _binary(predictions: dict[int, tuple]) -> dict[int, tuple]:
+    """Each prediction's label as defect / no defect (an unreadable image stays unlabelled)."""
+    return {k: (None if p[0] is None else DEFECT if p[4] else NO_DEFECT, *p[1:]) for k, p in predictions.items()}
 
 
 def _key(baseline: ModelVersion, candidate: ModelVersion, dataset: str | None) -> str:

@@ -28,7 +28,7 @@ LOCK_FILE = "worker.lock"
 NICENESS = 10
 # Job kinds and the function that runs each, imported only when a job of that kind runs. Each takes a
 # JobContext and returns the result to record; it reports progress through ctx.progress (a ProgressFile).
-JOB_KINDS: dict[str, str] = {"train": "visionqc.jobs.training_job:run"}
+JOB_KINDS: dict[str, str] = {"train": "visionqc.jobs.training_job:run", "anomaly": "visionqc.jobs.anomaly_job:run"}
 DIED = "the job's process stopped before it finished (it was killed or crashed); nothing was registered"
 
 

@@ -298,8 +298,17 @@ def heatmap_for_image(
 ) -> Heatmap:
     """The class-activation heatmap of ``image`` for ``defect`` (default: the predicted defect class, or for
     an image predicted defect-free the likeliest defect class), with the box around its hottest region."""
-    heat, label = heatmap_at_input_size(predictor, image, defect, layers)
-    return heatmap_from_input_map(heat, label, image.size)
+    heat, label = input_heatmap(predictor, image, defect, layers)
+    return heatmap_from_input_map(heat, label, image.size, getattr(predictor, "box_threshold", DEFAULT_BOX_THRESHOLD))
+
+
+def input_heatmap(predictor, image: Image.Image, defect: str | None = None, layers=DEFAULT_LAYERS):
+    """The heatmap at the input size and its label: a classifier's class activations, or an anomaly model's own
+    map of patch distances (``predictor.input_heatmap``: where the photo is unlike every good part)."""
+    own = getattr(predictor, "input_heatmap", None)
+    if own is not None:
+        return own(image)
+    return heatmap_at_input_size(predictor, image, defect, layers)
 
 
 # --- drawing ------------------------------------------------------------------------------------
@@ -389,9 +398,11 @@ class HeatmapCache:
         if loaded is not None:
             heat, label = loaded
         else:
-            heat, label = heatmap_at_input_size(predictor, image, defect)
+            heat, label = input_heatmap(predictor, image, defect)
             self._save(path, heat, label)
-        return heatmap_from_input_map(heat, label, image.size)
+        return heatmap_from_input_map(
+            heat, label, image.size, getattr(predictor, "box_threshold", DEFAULT_BOX_THRESHOLD)
+        )
 
     @staticmethod
     def _load(path: Path) -> tuple[np.ndarray, str] | None:

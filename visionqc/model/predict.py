@@ -58,6 +58,8 @@ class Prediction:
     needs_review: bool
     review_reason: str | None
     action: str
+    # An anomaly model's score (how unlike the good photos it learned from; above the card's threshold = defect).
+    anomaly_score: float | None = None
 
     @property
     def defect(self) -> TaskResult:
@@ -74,6 +76,8 @@ class Prediction:
                 "ood_score": self.ood_score,
             }
         )
+        if self.anomaly_score is not None:
+            out["anomaly_score"] = self.anomaly_score
         if include_embedding:
             out["embedding"] = [round(float(v), 5) for v in self.embedding]
         return out
@@ -307,6 +311,16 @@ class Predictor:
             predictions = {i: p for (i, _), p in zip(good, preds, strict=True)}
         for i, (key, decoded, arr) in enumerate(prepared):
             yield key, decoded, predictions.get(i, arr)
+
+
+def open_predictor(model_dir: str | Path, **options) -> Predictor:
+    """The predictor of any model directory: a classifier's :class:`Predictor`, or for a model of kind "anomaly"
+    (trained on good photos only) its :class:`~visionqc.model.anomaly.AnomalyPredictor`, which needs torch."""
+    if read_card(model_dir).raw.get("kind") == "anomaly":
+        from visionqc.model.anomaly import AnomalyPredictor
+
+        return AnomalyPredictor(model_dir, **options)
+    return Predictor(model_dir, **options)
 
 
 def _normalise(rows: np.ndarray) -> np.ndarray:

@@ -44,9 +44,20 @@ def _validate_classifier(directory: Path) -> None:
     load_checkpoint(directory)
 
 
-# Model kinds and how a directory of each kind is checked before it is registered. "anomaly" models (trained on
-# good images only) add their own validator here.
-KINDS: dict[str, Callable[[Path], None]] = {"classifier": _validate_classifier}
+def _validate_anomaly(directory: Path) -> None:
+    """Load the bank and backbone for real against the card (shapes, finite values, settings)."""
+    from visionqc.model.anomaly import load_anomaly  # torch: only when a model is registered
+
+    load_anomaly(directory)
+
+
+# Model kinds (the card's "kind", "classifier" when absent) and how a directory of each kind is checked before it
+# is registered: "anomaly" models are trained on good photos only (visionqc.model.anomaly).
+KINDS: dict[str, Callable[[Path], None]] = {"classifier": _validate_classifier, "anomaly": _validate_anomaly}
+
+
+def card_kind(raw: dict[str, Any]) -> str:
+    return str(raw.get("kind") or "classifier")
 
 
 class RegistryError(ValueError):
@@ -186,7 +197,7 @@ class ModelRegistry:
         *,
         by: str | None,
         source: str = "imported",
-        kind: str = "classifier",
+        kind: str | None = None,
         dataset: dict[str, Any] | None = None,
         job_id: str | None = None,
     ) -> ModelVersion:
@@ -196,12 +207,18 @@ class ModelRegistry:
         are refused with the reason, and nothing is copied); an existing name and version is refused.
         """
         source_dir = Path(source_dir)
-        if kind not in KINDS:
+        if kind is not None and kind not in KINDS:
             raise RegistryError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
         if source not in SOURCES:
             raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
         try:
             card = read_card(source_dir)
+            found = card_kind(card.raw)
+            if found not in KINDS:
+                raise ModelLoadError(f"{CARD_FILE}: unknown model kind {found!r}; known: {', '.join(KINDS)}")
+            if kind is not None and found != kind:
+                raise ModelLoadError(f"{CARD_FILE} describes a model of kind {found!r}, not {kind!r}")
+            kind = found
             KINDS[kind](source_dir)
         except ModelLoadError as exc:
             raise RegistryError(f"{source_dir} is not a usable model: {exc}") from None

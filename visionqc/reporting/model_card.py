@@ -179,7 +179,20 @@ def _listing(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
+def _anomaly(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The card's anomaly section when the model was trained on good photos only."""
+    return raw.get("anomaly") if raw.get("kind") == "anomaly" else None
+
+
 def what_it_finds(raw: dict[str, Any]) -> str:
+    if _anomaly(raw) is not None:
+        good = (raw.get("training_data") or {}).get("good_images", 0)
+        return (
+            f"It learned what a good part (“{raw.get('no_defect_class')}”) looks like from **{good} photos of good "
+            "parts** and flags every photo unlike all of them as **anomaly**, with a heatmap of where. It names no "
+            "defect type: reviewers do, and their reviews become the labelled photos a classifier learns from. "
+            "From its verdict it proposes what to do with the part."
+        )
     tasks = {t.get("name"): t.get("classes", []) for t in raw.get("tasks") or []}
     no_defect = raw.get("no_defect_class")
     data = (raw.get("training_data") or {}).get("name") or "the training photos"
@@ -195,6 +208,21 @@ def what_it_finds(raw: dict[str, Any]) -> str:
 
 def how_often_right(raw: dict[str, Any]) -> list[str]:
     """Sentences about the held-out test photos (photos it never saw while learning)."""
+    section = _anomaly(raw)
+    if section is not None:
+        val = (raw.get("metrics") or {}).get("validation") or {}
+        lines = [
+            f"Its threshold is {section.get('threshold_rule', 'stated in the card')}.",
+            f"On those {val.get('good_images', 0)} held-out good photos it flagged "
+            f"**{_pct(val.get('good_flagged_share'))}**.",
+        ]
+        if val.get("defect_images"):
+            caught = _pct(val.get("defects_caught_share"))
+            lines.append(
+                f"Of {val['defect_images']} labelled defect photos it flagged **{caught}** "
+                f"(image AUROC {val.get('image_auroc', 0):.2f})."
+            )
+        return lines
     test = (raw.get("metrics") or {}).get("test") or {}
     defect = (test.get("tasks") or {}).get("defect") or {}
     if not defect:
@@ -225,6 +253,14 @@ def when_it_asks(raw: dict[str, Any]) -> list[str]:
     """When the model asks a person to look, in words, with what it did on the test photos."""
     review = raw.get("needs_review") or {}
     lines = ["It marks a photo **needs review** (action Review) when:"]
+    section = _anomaly(raw)
+    if section is not None:
+        rule = section.get("decision") or {}
+        lines.append(
+            f"- its anomaly score is close to the threshold {rule.get('threshold', 0):.2f} (between "
+            f"{rule.get('review_low', 0):.2f} and {rule.get('review_high', 0):.2f}): "
+            f"{section.get('review_rule', '')}."
+        )
     defect_cut = (review.get("confidence_thresholds") or {}).get("defect")
     if defect_cut is not None:
         lines.append(f"- it is unsure of the defect type (less than {_pct(defect_cut)} sure);")

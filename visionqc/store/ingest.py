@@ -94,6 +94,7 @@ def inspection_record(
         ood_score=prediction.ood_score,
         needs_review=prediction.needs_review,
         review_reason=prediction.review_reason,
+        anomaly_score=prediction.anomaly_score,
         embedding=prediction.embedding,
         width=decoded.width,
         height=decoded.height,

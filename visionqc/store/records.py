@@ -47,6 +47,7 @@ class InspectionRecord:
     byte_size: int
     path: str  # relative to the data directory, POSIX separators
     thumb_path: str
+    anomaly_score: float | None = None  # an anomaly model's score (above its card's threshold = defect)
 
 
 @dataclass
@@ -98,6 +99,7 @@ INSPECTION_SCHEMA = pa.schema(
         ("ood_score", pa.float64()),
         ("needs_review", pa.bool_()),
         ("review_reason", pa.string()),
+        ("anomaly_score", pa.float64()),
     ]
 )
 EMBEDDING_SCHEMA = pa.schema([("inspection_id", pa.int64()), ("vector", pa.list_(pa.float32()))])

@@ -135,6 +135,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 attempted_at TIMESTAMP NOT NULL, username VARCHAR NOT NULL, ok BOOLEAN NOT NULL, reason VARCHAR)""",
         ],
     ),
+    (
+        8,
+        [
+            # An anomaly model's score (how unlike the good photos it learned from), so History can sort by it and
+            # exports carry it; NULL for a classifier's inspections.
+            "ALTER TABLE inspections ADD COLUMN anomaly_score DOUBLE",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

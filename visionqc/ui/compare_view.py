@@ -8,6 +8,7 @@ import streamlit as st
 
 from visionqc.datasets.checks import DatasetProblem
 from visionqc.jobs import compare
+from visionqc.model.card import read_card
 from visionqc.registry import ModelRegistry
 from visionqc.reporting import model_card as mc
 from visionqc.reporting import models as report
@@ -49,6 +50,9 @@ def render_compare(store: Store, registry: ModelRegistry) -> None:
         candidate.label,
     ):
         result = compare.load(store.home, baseline, candidate, dataset)
+    if result is None and candidate.kind == "anomaly":
+        _anomaly_without_comparison(registry, candidate, active)
+        return
     if result is None:
         st.caption("Press **Compare**: both versions classify the same labelled images (a few seconds per hundred).")
         return
@@ -110,6 +114,21 @@ def _show(store: Store, result: dict) -> None:
             key="models_compare_gallery",
             column_config={"Image": st.column_config.ImageColumn("Image", width="small")},
         )
+
+
+def _anomaly_without_comparison(registry: ModelRegistry, candidate, active) -> None:
+    """A new line often has no labelled photos to compare on: an anomaly model can then be promoted on what its
+    card measured on held-out good photos (a comparison on a labelled dataset is offered first)."""
+    validation = (read_card(candidate.path).raw.get("metrics") or {}).get("validation") or {}
+    flagged = validation.get("good_flagged_share")
+    measured = f" It flagged {flagged:.0%} of its held-out good photos." if flagged is not None else ""
+    st.info(
+        f"**{candidate.label}** is an anomaly model (trained on good photos only). With a labelled dataset, press "
+        f"**Compare** to see how often each model finds the defects; without one yet, you can promote it on its "
+        f"own held-out numbers.{measured}",
+        icon=":material/info:",
+    )
+    _promote(registry, candidate, active)
 
 
 def _promote(registry: ModelRegistry, candidate, active) -> None:

@@ -122,7 +122,16 @@ def correction_form(
             if task != "defect":
                 options = [NO_VALUE, *options]
             index = options.index(current) if current in options else 0
-            st.selectbox(title, options, index=index, key=f"{key}_{task}")
+            # An anomaly model knows no defect types: the reviewer names one (typed, or one named before), and
+            # these reviews become the labelled dataset a classifier later learns from.
+            naming = task == "defect" and card is not None and card.raw.get("kind") == "anomaly"
+            if naming:
+                named = [v for v in store.distinct_values("defect") if isinstance(v, str)]
+                options = list(dict.fromkeys([*options, *sorted(named)]))
+            st.selectbox(
+                title, options, index=index, key=f"{key}_{task}", accept_new_options=naming,
+                help="Type the defect's name (e.g. crack) to name a new type." if naming else None,
+            )  # fmt: skip
         if card is not None and "severity" in tasks:
             st.caption(f"Choosing “{literal(card.no_defect_class)}” clears severity and location.")
         st.text_input("Note (optional)", key=f"{key}_note")

@@ -90,6 +90,11 @@ def render_inspection_detail(store, inspection_id: int, card: ModelCard | None =
             for t, _ in TASK_COLUMNS
         )
         st.caption(f"Model predicted: {predicted} → **{detail.get('pred_action')}**")
+        score = detail.get("anomaly_score")
+        if score is not None and score == score:
+            threshold = ((card.raw.get("anomaly") or {}).get("decision") or {}).get("threshold") if card else None
+            cut = f"; it calls a photo an anomaly above {threshold:.2f}" if threshold is not None else ""
+            st.caption(f"Anomaly score **{score:.2f}** (how unlike the good photos the model learned from{cut})")
         if detail.get("unusable_reason"):
             st.error(
                 f"Marked not a part / unusable image: {literal(detail['unusable_reason'])}. "

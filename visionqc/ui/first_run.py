@@ -22,9 +22,18 @@ def render_foreign_batch_notice(rows, card: ModelCard | None) -> None:
         st.warning(
             f"**These photos look unlike anything the active model was trained on.** {fit.foreign} of {fit.images} "
             f"are outside what **{card.name} v{card.version}** knows, so its labels for them are guesses, not "
-            "inspections. To teach VisionQC your parts: **train a model for your parts from a labelled archive**, "
-            "or **review these photos and build a dataset** from your reviews, then train on it.",
+            "inspections. To teach VisionQC your parts: **train an anomaly model from good photos** (a few dozen "
+            "photos of good parts, no labelled defects needed: it flags whatever looks unlike them), or **train a "
+            "classifier from labelled photos** (an archive, or a dataset built from your reviews of these photos).",
             icon=":material/travel_explore:",
         )
         with contextlib.suppress(st.errors.StreamlitAPIException):  # the page runs on its own in some tests
-            st.page_link("pages/6_Models.py", label="Go to Models → Datasets", icon=":material/model_training:")
+            left, right = st.columns(2)
+            left.page_link(
+                "pages/6_Models.py", label="Train an anomaly model from good photos (Models → Train)",
+                icon=":material/model_training:",
+            )  # fmt: skip
+            right.page_link(
+                "pages/6_Models.py", label="Train a classifier from labelled photos (Models → Datasets)",
+                icon=":material/dataset:",
+            )  # fmt: skip

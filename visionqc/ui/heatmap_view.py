@@ -19,6 +19,10 @@ HEATMAP_HELP = (
     "hottest region of a defect. For an image judged defect-free, the map (without a box) shows where the "
     "likeliest defect would be."
 )
+ANOMALY_HEATMAP_HELP = (
+    "Where the photo looks unlike every good part the anomaly model learned from: blue = like a good part, orange "
+    "to red = past the model's threshold. The cyan box marks the most unusual region of a flagged photo."
+)
 
 
 def heatmap_cache():
@@ -49,7 +53,10 @@ def render_image_with_heatmap(detail: dict, predictor, *, key: str, width: int |
     caption = detail.get("file_name") or ""
     if predictor is not None:
         on_col, opacity_col = st.columns([1, 2], vertical_alignment="bottom")
-        show = on_col.toggle("Heatmap", value=True, key=f"{key}_heatmap_on", help=HEATMAP_HELP)
+        anomaly = hasattr(predictor, "input_heatmap")  # an anomaly model maps its patch distances
+        show = on_col.toggle(
+            "Heatmap", value=True, key=f"{key}_heatmap_on", help=ANOMALY_HEATMAP_HELP if anomaly else HEATMAP_HELP
+        )
         opacity = opacity_col.slider(
             "Heatmap opacity", 0, 100, 50, step=5, format="%d%%", key=f"{key}_heatmap_opacity", disabled=not show
         )

@@ -20,9 +20,9 @@ from visionqc.ui.cached import CachedStore
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def _load_predictor(model_path: str, card_mtime: float, runtime: str):
-    from visionqc.model.predict import Predictor
+    from visionqc.model.predict import open_predictor
 
-    return Predictor(model_path, runtime=runtime)
+    return open_predictor(model_path, runtime=runtime)
 
 
 @st.cache_resource(show_spinner=False)
@@ -62,7 +62,7 @@ def get_predictor():
 def predictor_for(model_path) -> object:
     """The Predictor of any registered version (cached like the active one's), e.g. to re-inspect with it."""
     card = model_path / "model.json"
-    return _load_predictor(str(model_path), card.stat().st_mtime if card.is_file() else 0.0)
+    return _load_predictor(str(model_path), card.stat().st_mtime if card.is_file() else 0.0, config.runtime())
 
 
 def model_error() -> str | None:

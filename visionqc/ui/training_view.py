@@ -27,21 +27,26 @@ def _minutes(seconds: float) -> str:
 
 
 def render_training(store: Store, registry: ModelRegistry) -> None:
+    from visionqc.ui.anomaly_view import render_anomaly_form
+
     datasets = store.datasets()
     if datasets.empty:
         st.info(
-            "Make a dataset first (the **Datasets** tab): a model learns from labelled images.",
+            "To train a classifier, make a dataset first (the **Datasets** tab): it learns from labelled images. "
+            "No labelled defects yet? Start below from photos of good parts.",
             icon=":material/dataset:",
         )
     else:
         _start_form(store, registry, datasets)
+    st.divider()
+    render_anomaly_form(store)
     st.subheader("Jobs")
     busy = store.count_jobs("queued", "running") > 0
     st.fragment(_jobs_panel, run_every=REFRESH_S if busy else None)(store)
 
 
 def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
-    st.subheader("Train a new model")
+    st.subheader("Train a classifier from labelled photos")
     ident = st.selectbox("Dataset", list(datasets["dataset_id"]), key="models_train_dataset")
     row = datasets[datasets["dataset_id"] == ident].iloc[0]
     name = st.text_input(

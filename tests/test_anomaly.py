@@ -1,0 +1,200 @@
+"""Anomaly models from good photos only, for real: a training job on real good magnetic tiles (uploaded with a
+broken file among them) registers a model of kind "anomaly"; it flags real defective tiles and passes good ones,
+its heatmap is hot over the defect's mask, inspections carry the anomaly score into the store, the Dashboard and
+the CSV export, and compare measures it on a labelled dataset. Too few photos, unreadable files and hostile model
+files get clear messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from visionqc.actions import ACTIONS
+from visionqc.cli import main
+from visionqc.datasets.archive import import_dataset
+from visionqc.filters import InspectionFilter, Period
+from visionqc.intake.imaging import decode_image
+from visionqc.intake.uploads import UploadFile, iter_paths
+from visionqc.jobs import compare, queue
+from visionqc.jobs.anomaly_job import KIND, save_uploads
+from visionqc.model.anomaly import BANK_TENSOR, AnomalyPredictor, load_anomaly
+from visionqc.model.card import ModelLoadError
+from visionqc.model.heatmaps import HeatmapCache
+from visionqc.model.predict import open_predictor
+from visionqc.registry import ModelRegistry
+from visionqc.registry.registry import RegistryError
+from visionqc.store import Store
+from visionqc.store.analytics import dashboard_data
+from visionqc.store.ingest import run_batch
+
+GOOD_TRAIN = 16
+WAIT_S = 600
+
+
+def tiles(magnetic_tile: Path, cls: str, start: int, n: int, step: int = 1) -> list[Path]:
+    return sorted((magnetic_tile / "images" / cls).glob("*.jpg"))[start::step][:n]
+
+
+def good_tiles(magnetic_tile: Path, start: int, n: int) -> list[Path]:
+    """Good tiles spread over every acquisition run (sorted by name, the runs come one after the other)."""
+    return tiles(magnetic_tile, "free", start, n, step=59)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, magnetic_tile):
+    """A data folder whose anomaly job learned from 16 real good tiles uploaded with a broken file among them."""
+    import time
+
+    home = tmp_path_factory.mktemp("anomaly") / "visionqc-data"
+    ModelRegistry(home).ensure_initialised()
+    store = Store(home)
+    files = [UploadFile(p.name, p.read_bytes()) for p in good_tiles(magnetic_tile, 0, GOOD_TRAIN)]
+    files.append(UploadFile("scanner-note.jpg", b"this is not a photo"))
+    saved = save_uploads(home, files)
+    params = {"name": "good-tiles", "good_photos": saved.folder, "photos": saved.photos, "no_defect_label": "free"}
+    job_id = queue.submit(store, KIND, params, by="ana", model_name="good-tiles")
+    deadline = time.monotonic() + WAIT_S
+    while (job := store.job(job_id))["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, "the anomaly job did not finish"
+        time.sleep(0.25)
+    assert job["status"] == "succeeded", job["error"]
+    version = ModelRegistry(home).versions("good-tiles")[0]
+    return {"home": home, "store": store, "saved": saved, "job": job, "version": version}
+
+
+def test_the_job_registers_a_model_of_kind_anomaly_from_the_readable_photos(trained):
+    saved, version = trained["saved"], trained["version"]
+    assert saved.photos == GOOD_TRAIN
+    assert [f.name for f in saved.failures] == ["scanner-note.jpg"] and "not an image" in saved.failures[0].reason
+    assert version.kind == "anomaly" and version.source == "trained"
+    assert json.loads((version.path / "registered.json").read_text())["kind"] == "anomaly"
+    card = json.loads((version.path / "model.json").read_text())
+    assert card["kind"] == "anomaly" and card["tasks"] == [{"name": "defect", "classes": ["free", "anomaly"]}]
+    assert "99th percentile of the scores of 3 held-out good photos" in card["anomaly"]["threshold_rule"]
+    assert card["training"]["split"] == {**card["training"]["split"], "bank_images": 13, "held_out_good": 3}
+    assert not (trained["home"] / saved.folder).exists()  # the uploaded photos go once the model is registered
+    assert trained["job"]["result"]["images"] == GOOD_TRAIN
+
+
+def test_defective_tiles_are_flagged_and_good_ones_pass(trained, magnetic_tile):
+    predictor = open_predictor(trained["version"].path)
+    assert isinstance(predictor, AnomalyPredictor)
+    good = good_tiles(magnetic_tile, 30, 6)  # never seen in training
+    bad = tiles(magnetic_tile, "break", 0, 5)
+    out = {k: p for k, _, p in predictor.predict_stream([(p, p.read_bytes()) for p in good + bad])}
+    good_scores = [out[p].anomaly_score for p in good]
+    bad_scores = [out[p].anomaly_score for p in bad]
+    assert min(bad_scores) > np.median(good_scores), (good_scores, bad_scores)
+    assert sum(out[p].is_defect for p in bad) >= 4 and sum(out[p].is_defect for p in good) <= 2
+    for p in bad:
+        pred = out[p]
+        assert pred.defect.label == ("anomaly" if pred.is_defect else "free")
+        assert set(pred.defect.probabilities) == {"free", "anomaly"} and pred.action in ACTIONS
+        assert pred.embedding.shape == (1280,) and np.isfinite(pred.embedding).all()
+    rule = predictor.decision
+    near = [p for p in good + bad if rule.review_low <= out[p].anomaly_score <= rule.review_high]
+    assert all(out[p].needs_review and "near the threshold" in out[p].review_reason for p in near)
+
+
+def test_the_heatmap_is_hot_over_the_defect(trained, magnetic_tile, tmp_path):
+    predictor = open_predictor(trained["version"].path)
+    path = tiles(magnetic_tile, "break", 1, 1)[0]
+    image = decode_image(path.read_bytes()).image
+    mask = np.asarray(Image.open(magnetic_tile / "masks" / "break" / f"{path.stem}.png").convert("L")) > 127
+    heat = HeatmapCache(tmp_path).get_or_compute(predictor, image, "0" * 64)
+    assert heat.array.shape == mask.shape and heat.defect == "anomaly"
+    assert heat.array[mask].mean() > 2 * heat.array[~mask].mean()
+    x0, y0, x1, y1 = heat.box
+    assert mask[y0:y1, x0:x1].any(), "the box misses the defect"
+
+
+def test_inspections_carry_the_score_into_history_dashboard_and_exports(trained, magnetic_tile, tmp_path):
+    store = Store(tmp_path / "home")
+    predictor = open_predictor(trained["version"].path)
+    photos = good_tiles(magnetic_tile, 40, 2) + tiles(magnetic_tile, "break", 2, 2)
+    result = run_batch(store, predictor, iter_paths(photos), station="A")
+    rows, total = store.search(InspectionFilter(batches=(result.batch_id,)), sort="anomaly_score")
+    assert total == 4 and rows["anomaly_score"].notna().all()
+    assert rows["model_name"].eq("good-tiles").all() and set(rows["defect"]) <= {"free", "anomaly"}
+    assert (rows["is_defect"] == (rows["defect"] == "anomaly")).all()
+    data = dashboard_data(store, InspectionFilter(), Period("all"))
+    assert data.kpis.inspected == 4 and data.kpis.defects == int(rows["is_defect"].sum())
+    csv = store.export_csv(InspectionFilter()).decode("utf-8-sig")
+    assert "anomaly_score" in csv.splitlines()[0]
+
+
+def test_compare_measures_an_anomaly_model_on_defect_or_not(trained, labelled_folder, tmp_path):
+    store, registry = trained["store"], ModelRegistry(trained["home"])
+    import_dataset(store, "tiles", labelled_folder(tmp_path / "tiles", 2), by="ana")
+    result = compare.compare(store, registry.active(), trained["version"], dataset="tiles@1")
+    assert result["task"] == "defect or not" and result["images"] == 12
+    assert set(result["candidate"]["recall"]) == {"defect", "no defect"}
+    assert 0 <= result["candidate"]["balanced_accuracy"] <= 1
+
+
+def test_too_few_good_photos_or_unreadable_ones_get_a_clear_message(magnetic_tile, tmp_path, capsys):
+    folder = tmp_path / "good"
+    folder.mkdir()
+    for p in tiles(magnetic_tile, "free", 0, 6):
+        shutil.copyfile(p, folder / p.name)
+    (folder / "truncated.jpg").write_bytes(tiles(magnetic_tile, "free", 6, 1)[0].read_bytes()[:300])
+    home = tmp_path / "home"
+    with pytest.raises(ValueError, match=r"6 readable good photo\(s\); an anomaly model needs at least 10") as err:
+        save_uploads(home, iter_paths([folder]))
+    assert "truncated.jpg" in str(err.value) and not any((home / "jobs" / "uploads").iterdir())
+    code = main(["train", str(folder), "--out", str(tmp_path / "model"), "--anomaly", "--quiet"])
+    printed = capsys.readouterr().err
+    assert code == 1 and "needs at least 10" in printed and "skipped good file" in printed
+    assert "truncated.jpg" in printed and not (tmp_path / "model").exists()
+
+
+def _damaged(source: Path, tmp_path: Path, name: str, card=None, tensors=None) -> Path:
+    target = tmp_path / name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("registered.json"))
+    if card is not None:
+        raw = json.loads((target / "model.json").read_text())
+        card(raw)
+        (target / "model.json").write_text(json.dumps(raw))
+    if tensors is not None:
+        weights = load_file(str(target / "model.safetensors"))
+        tensors(weights)
+        save_file(weights, str(target / "model.safetensors"))
+    return target
+
+
+def test_hostile_or_damaged_anomaly_models_are_refused_with_the_reason(trained, tmp_path):
+    source = trained["version"].path
+    registry = ModelRegistry(tmp_path / "home")
+
+    def nan_bank(t):
+        t[BANK_TENSOR][0, 0] = float("nan")
+
+    cases = {
+        "nan": (None, nan_bank, "must hold finite"),
+        "dim": (None, lambda t: t.update({BANK_TENSOR: torch.zeros(5, 7)}), "need [1-50000, "),
+        "extra": (None, lambda t: t.update({"payload": torch.zeros(3)}), "tensors the card does not describe"),
+        "taps": (lambda c: c["anomaly"]["settings"].update(taps=[10, 3]), None, "increasing block numbers"),
+        "rule": (lambda c: c["anomaly"].pop("decision"), None, "'anomaly.decision' needs"),
+        "classes": (lambda c: c["tasks"][0].update(classes=["free", "crack"]), None, "one task, 'defect'"),
+    }
+    for name, (card, tensors, message) in cases.items():
+        bad = _damaged(source, tmp_path, name, card, tensors)
+        with pytest.raises(ModelLoadError, match=message.replace("[", r"\[").replace("(", r"\(")):
+            load_anomaly(bad)
+        with pytest.raises(RegistryError, match="is not a usable model"):
+            registry.register(bad, by="eve")
+    garbage = _damaged(source, tmp_path, "garbage")
+    (garbage / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelLoadError, match="not a valid safetensors file"):
+        load_anomaly(garbage)
+    with pytest.raises(RegistryError, match="describes a model of kind 'anomaly', not 'classifier'"):
+        registry.register(source, by="eve", kind="classifier")
+    assert registry.versions() == []
+    assert registry.register(_damaged(source, tmp_path, "fine"), by="eve").kind == "anomaly"
