@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,6 +19,7 @@ import pgserver
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from visionqc.accounts import hash_password
 from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
@@ -27,6 +29,7 @@ from visionqc.store.ingest import run_batch
 from visionqc.ui import history
 
 APP = str(PROJECT_ROOT / "streamlit_app.py")
+REVIEWER, REVIEWER_PASSWORD = "Chris", "the reviewer's secret"  # the signed-in lead on PostgreSQL
 TIMEOUT = 180
 UMLAUT_NAME = "Prüfteil-ä-001.jpg"
 TAGS = {0: ["retrain", "edge"], 1: ["retrain"], 2: ["edge"], 3: ["ignore"]}  # row position -> tags
@@ -60,6 +63,8 @@ def seeded_postgres(seeded_home, postgres_server) -> str:
     """The module's seeded rows copied into a PostgreSQL database; each test gets a clone."""
     url = postgres_server.new_database_url()
     pgserver.copy_to_postgres(Store(seeded_home), url)
+    # A shared store always asks for sign-in (visionqc.ui.auth): the reviewer is a signed-in lead there.
+    Store(seeded_home, url=url).add_user(REVIEWER, "lead", hash_password(REVIEWER_PASSWORD))
     return url
 
 
@@ -85,9 +90,22 @@ def rows(home) -> pd.DataFrame:
 def app(home) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()
+    if os.environ.get("VISIONQC_DATABASE_URL"):  # PostgreSQL: sign in first, as the lead who reviews
+        at.text_input(key="sign_in_username").set_value(REVIEWER)
+        at.text_input(key="sign_in_password").set_value(REVIEWER_PASSWORD)
+        [button] = [b for b in at.button if b.label == "Sign in"]
+        button.click().run()
     at.switch_page("pages/2_History.py").run()
     assert not at.exception, at.exception
     return at
+
+
+def as_reviewer(at: AppTest, name: str) -> None:
+    """Review as ``name``: typed in the sidebar on one machine; on a shared store, the signed-in user."""
+    if os.environ.get("VISIONQC_DATABASE_URL"):
+        assert name == REVIEWER and any(f"Signed in as **{name}**" in m.value for m in at.sidebar.markdown)
+        return
+    at.text_input(key="sidebar_reviewer").set_value(name)
 
 
 def total_shown(at: AppTest) -> int:
@@ -307,7 +325,7 @@ def test_bulk_tag_untag_review_and_soft_delete(app, home):
     store = Store(home)
     select(app, [0, 1, 2])
     ids = [int(i) for i in store.search(InspectionFilter(), page_size=3)[0]["inspection_id"]]
-    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    as_reviewer(app, "Chris")
     app.run()
     assert any(m.value.startswith("**Selected — 3 images:") for m in app.markdown), "the images are named first"
     app.text_input(key="history_bulk_add").set_value("shift-report, line-2")
