@@ -83,12 +83,15 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def start_app_server(home: Path, env: dict[str, str] | None = None) -> Iterator[AppServer]:
-    """Run ``streamlit run streamlit_app.py`` from the project root until the block ends."""
+def start_app_server(home: Path, env: dict[str, str] | None = None, unset: tuple[str, ...] = ()) -> Iterator[AppServer]:
+    """Run ``streamlit run streamlit_app.py`` from the project root until the block ends, with ``env`` added to
+    this process's environment and the variables named in ``unset`` left out."""
     port = free_port()
     home.mkdir(parents=True, exist_ok=True)
     log = home.parent / f"streamlit-{port}.log"
     run_env = {**os.environ, "VISIONQC_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+    for name in unset:
+        run_env.pop(name, None)
     command = [
         sys.executable,
         "-m",

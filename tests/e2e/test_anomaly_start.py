@@ -4,7 +4,6 @@ it is flagged "anomaly" and its heatmap (from the patch distances) is shown."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -24,13 +23,8 @@ def fresh_server(tmp_path_factory):
     from tests.e2e.conftest import start_app_server
 
     home = tmp_path_factory.mktemp("anomaly-start") / "visionqc-data"
-    saved = os.environ.pop("VISIONQC_MODEL", None)
-    try:
-        with start_app_server(home) as server:
-            yield server
-    finally:
-        if saved is not None:
-            os.environ["VISIONQC_MODEL"] = saved
+    with start_app_server(home, unset=("VISIONQC_MODEL",)) as server:
+        yield server
 
 
 def payload(path: Path) -> dict:

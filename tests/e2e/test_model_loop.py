@@ -5,7 +5,6 @@ model, promote it (the sidebar and new inspections use it), roll back (the old o
 from __future__ import annotations
 
 import io
-import os
 import re
 import zipfile
 from pathlib import Path
@@ -25,13 +24,8 @@ def loop_server(tmp_path_factory):
     from tests.e2e.conftest import start_app_server
 
     home = tmp_path_factory.mktemp("loop") / "visionqc-data"
-    saved = os.environ.pop("VISIONQC_MODEL", None)
-    try:
-        with start_app_server(home) as server:
-            yield server
-    finally:
-        if saved is not None:
-            os.environ["VISIONQC_MODEL"] = saved
+    with start_app_server(home, unset=("VISIONQC_MODEL",)) as server:
+        yield server
 
 
 def archive_of_tiles(magnetic_tile: Path, per_class: int) -> bytes:
