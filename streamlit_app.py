@@ -8,14 +8,14 @@ from pathlib import Path
 
 import streamlit as st
 
-from visionqc.ui import auth, errors, pages, resources, sidebar
+from visionqc.ui import auth, errors, pages, sidebar
 
 # The icon is a file of ours: a Material icon name would make the browser fetch it from the internet.
 st.set_page_config(page_title="VisionQC", page_icon=str(Path(__file__).parent / "assets" / "icon.png"), layout="wide")
 
 # Sign-in when it is on (visionqc.ui.auth): until the user is signed in, the sign-in form is the app's only
 # page. A store that cannot be opened cannot say who may come in: then no page runs, and the reason is shown.
-access = auth.gate_or_error(resources.get_store)
+access = auth.gate_or_error()
 if access == auth.SIGN_IN:
     st.navigation(auth.sign_in_pages(pages.page_specs()), position="hidden").run()
     st.stop()

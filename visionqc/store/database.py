@@ -212,8 +212,7 @@ class Database:
         finally:
             con, self._shared.active, self._shared.con = self._shared.con, False, None
             if con is not None:
-                with _INSTANCE_LOCK:
-                    con.close()
+                self._close(con)
 
     @contextmanager
     def connect(self, *, read_only: bool | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -221,18 +220,10 @@ class Database:
 
         Read-only when the folder is (``read_only=None``) or when asked. Errors a user can act on leave it as
         the :class:`StoreError` that says so. Inside :meth:`sharing_connection`, the block's connection."""
-        if getattr(self._shared, "active", False):
-            if self._shared.con is None:
-                self._shared.con = self._open(self.read_only)
-            try:
-                yield self._shared.con
-            except duckdb.Error as exc:
-                error = self._translated(exc)
-                if error is exc:
-                    raise
-                raise error from exc
-            return
-        con = self._open(self.read_only if read_only is None else read_only)
+        shared = getattr(self._shared, "active", False)
+        if shared and self._shared.con is None:
+            self._shared.con = self._open(self.read_only)
+        con = self._shared.con if shared else self._open(self.read_only if read_only is None else read_only)
         try:
             yield con
         except duckdb.Error as exc:
@@ -248,12 +239,13 @@ class Database:
                 "of the interrupted change was saved: check that the PostgreSQL server is running, then try again"
             ) from exc
         finally:
-            if self.url is not None:
-                con.close()  # closing a server connection writes nothing: no disk error to translate
-            else:
-                self._close_file(con)
+            if not shared:  # the block's connection is closed by sharing_connection() at the block's end
+                self._close(con)
 
-    def _close_file(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _close(self, con) -> None:
+        if self.url is not None:
+            con.close()  # closing a server connection writes nothing: no disk error to translate
+            return
         try:
             with _INSTANCE_LOCK:
                 con.close()  # closing the last connection checkpoints: it can meet a full disk too

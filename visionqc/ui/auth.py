@@ -21,6 +21,7 @@ import streamlit as st
 
 from visionqc import accounts
 from visionqc.store import StoreError
+from visionqc.ui import resources
 from visionqc.ui.text import literal
 
 LOG = logging.getLogger("visionqc.auth")
@@ -57,8 +58,6 @@ def _role_now() -> str | None:
     user = current_user()
     if user is None:
         return None
-    from visionqc.ui import resources  # resources -> errors -> ...; imported here to keep this module light
-
     account = resources.get_store(notice=False).user(user["username"])
     return None if account is None or account["disabled"] else account["role"]
 
@@ -95,12 +94,12 @@ def sign_out(notice: str | None = None) -> None:
 SIGN_IN = "sign-in"  # gate_or_error's answer when the session must sign in first
 
 
-def gate_or_error(get_store) -> StoreError | str | None:
+def gate_or_error() -> StoreError | str | None:
     """Whether this run may show the app: ``None`` (yes), :data:`SIGN_IN` (show :func:`sign_in_page` and
     nothing else), or the :class:`StoreError` that kept the store from opening (show it and no page: a store
-    that cannot be read cannot say who may come in). ``get_store(notice=False)`` opens the store."""
+    that cannot be read cannot say who may come in)."""
     try:
-        return None if gate(get_store(notice=False)) else SIGN_IN
+        return None if gate(resources.get_store(notice=False)) else SIGN_IN
     except StoreError as exc:
         return exc
 
@@ -137,8 +136,6 @@ def sign_in_pages(specs) -> list:
 
 def sign_in_page() -> None:
     """The only page of a session that is not signed in (registered alone, so every address leads here)."""
-    from visionqc.ui import resources
-
     store = resources.get_store(notice=False)
     st.title("VisionQC")
     if not store.has_users():
