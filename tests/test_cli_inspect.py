@@ -92,7 +92,7 @@ def test_cli_and_app_write_the_same_database_at_once(tmp_path, default_model_dir
     store = Store(home)
     predictor = Predictor(default_model_dir)
     first = run_batch(store, predictor, [UploadFile(p.name, p.read_bytes()) for p in photos(magnetic_tile, "free", 6)])
-    cli_photos = photos(magnetic_tile, "blowhole", 40)
+    cli_photos = photos(magnetic_tile, "blowhole", 80)
     folder = tmp_path / "cli-input"
     folder.mkdir()
     for path in cli_photos:
@@ -116,11 +116,13 @@ def test_cli_and_app_write_the_same_database_at_once(tmp_path, default_model_dir
         while cli.poll() is None and not (store.distinct_values("station")) and time.monotonic() < deadline:
             time.sleep(0.2)
         for start in range(0, len(app_photos), 6):
-            chunk = [UploadFile(p.name, p.read_bytes()) for p in app_photos[start : start + 6]]
-            app_batches.append(run_batch(store, predictor, chunk, station="App", chunk_size=2))
+            # The quick writes first: the first of them lands while the CLI is still predicting its photos.
             target = first.inspection_ids[start // 6 % len(first.inspection_ids)]
             reviews += store.review([target], "Ana", "correct", defect="crack", severity="low", location="edge")
             tags += store.add_tags([target], [f"round-{start}"])
+            overlapping += cli.poll() is None
+            chunk = [UploadFile(p.name, p.read_bytes()) for p in app_photos[start : start + 6]]
+            app_batches.append(run_batch(store, predictor, chunk, station="App", chunk_size=2))
             overlapping += cli.poll() is None
         stdout, stderr = cli.communicate(timeout=600)
     finally:
