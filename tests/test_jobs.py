@@ -13,13 +13,21 @@ import pytest
 
 from visionqc.datasets.archive import import_dataset
 from visionqc.jobs import queue
-from visionqc.jobs.progress import JobCancelled, ProgressFile, Stage, job_dir, read_progress, request_cancel
+from visionqc.jobs.progress import (
+    JobCancelled,
+    ProgressFile,
+    Stage,
+    job_dir,
+    nested_fraction,
+    read_progress,
+    request_cancel,
+)
 from visionqc.jobs.training_job import KIND, TrainingOptions, estimate_seconds, plan
 from visionqc.jobs.worker import DIED
 from visionqc.model.card import read_card
 from visionqc.registry import ModelRegistry
 from visionqc.store import Store
-from visionqc.training.pipeline import Step
+from visionqc.training.pipeline import ELAPSED_TICKS, Step, elapsed_bar, part, progress_bar, reporting_to
 
 TINY = TrainingOptions(views=1, epochs=3, phase2=False, repeats=0)  # seconds, not minutes: the suite stays fast
 WAIT_S = 600
@@ -159,6 +167,40 @@ def test_progress_moves_through_the_stages_and_a_cancel_request_stops_it(tmp_pat
         progress([Step("phase 1 (heads)", 6, 10)])
 
 
+def test_a_long_call_without_progress_of_its_own_still_moves_the_bar_and_can_be_cancelled(tmp_path):
+    """An ONNX export or an int8 quantization is one library call: its part of the bar moves with the time spent,
+    slows down instead of overshooting when the call takes longer than expected, and a cancel request made
+    meanwhile stops the job when the call returns."""
+    heard: list[list[Step]] = []
+    with (
+        reporting_to(heard.append),
+        progress_bar(total=10, desc="exporting", disable=True) as bar,
+        part(bar, 8, "quantizing to int8"),
+        elapsed_bar("int8 graph", expected_seconds=0.2, every=0.05),
+    ):
+        time.sleep(1.0)  # five times longer than expected
+    inside = [steps for steps in heard if len(steps) == 2]
+    ticks = [steps[1].done for steps in inside]
+    assert len(ticks) >= 10 and ticks == sorted(ticks) and 0 < ticks[-1] < ELAPSED_TICKS
+    assert {steps[0].info["step"] for steps in inside} == {"quantizing to int8"}
+    fractions = [nested_fraction(steps) for steps in heard]
+    assert fractions == sorted(fractions) and 0.7 < max(fractions[:-1]) < fractions[-1] == 0.8
+
+    stages = [Stage("export", "Exporting", ("exporting",), 60)]
+    progress = ProgressFile(tmp_path, "job-2", stages)
+    progress([Step("exporting", 3, 10, {"step": "quantizing to int8"})])
+    assert read_progress(tmp_path, "job-2")["detail"] == "quantizing to int8"  # the part's name, not "3 of 10"
+    with (
+        pytest.raises(JobCancelled),
+        reporting_to(progress),
+        progress_bar(total=10, desc="exporting", disable=True) as bar,
+        part(bar, 10, "quantizing to int8"),
+        elapsed_bar("int8 graph", expected_seconds=60, every=0.05),
+    ):
+        request_cancel(tmp_path, "job-2")
+        time.sleep(0.3)
+
+
 def test_the_time_estimate_scales_with_images_views_and_phases():
     counts = {"a": 500, "b": 1000}
     base = estimate_seconds(counts, TrainingOptions())
@@ -172,5 +214,6 @@ def test_the_time_estimate_scales_with_images_views_and_phases():
         "features",
         "phase1",
         "test",
+        "export",
         "register",
     ]

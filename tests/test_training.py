@@ -11,6 +11,7 @@ from PIL import Image
 
 from visionqc import cli
 from visionqc.cli.training import parse_loss_weights
+from visionqc.jobs.progress import nested_fraction
 from visionqc.model.card import read_card
 from visionqc.model.checkpoint import load_checkpoint
 from visionqc.model.predict import Predictor
@@ -20,6 +21,7 @@ from visionqc.training.datasets import load_dataset
 from visionqc.training.evaluation import evaluate_model_dir
 from visionqc.training.features import augment
 from visionqc.training.loop import balanced_draws, multitask_loss
+from visionqc.training.pipeline import Step, reporting_to
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,9 @@ def test_evaluate_reproduces_the_recorded_test_metrics(small_model, magnetic_til
 def test_export_redoes_the_graphs_of_a_saved_model_on_its_recorded_split(small_model, magnetic_tile, capsys):
     before = read_card(small_model).raw["runtimes"]
     argv = ["export", str(small_model), "--data", str(magnetic_tile), "--calibration-images", "8", "--quiet"]
-    assert cli.main(argv) == 0
+    seen: list[list[Step]] = []
+    with reporting_to(seen.append):  # what a training job's progress file hears
+        assert cli.main(argv) == 0
     assert "default runtime:" in capsys.readouterr().out
     after = read_card(small_model).raw["runtimes"]
     # The training split was re-derived from the card (no note), and the fp32 graph still matches PyTorch.
@@ -100,6 +104,14 @@ def test_export_redoes_the_graphs_of_a_saved_model_on_its_recorded_split(small_m
     assert after["graphs"]["onnx"]["parity"]["agreement"] == 1.0
     assert after["exported"]["command"].startswith("python -m visionqc export ")
     assert Predictor(small_model, runtime="onnx").predict_images([Image.new("RGB", (64, 64))])
+    # The export reports its four parts on one bar, weighted by their expected time, and the bar only moves on.
+    export = [steps for steps in seen if steps and steps[0].desc == "exporting"]
+    parts = list(dict.fromkeys(steps[0].info["step"] for steps in export if steps[0].info.get("step")))
+    assert [p.split()[0] for p in parts] == ["writing", "reading", "quantizing", "checking"]
+    assert "8 calibration images" in parts[1] and "6 test images" in parts[3]
+    fractions = [nested_fraction(steps) for steps in export]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(len(steps) == 2 and steps[1].desc == "parity" for steps in export)  # the parity bar, inside it
 
 
 def test_multitask_loss_masks_unknown_labels_and_weights_tasks():

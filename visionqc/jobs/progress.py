@@ -99,7 +99,7 @@ class ProgressFile:
             if i >= self.current and any(outer.desc.startswith(p) for p in stage.prefixes):
                 changed = i != self.current
                 self._move_to(i)
-                self._publish(_nested_fraction(steps), outer, outer.info, None, force=changed)
+                self._publish(nested_fraction(steps), outer, outer.info, None, force=changed)
                 return
         # A bar that belongs to no stage ahead (work between stages): it must not move the current stage's share.
 
@@ -143,17 +143,20 @@ class ProgressFile:
         _write_json(self.path, final)
 
 
-def _nested_fraction(steps: list[Step]) -> float:
+def nested_fraction(steps: list[Step]) -> float:
     """How far the outermost bar is, counting the bars open inside it (a phase-1 run inside a repeated split)."""
     fraction = 0.0
     for step in reversed(steps):
         if not step.total:
             continue
-        fraction = min((step.done + fraction) / step.total, 1.0)
+        fraction = min((step.done + fraction * step.span) / step.total, 1.0)
     return fraction
 
 
 def _detail(step: Step | None) -> str | None:
-    if step is None or not step.total:
+    """What the bar is doing: the part it names (see :func:`~visionqc.training.pipeline.part`), else "n of N"."""
+    if step is None:
         return None
-    return f"{step.done:,} of {step.total:,}"
+    if step.info.get("step"):
+        return str(step.info["step"])
+    return f"{step.done:,} of {step.total:,}" if step.total else None

@@ -15,6 +15,7 @@ from typing import Any
 from visionqc.datasets.export import export_dataset
 from visionqc.jobs.progress import ProgressFile, Stage
 from visionqc.model.card import ModelLoadError, read_card
+from visionqc.model.runtime import CALIBRATION_IMAGES, expected_export_seconds
 from visionqc.registry import ModelRegistry
 from visionqc.registry.registry import check_name
 
@@ -102,6 +103,9 @@ def plan(class_counts: dict[str, int], options: TrainingOptions, registry: Model
         )
     per_test = timings.get("test_evaluation", 19.0) / ref["test"]
     stages.append(Stage("test", "Testing on held-out images", ("evaluating",), 3 + per_test * test_images))
+    calibration = min(CALIBRATION_IMAGES, images - 2 * test_images)
+    export = sum(expected_export_seconds(test_images, calibration).values())
+    stages.append(Stage("export", "Exporting the fast runtimes (ONNX, int8)", ("exporting",), export))
     stages.append(Stage("register", "Registering the model", (), 2.0))
     return stages
 

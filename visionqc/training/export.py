@@ -36,6 +36,7 @@ from torch import nn
 from visionqc.model.card import PRIMARY_TASK, ModelCard, parse_card, read_card, update_card
 from visionqc.model.predict import Predictor
 from visionqc.model.runtime import (
+    CALIBRATION_IMAGES,
     EMBEDDING_OUTPUT,
     GRAPH_FILES,
     INPUT_NAME,
@@ -44,6 +45,7 @@ from visionqc.model.runtime import (
     SECTION,
     GraphNetwork,
     allowed_runtimes,
+    expected_export_seconds,
     expected_outputs,
     parity_verdict,
     probability_output,
@@ -51,10 +53,9 @@ from visionqc.model.runtime import (
 from visionqc.model.weights import WEIGHTS_FILE, file_sha256
 from visionqc.training.datasets import Dataset
 from visionqc.training.metrics import balanced_accuracy
-from visionqc.training.pipeline import log, prefetched, progress_bar
+from visionqc.training.pipeline import elapsed_bar, log, part, prefetched, progress_bar
 
 ONNX_OPSET = 18  # the dynamo exporter's own; opset 17 cannot express its Pad
-CALIBRATION_IMAGES = 128
 PARITY_BATCH = 32
 # Nodes kept in fp32 in the int8 graph: pooling, heads and softmax (tiny, and the errors they would add
 # land directly on the probabilities and the embedding).
@@ -256,21 +257,34 @@ def export_model(
         (directory / name).unlink(missing_ok=True)
     card = read_card(directory)
     predictor = Predictor(directory, runtime="torch")
-    log(progress, f"export: fp32 graph -> {directory / GRAPH_FILES['onnx']}")
-    export_fp32(predictor, directory / GRAPH_FILES["onnx"])
-    log(progress, f"export: int8 graph, calibrated on {min(calibration_images, len(calibration_indices))} images")
-    seed = int(card.raw.get("training", {}).get("config", {}).get("seed", 0) or 0)
-    calibration = _calibration_arrays(predictor, dataset, calibration_indices, calibration_images, seed)
-    quantization = export_int8(directory / GRAPH_FILES["onnx"], directory / GRAPH_FILES["int8"], calibration)
-    section: dict[str, Any] = {
-        "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
-        "input": {"name": INPUT_NAME, "shape": ["batch", card.input_size, card.input_size, 3], "dtype": "float32"},
-        "outputs": {name: ["batch", width] for name, width in expected_outputs(card).items()},
-        "graphs": {runtime: _graph_entry(directory, runtime) for runtime in GRAPH_FILES},
-    }
-    section["graphs"]["int8"]["quantization"] = quantization
-    provisional = parse_card({**card.raw, SECTION: section})
-    torch_entry, parity = measure_parity(directory, provisional, dataset, list(test_indices), progress)
+    n_calibration = min(calibration_images, len(calibration_indices))
+    expected = expected_export_seconds(len(test_indices), n_calibration)
+    # One bar over the four parts, each weighted by its expected seconds (a training job shows it as its own stage).
+    units = {key: max(1, round(seconds)) for key, seconds in expected.items()}
+    with progress_bar(total=sum(units.values()), desc="exporting", unit="s", disable=not progress) as bar:
+        with part(bar, units["fp32"], "writing the ONNX graph"):
+            log(progress, f"export: fp32 graph -> {directory / GRAPH_FILES['onnx']}")
+            with elapsed_bar("fp32 graph", expected["fp32"]):
+                export_fp32(predictor, directory / GRAPH_FILES["onnx"])
+        with part(bar, units["calibration"], f"reading {n_calibration} calibration images"):
+            seed = int(card.raw.get("training", {}).get("config", {}).get("seed", 0) or 0)
+            calibration = _calibration_arrays(predictor, dataset, calibration_indices, calibration_images, seed)
+        with part(bar, units["int8"], f"quantizing to int8, calibrated on {n_calibration} images"):
+            log(progress, f"export: int8 graph, calibrated on {n_calibration} images")
+            with elapsed_bar("int8 graph", expected["int8"]):
+                quantization = export_int8(
+                    directory / GRAPH_FILES["onnx"], directory / GRAPH_FILES["int8"], calibration
+                )
+        section: dict[str, Any] = {
+            "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
+            "input": {"name": INPUT_NAME, "shape": ["batch", card.input_size, card.input_size, 3], "dtype": "float32"},
+            "outputs": {name: ["batch", width] for name, width in expected_outputs(card).items()},
+            "graphs": {runtime: _graph_entry(directory, runtime) for runtime in GRAPH_FILES},
+        }
+        section["graphs"]["int8"]["quantization"] = quantization
+        provisional = parse_card({**card.raw, SECTION: section})
+        with part(bar, units["parity"], f"checking both graphs against PyTorch on {len(test_indices)} test images"):
+            torch_entry, parity = measure_parity(directory, provisional, dataset, list(test_indices), progress)
     section["torch"] = torch_entry
     section["parity_split"] = {"split": "test", "images": len(test_indices), **({"note": note} if note else {})}
     for runtime, numbers in parity.items():

@@ -4,7 +4,10 @@ thread, as in ``Predictor.predict_stream``)."""
 
 from __future__ import annotations
 
+import math
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ class Step:
     done: int
     total: int | None
     info: dict[str, Any] = field(default_factory=dict)
+    span: int = 1  # how many units of this bar the bar open inside it stands for (see :func:`part`)
 
 
 Listener = Callable[[list[Step]], None]
@@ -35,9 +39,11 @@ class _Reporter:
     def __init__(self, listener: Listener):
         self.listener = listener
         self.stack: list[Step] = []
+        self.lock = threading.Lock()  # an elapsed_bar's thread emits too
 
     def emit(self) -> None:
-        self.listener([Step(s.desc, s.done, s.total, dict(s.info)) for s in self.stack])
+        with self.lock:
+            self.listener([Step(s.desc, s.done, s.total, dict(s.info), s.span) for s in self.stack])
 
 
 _REPORTER: ContextVar[_Reporter | None] = ContextVar("visionqc_training_progress", default=None)
@@ -119,3 +125,67 @@ def prefetched(items: list, prepare: Callable, batch_size: int) -> Iterator[tupl
             result = pending.result()
             pending = pool.submit(prepare, chunks[n + 1]) if n + 1 < len(chunks) else None
             yield chunk, result
+
+
+@contextmanager
+def part(bar, units: int, label: str):
+    """One part of ``bar`` worth ``units`` of it, named ``label`` (shown as the bar's ``step``): a bar opened inside
+    the block fills those units as it moves, and ``bar`` advances by ``units`` when the block ends. Lets a bar
+    weigh its parts by their expected time rather than count them."""
+    step = getattr(bar, "step", None)
+    bar.set_postfix(step=label)
+    if step is not None:
+        step.span = units
+    try:
+        yield
+    finally:
+        if step is not None:
+            step.span = 1
+    bar.update(units)
+
+
+ELAPSED_TICKS = 1000
+
+
+@contextmanager
+def elapsed_bar(desc: str, expected_seconds: float, every: float = 2.0):
+    """A bar for one long call that reports no progress of its own (an ONNX export, a quantization): it moves
+    with the time spent, against ``expected_seconds``. It approaches its end without reaching it
+    (``1 - exp(-t / expected)``), so on a slower machine it slows down rather than stops or overshoots.
+
+    Reports every ``every`` seconds from a thread; what the listener raises there (a cancel request) is raised
+    when the block ends. Without a listener (the command line) it shows nothing."""
+    reporter = _REPORTER.get()
+    if reporter is None:
+        yield
+        return
+    step = Step(desc, 0, ELAPSED_TICKS)
+    stop = threading.Event()
+    raised: list[BaseException] = []
+    started = time.monotonic()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            step.done = min(
+                ELAPSED_TICKS - 1, int(ELAPSED_TICKS * (1 - math.exp(-(time.monotonic() - started) / expected_seconds)))
+            )
+            try:
+                reporter.emit()
+            except BaseException as exc:  # handed to the block's thread, below
+                raised.append(exc)
+                return
+
+    with reporter.lock:
+        reporter.stack.append(step)
+    reporter.emit()
+    thread = threading.Thread(target=tick, name="visionqc-elapsed-bar", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with reporter.lock:
+            reporter.stack.remove(step)
+    if raised:
+        raise raised[0]
