@@ -26,6 +26,7 @@ from typing import TypeVar
 import duckdb
 
 from visionqc import config
+from visionqc.store import filelock
 from visionqc.store.errors import (
     StoreBusyError,
     StoreCorruptError,
@@ -161,23 +162,31 @@ class Database:
         deadline = time.monotonic() + self.lock_timeout
         delay = 0.005
         while True:
+            busy: BaseException | None = None
             try:
                 with _INSTANCE_LOCK:
-                    return duckdb.connect(str(self.db_path), read_only=read_only)
+                    # The lock file first, held until _close() has closed the connection (filelock says why).
+                    if filelock.try_acquire(self.db_path, shared=read_only):
+                        try:
+                            return duckdb.connect(str(self.db_path), read_only=read_only)
+                        except BaseException:
+                            filelock.release(self.db_path)
+                            raise
             except duckdb.Error as exc:
                 if not is_lock_error(exc):
                     error = self._translated(exc)
                     if error is exc:  # whatever else stops DuckDB opening the file is about the file
                         error = StoreError(f"cannot open the database {self.db_path}: {exc}")
                     raise error from exc
-                if time.monotonic() >= deadline:
-                    raise StoreBusyError(
-                        f"the database {self.db_path} stayed locked by another VisionQC process for "
-                        f"{self.lock_timeout:.0f} s; try again when the other import has finished"
-                    ) from exc
-                # Jittered exponential back-off: two waiting processes do not retry in lock-step.
-                time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.25)
+                busy = exc
+            if time.monotonic() >= deadline:
+                raise StoreBusyError(
+                    f"the database {self.db_path} stayed locked by another VisionQC process for "
+                    f"{self.lock_timeout:.0f} s; try again when the other import has finished"
+                ) from busy
+            # Jittered exponential back-off: two waiting processes do not retry in lock-step.
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.25)
 
     def _open_server(self):
         """A connection to the PostgreSQL server (it has no file lock to wait for: writers run side by side)."""
@@ -248,7 +257,10 @@ class Database:
             return
         try:
             with _INSTANCE_LOCK:
-                con.close()  # closing the last connection checkpoints: it can meet a full disk too
+                try:
+                    con.close()  # closing the last connection checkpoints: it can meet a full disk too
+                finally:
+                    filelock.release(self.db_path)
         except duckdb.Error as exc:
             error = self._translated(exc)
             if error is exc:
