@@ -28,7 +28,9 @@ card_tab, versions_tab, datasets_tab, train_tab, compare_tab, reinspect_tab = st
         ":material/model_training: Train",
         ":material/compare_arrows: Compare & promote",
         ":material/replay: Re-inspect",
-    ]
+    ],
+    key="models_tab",  # the chosen tab survives reruns: submitting a job or a job ending keeps you where you were
+    on_change="rerun",
 )
 with card_tab:
     card = resources.active_card()
