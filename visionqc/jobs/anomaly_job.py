@@ -24,9 +24,9 @@ from visionqc.registry.registry import check_name
 
 KIND = "anomaly"
 UPLOADS = "uploads"
-# Seconds per good photo on 2 shared cores at 224 px (features; scoring the held-out fifth), and the coreset's
-# fixed cost: from the benchmark in docs/MODEL_RESULTS.md.
-_PER_PHOTO_S, _CORESET_S, _EXPORT_S = 0.12, 15.0, 15.0
+# Seconds per good photo on 2 shared cores (Lite2, 288 px: features; scoring the held-out fifth), and the fixed
+# costs of the coreset and of the ONNX graph's export: from the benchmark in docs/MODEL_RESULTS.md (2026-12-06).
+_PER_PHOTO_S, _CORESET_S, _EXPORT_S = 0.14, 4.0, 10.0
 
 
 @dataclass(frozen=True)
