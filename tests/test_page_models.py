@@ -221,3 +221,24 @@ def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_de
     # Both ways to start: good photos only (an anomaly model), or labelled photos (a classifier).
     assert "**train an anomaly model from good photos**" in notice
     assert "**train a classifier from labelled photos** (an archive, or a dataset built from your reviews" in notice
+
+
+def test_the_anomaly_form_lets_the_lead_choose_how_many_good_parts_may_be_flagged(home, magnetic_tile):
+    photos = [
+        (p.name, p.read_bytes(), "image/jpeg") for p in sorted((magnetic_tile / "images" / "free").glob("*.jpg"))[:11]
+    ]
+    at = open_page()
+    flagged = at.radio(key="models_anomaly_flagged")
+    assert flagged.value == 95.0 and flagged.options == ["1 in 100", "1 in 50", "1 in 20", "1 in 10"]
+    at.file_uploader(key="models_anomaly_files").set_value(photos).run()
+    flagged.set_value(90.0).run()
+    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    at.button(key="models_anomaly_go").click().run()
+    assert not at.exception, at.exception
+    store = Store(home)
+    [job] = store.jobs().itertuples()
+    assert job.kind == "anomaly" and job.params["good_percentile"] == 90.0 and job.params["photos"] == 11
+    assert any("about 1 in 10 good parts flagged by mistake" in s.value for s in at.success)
+    from visionqc.jobs import queue
+
+    assert queue.cancel(store, job.job_id) in ("cancelled", "stopping")  # the test needs no model from it

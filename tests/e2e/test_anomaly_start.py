@@ -64,7 +64,7 @@ def test_good_photos_to_an_anomaly_model_that_flags_a_defective_tile(
     message.wait_for()
     assert "notes.jpg: not an image" in page.inner_text("[data-testid='stMain']")
     panel = open_tab(page, wait_for_app, "Train")  # the message above the tabs redrew them on the first one
-    panel.get_by_text(re.compile(r"Stage \d of 5|Registered good-parts v1")).first.wait_for(timeout=60_000)
+    panel.get_by_text(re.compile(r"Stage \d of 6|Registered good-parts v1")).first.wait_for(timeout=60_000)
     store = Store(fresh_server.home)
     deadline = time.monotonic() + JOB_TIMEOUT_S
     while (job := store.jobs().iloc[0])["status"] in ("queued", "running"):

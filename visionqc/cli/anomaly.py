@@ -8,6 +8,7 @@ import sys
 
 from visionqc import config
 from visionqc.cli.common import EXIT_OK, EXIT_USER_ERROR
+from visionqc.model.anomaly_settings import DEFAULT_PERCENTILE, GOOD_FLAGGED_CHOICES, AnomalySettings
 
 
 def add_anomaly_options(p: argparse.ArgumentParser) -> None:
@@ -27,27 +28,33 @@ def add_anomaly_options(p: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--good-percentile",
         type=float,
-        default=99.0,
-        help="with --anomaly and no --defects: the threshold is this percentile of the held-out good scores "
-        "(default: %(default)s)",
+        default=DEFAULT_PERCENTILE,
+        choices=sorted(GOOD_FLAGGED_CHOICES, reverse=True),
+        metavar="{" + ",".join(f"{p:g}" for p in sorted(GOOD_FLAGGED_CHOICES, reverse=True)) + "}",
+        help="with --anomaly and no --defects: how many good parts may be flagged by mistake; the threshold is "
+        "this percentile of the held-out good photos' scores: "
+        + ", ".join(f"{p:g} = {share}" for p, share in sorted(GOOD_FLAGGED_CHOICES.items(), reverse=True))
+        + " (default: %(default)g)",
     )
     group.add_argument(
-        "--input-size", type=int, default=224, help="with --anomaly: input side in pixels (default: 224)"
+        "--input-size",
+        type=int,
+        default=AnomalySettings.size,
+        help="with --anomaly: input side in pixels (default: %(default)s)",
     )
     group.add_argument(
-        "--bank-size", type=int, default=2000, help="with --anomaly: memory-bank patches (default: 2000)"
+        "--bank-size",
+        type=int,
+        default=AnomalySettings.bank_size,
+        help="with --anomaly: memory-bank patches (default: %(default)s)",
     )
 
 
 def train_anomaly(args: argparse.Namespace) -> int:
-    from visionqc.model.anomaly import AnomalySettings
     from visionqc.training.anomaly import AnomalyDataError, fit_anomaly, read_photos
 
     if args.data is None or args.out is None:
         print("error: give the good photos (a folder or zip) and --out DIR", file=sys.stderr)
-        return EXIT_USER_ERROR
-    if not 0 < args.good_percentile <= 100:
-        print("error: --good-percentile must be above 0 and at most 100", file=sys.stderr)
         return EXIT_USER_ERROR
     registry = None
     name = args.name or args.out.name

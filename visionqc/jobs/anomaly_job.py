@@ -18,14 +18,15 @@ from typing import Any
 from visionqc.intake.imaging import ImageDecodeError, decode_image
 from visionqc.intake.uploads import UploadFailure, UploadFile
 from visionqc.jobs.progress import JOBS_DIR, ProgressFile, Stage
+from visionqc.model.anomaly_settings import DEFAULT_PERCENTILE, GOOD_FLAGGED_CHOICES
 from visionqc.registry import ModelRegistry
 from visionqc.registry.registry import check_name
 
 KIND = "anomaly"
 UPLOADS = "uploads"
-# Seconds per good photo on 2 shared cores at 224 px (features; scoring the held-out fifth), and the coreset's
-# fixed cost: from the benchmark in docs/MODEL_RESULTS.md.
-_PER_PHOTO_S, _CORESET_S = 0.12, 15.0
+# Seconds per good photo on 2 shared cores (Lite2, 288 px: features; scoring the held-out fifth), and the fixed
+# costs of the coreset and of the ONNX graph's export: from the benchmark in docs/MODEL_RESULTS.md (2026-12-06).
+_PER_PHOTO_S, _CORESET_S, _EXPORT_S = 0.14, 4.0, 10.0
 
 
 @dataclass(frozen=True)
@@ -83,8 +84,18 @@ def plan(photos: int) -> list[Stage]:
             ("held-out", "labelled"),
             _PER_PHOTO_S * 0.2 * photos,
         ),
+        Stage("export", "Exporting the fast scoring graph", ("export",), _EXPORT_S),
         Stage("register", "Registering the model", (), 2.0),
     ]
+
+
+def good_percentile(params: dict[str, Any]) -> float:
+    """The job's threshold percentile (how many good parts may be flagged by mistake); only the offered choices."""
+    value = params.get("good_percentile", DEFAULT_PERCENTILE)
+    if isinstance(value, bool) or not isinstance(value, int | float) or float(value) not in GOOD_FLAGGED_CHOICES:
+        allowed = ", ".join(f"{p:g}" for p in GOOD_FLAGGED_CHOICES)
+        raise ValueError(f"good_percentile must be one of {allowed}, not {value!r}")
+    return float(value)
 
 
 def run(ctx) -> dict[str, Any]:
@@ -96,6 +107,7 @@ def run(ctx) -> dict[str, Any]:
     params = ctx.job["params"]
     registry = ModelRegistry(ctx.home)
     name = check_name(params["name"])
+    percentile = good_percentile(params)
     folder = _photos_dir(ctx.home, params["good_photos"])
     version = registry.next_version(name)
     ctx.store.set_job_model(ctx.job_id, name, version)
@@ -114,6 +126,7 @@ def run(ctx) -> dict[str, Any]:
             version=version,
             settings=settings,
             no_defect_label=params.get("no_defect_label") or "good",
+            percentile=percentile,
             command=f"job {ctx.job_id}: anomaly model {name} v{version} from {len(good)} good photos",
         )
     progress.stage("register", f"Registering {name} v{version}")
@@ -132,4 +145,6 @@ def run(ctx) -> dict[str, Any]:
 
 
 def describe(params: dict[str, Any]) -> str:
-    return f"anomaly model {params.get('name')} from {params.get('photos', '?')} good photos"
+    share = GOOD_FLAGGED_CHOICES.get(params.get("good_percentile", DEFAULT_PERCENTILE))
+    flagged = f", about {share} good parts flagged by mistake" if share else ""
+    return f"anomaly model {params.get('name')} from {params.get('photos', '?')} good photos{flagged}"

