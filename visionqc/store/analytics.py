@@ -336,20 +336,18 @@ def dashboard_data(
     anchor = last_day or today
     scan_from = None if first_day is None else min(first_day, anchor - timedelta(days=2 * COMPARE_DAYS - 1))
     sql, params = _sql(f, period, first_day, anchor, scan_from, source)
-    with store.connect() as con:
-        rows = con.execute(sql, params).df()
-    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
     last = None if period.key == "all" else anchor
-    unusable = _unusable_count(store, f, first_day, last, source)
-    return replace(
-        data,
-        kpis=replace(data.kpis, unusable=unusable),
-        by_station=comparison(store, f, first_day, last, "station", source=source),
-        by_operator=comparison(store, f, first_day, last, "operator", source=source),
-    )
+    with store.sharing_connection():  # one connection for the three queries
+        with store.connect() as con:
+            rows = con.execute(sql, params).df()
+        unusable = _unusable_count(store, f, first_day, last, source)
+        by_station, by_operator = comparisons(store, f, first_day, last, COMPARE_BY, source=source)
+    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
+    return replace(data, kpis=replace(data.kpis, unusable=unusable), by_station=by_station, by_operator=by_operator)
 
 
 COMPARE_BY = ("station", "operator")
+_COMPARED = ["group", "action", "count", "share", "inspected", "defects", "defect_rate"]
 
 
 def comparison(
@@ -360,32 +358,65 @@ def comparison(
     by: str,
     *,
     source: Source | None = None,
-):
+) -> pd.DataFrame:
     """Stations (or operators) side by side over the period: per group and action the count, and per group the
     inspections, defects and defect rate. Every condition of ``f`` applies (unusable photos never count)."""
-    if by not in COMPARE_BY:
-        raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {by!r}")
+    return comparisons(store, f, first_day, last_day, (by,), source=source)[0]
+
+
+def comparisons(
+    store: Store,
+    f: InspectionFilter,
+    first_day: date | None,
+    last_day: date | None,
+    by: tuple[str, ...],
+    *,
+    source: Source | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`comparison` by each of ``by`` (station, operator), from one query."""
+    for name in by:
+        if name not in COMPARE_BY:
+            raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {name!r}")
     scope = replace(f, date_from=first_day, date_to=last_day, unusable=False)
     source = source or source_for(scope)
     where, params = source.condition(scope)
     rows = f"(SELECT * FROM {source.relation} WHERE {where}) v"
-    group = f"v.{by}" if source.rollup else f"b.{by}"
+    prefix = "v." if source.rollup else "b."
     if not source.rollup:
         rows += " LEFT JOIN batches b ON b.batch_id = v.batch_id"
-    sql = f"""SELECT coalesce({group}, '{NO_VALUE}') AS "group", coalesce(v.action, '{NO_VALUE}') AS action,
+    columns = ", ".join(f"{prefix}{name}" for name in by)
+    sets = ", ".join(f"({prefix}{name}, v.action)" for name in by)
+    sql = f"""SELECT GROUPING({columns}) AS grouping_id, {columns}, coalesce(v.action, '{NO_VALUE}') AS action,
             {source.tally()} AS count, {source.tally("v.is_defect")} AS defects
         FROM {rows}
-        GROUP BY 1, 2 ORDER BY 1, 2"""
+        GROUP BY GROUPING SETS ({sets})"""
     with store.connect() as con:
         frame = con.execute(sql, params).df()
+    frames = []
+    for k, name in enumerate(by):
+        mask = (1 << len(by)) - 1 - (1 << (len(by) - 1 - k))  # every column of ``by`` but this one not grouped
+        part = frame[frame["grouping_id"] == mask]
+        part = pd.DataFrame(
+            {
+                "group": part[name].where(part[name].notna(), NO_VALUE).astype(str),
+                "action": part["action"].astype(str),
+                "count": part["count"].astype(int),
+                "defects": part["defects"].astype(int),
+            }
+        )
+        frames.append(_compared(part.sort_values(["group", "action"]).reset_index(drop=True)))
+    return frames
+
+
+def _compared(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
-        return pd.DataFrame(columns=["group", "action", "count", "share", "inspected", "defects", "defect_rate"])
+        return pd.DataFrame(columns=_COMPARED)
     totals = frame.groupby("group")[["count", "defects"]].transform("sum")
     frame["inspected"] = totals["count"].astype(int)
     frame["defects"] = totals["defects"].astype(int)
     frame["share"] = frame["count"] / frame["inspected"]
     frame["defect_rate"] = frame["defects"] / frame["inspected"]
-    return frame[["group", "action", "count", "share", "inspected", "defects", "defect_rate"]]
+    return frame[_COMPARED]
 
 
 def _rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -87,9 +87,10 @@ def _text(column: str) -> str:
 BUCKET = "md5(" + " || '|' || ".join(["CAST(hour AS VARCHAR)", *map(_text, DIMENSIONS)]) + ")"
 
 
-def upsert_sql(rows: str, sign: int = 1) -> str:
+def upsert_sql(rows: str, sign: int = 1, *, by_hour: bool = False) -> str:
     """Add ``sign`` x the rows of ``rows`` (a relation with ``inspection_view``'s columns, visible rows only) to the
-    roll-up, by group."""
+    roll-up, by group: in ``bucket`` order (concurrent writers lock groups in one order), or ``by_hour`` when filling
+    the whole table (rows of an hour stored together: a period reads fewer pages, as later writes do naturally)."""
     if sign not in (1, -1):
         raise ValueError("sign must be 1 or -1")
     dims = ", ".join(DIMENSIONS)
@@ -100,7 +101,7 @@ def upsert_sql(rows: str, sign: int = 1) -> str:
             FROM {rows} v LEFT JOIN batches b ON b.batch_id = v.batch_id
         ) c
         GROUP BY hour, {dims}
-        ORDER BY 1
+        ORDER BY {"hour, 1" if by_hour else "1"}
         ON CONFLICT (bucket) DO UPDATE SET n = {TABLE}.n + excluded.n"""
 
 
@@ -113,7 +114,7 @@ _BASE_ROWS = """(SELECT i.created_at, i.batch_id, i.model_name, i.model_version,
         CASE WHEN i.reviewed_at IS NULL THEN i.pred_action ELSE i.rev_action END AS action,
         i.needs_review, i.reviewed_at IS NOT NULL AS reviewed, i.unusable_reason IS NOT NULL AS unusable
     FROM inspections i WHERE i.deleted_at IS NULL)"""
-BACKFILL = upsert_sql(_BASE_ROWS)
+BACKFILL = upsert_sql(_BASE_ROWS, by_hour=True)
 _BY_IDS = "(SELECT * FROM inspection_view WHERE inspection_id IN (SELECT unnest(?::BIGINT[])))"
 
 
@@ -150,7 +151,7 @@ def count(con, ids: Sequence[int]) -> None:
 def rebuild(con) -> None:
     """Recompute the whole roll-up from the inspections (after rows were written without the store, e.g. a seed)."""
     con.execute(f"DELETE FROM {TABLE}")
-    con.execute(upsert_sql("inspection_view"))
+    con.execute(upsert_sql("inspection_view", by_hour=True))
 
 
 # --- which source answers a query -----------------------------------------------------------------
