@@ -96,7 +96,7 @@ def upsert_sql(rows: str, sign: int = 1, *, by_hour: bool = False) -> str:
     dims = ", ".join(DIMENSIONS)
     values = ", ".join(f"b.{d}" if d in ("station", "operator") else f"v.{d}" for d in DIMENSIONS)
     return f"""INSERT INTO {TABLE} (bucket, hour, {dims}, n)
-        SELECT {BUCKET}, hour, {dims}, {sign} * count(*) FROM (
+        SELECT {BUCKET} AS bucket, hour, {dims}, {sign} * count(*) AS n FROM (
             SELECT date_trunc('hour', v.created_at) AS hour, {values}
             FROM {rows} v LEFT JOIN batches b ON b.batch_id = v.batch_id
         ) c
