@@ -27,7 +27,7 @@ import pandas as pd
 from visionqc.filters import LABEL_FIELDS, InspectionFilter, Period, is_timezone, local_today
 from visionqc.labels import MEDIUM_RANK, NO_VALUE, SEVERITY_RANK, order_actions, order_severities, shown_all
 from visionqc.store import counts
-from visionqc.store.query import build_where
+from visionqc.store.counts import RAW, Source
 from visionqc.store.store import Store
 
 CROSS_DIMENSIONS = tuple(LABEL_FIELDS)  # defect, severity, location, action
@@ -169,38 +169,6 @@ def _day(value: date) -> str:
 
 
 # --- the query ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Source:
-    """What a Dashboard query reads: the inspections (a row each) or the roll-up (:mod:`visionqc.store.counts`: a
-    count ``n`` per row, with the batch's station and operator on the row). The same SQL over either."""
-
-    name: str = "inspections"  # or "counts"
-
-    def __post_init__(self) -> None:
-        if self.name not in ("inspections", "counts"):
-            raise ValueError(f"source must be 'inspections' or 'counts', not {self.name!r}")
-
-    @property
-    def rollup(self) -> bool:
-        return self.name == "counts"
-
-    @property
-    def relation(self) -> str:
-        return counts.RELATION if self.rollup else "inspection_view"
-
-    def condition(self, f: InspectionFilter) -> tuple[str, list[Any]]:
-        """A condition from the store's query builder, without its soft-delete clause (both relations hide
-        deleted inspections already)."""
-        return build_where(replace(f, deleted="all"), batch_columns=self.rollup)
-
-    def tally(self, condition: str | None = None) -> str:
-        """The number of inspections (meeting ``condition``): rows, or the sum of the roll-up's counts."""
-        if not self.rollup:
-            return "count(*)" if condition is None else f"count(*) FILTER (WHERE {condition})"
-        total = "sum(n)" if condition is None else f"sum(n) FILTER (WHERE {condition})"
-        return f"CAST(coalesce({total}, 0) AS BIGINT)"
-
-
 def source_for(f: InspectionFilter) -> Source:
     """The roll-up when it answers every condition of ``f`` exactly (whole-hour time zone, conditions on the
     values it counts by), else the inspections: the same numbers either way, the roll-up much faster."""
@@ -227,7 +195,7 @@ def _sql(
     first_day: date | None,
     last_day: date,
     scan_from: date | None,
-    source: Source = Source(),
+    source: Source = RAW,
 ):
     params: list[Any] = []
 

@@ -27,11 +27,14 @@ Changing the dimensions or the bucket needs a new migration that recreates the t
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from visionqc.filters import InspectionFilter
+from visionqc.store.query import build_where
 
 TABLE = "inspection_counts"
 # The values a row counts by besides the hour, as inspection_view (and batches) names them.
@@ -152,6 +155,41 @@ def rebuild(con) -> None:
     """Recompute the whole roll-up from the inspections (after rows were written without the store, e.g. a seed)."""
     con.execute(f"DELETE FROM {TABLE}")
     con.execute(upsert_sql("inspection_view", by_hour=True))
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a Dashboard query reads: the inspections (a row each) or the roll-up (:data:`RELATION`: a
+    count ``n`` per row, with the batch's station and operator on the row). The same SQL over either."""
+
+    name: str = "inspections"  # or "counts"
+
+    def __post_init__(self) -> None:
+        if self.name not in ("inspections", "counts"):
+            raise ValueError(f"source must be 'inspections' or 'counts', not {self.name!r}")
+
+    @property
+    def rollup(self) -> bool:
+        return self.name == "counts"
+
+    @property
+    def relation(self) -> str:
+        return RELATION if self.rollup else "inspection_view"
+
+    def condition(self, f: InspectionFilter) -> tuple[str, list[Any]]:
+        """A condition from the store's query builder, without its soft-delete clause (both relations hide
+        deleted inspections already)."""
+        return build_where(replace(f, deleted="all"), batch_columns=self.rollup)
+
+    def tally(self, condition: str | None = None) -> str:
+        """The number of inspections (meeting ``condition``): rows, or the sum of the roll-up's counts."""
+        if not self.rollup:
+            return "count(*)" if condition is None else f"count(*) FILTER (WHERE {condition})"
+        total = "sum(n)" if condition is None else f"sum(n) FILTER (WHERE {condition})"
+        return f"CAST(coalesce({total}, 0) AS BIGINT)"
+
+
+RAW = Source()  # the inspections themselves
 
 
 # --- which source answers a query -----------------------------------------------------------------
