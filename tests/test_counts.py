@@ -340,3 +340,18 @@ def test_station_comparison_matches(tmp_path):
         slow = comparison(store, f, date(2026, 3, 10), TODAY, by, source=RAW)
         assert not fast.empty
         pd.testing.assert_frame_equal(fast, slow, check_dtype=False)
+
+
+def test_postgresql_only_statements_run_on_postgresql_only(tmp_path, backend):
+    """Migrations 9 and 10 carry indexes for PostgreSQL's planner, marked so DuckDB skips them."""
+    store = Store(tmp_path / "home")
+    with store.connect() as con:
+        if backend == "postgresql":
+            names = {
+                r[0]
+                for r in con.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").fetchall()
+            }
+        else:
+            names = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+    wanted = {"inspection_counts_hour", "inspections_newest"}
+    assert (names >= wanted) if backend == "postgresql" else not (names & wanted)
