@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from visionqc.filters import InspectionFilter
-from visionqc.store import Store
+from visionqc.store import Store, counts
 
 DEFECTS = ["blowhole", "break", "crack", "fray", "free", "uneven"]
 SEVERITIES = ["low", "medium", "high"]
@@ -96,6 +96,7 @@ def seed(store: Store, rows: int) -> None:
                 UNION ALL SELECT inspection_id, 'scratch' FROM inspections WHERE inspection_id % 100 = 0
                 UNION ALL SELECT inspection_id, 'ignore' FROM inspections WHERE inspection_id % 200 = 0)"""
         )
+        counts.rebuild(con)  # rows written in SQL, not through the store: the Dashboard's roll-up from them
         con.execute("DROP SEQUENCE inspection_seq")
         con.execute(f"CREATE SEQUENCE inspection_seq START {int(rows) + 1}")
         con.execute("COMMIT")

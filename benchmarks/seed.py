@@ -14,7 +14,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from visionqc.store import Store
+from visionqc.store import Store, counts
 
 DEFECTS = ("no_defect", "blowhole", "break", "crack", "fray", "uneven")
 # Cumulative shares of the defect types among defective rows (blowhole most common).
@@ -104,6 +104,7 @@ def seed_inspections(
             """,
             [start_id, start_id, rows, float(days), end, end],
         )
+        counts.rebuild(con)  # rows written in SQL, not through the store: the Dashboard's roll-up from them
     return store
 
 

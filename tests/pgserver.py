@@ -87,7 +87,7 @@ def copy_to_postgres(source, url: str):
     returns that store. Seeds are written once, for DuckDB; tests and benchmarks copy them."""
     import psycopg
 
-    from visionqc.store import Store
+    from visionqc.store import Store, counts
 
     target = Store(source.home, url=url)  # creates the schema
     with source.connect() as con:
@@ -95,7 +95,8 @@ def copy_to_postgres(source, url: str):
             r[0]
             for r in con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
-                "AND table_type = 'BASE TABLE' AND table_name <> 'schema_version'"
+                "AND table_type = 'BASE TABLE' AND table_name NOT IN ('schema_version', ?)",
+                [counts.TABLE],
             ).fetchall()
         ]
         with psycopg.connect(url, autocommit=True) as pg, tempfile.TemporaryDirectory() as tmp:
@@ -116,6 +117,8 @@ def copy_to_postgres(source, url: str):
                 with pg.cursor().copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy, csv.open("rb") as f:
                     while block := f.read(1 << 20):
                         copy.write(block)
+            with target.connect() as target_con:  # the Dashboard's roll-up, recomputed by the server from the rows
+                counts.rebuild(target_con)
             pg.execute("ANALYZE")
             for sequence, table, column in (
                 ("inspection_seq", "inspections", "inspection_id"),

@@ -421,6 +421,19 @@ def test_paging_returns_disjoint_pages_with_the_full_total(seeded):
     assert rows.empty and total == 3
 
 
+@pytest.mark.parametrize("sort", ["created_at", "confidence", "inspection_id", "severity"])
+def test_pages_of_a_narrowing_filter_carry_its_total(seeded, sort):
+    """A filter on row values (counted in the same pass as the page on PostgreSQL) pages like the whole list."""
+    store, _, _ = seeded
+    narrowing = InspectionFilter(defects=("crack", "free", "fray"), confidence_min=0.5)
+    everything, total = store.search(narrowing, sort=sort, page_size=0)
+    assert total == len(everything) == 7  # ids 1, 2, 3, 5, 6, 7, 9
+    pages = [store.search(narrowing, sort=sort, page=p, page_size=3) for p in range(3)]
+    assert [(len(rows), t) for rows, t in pages] == [(3, 7), (3, 7), (1, 7)]
+    ids = [i for rows, _ in pages for i in rows["inspection_id"].tolist()]
+    assert ids == everything["inspection_id"].tolist()
+
+
 def test_sorting_by_whitelisted_columns_only(seeded):
     store, _, _ = seeded
     rows, _ = store.search(sort="confidence", descending=False)

@@ -9,6 +9,9 @@ Cross-filtering follows the usual dashboard rule: each chart is filtered by ever
 own dimension* (so the chart you clicked keeps showing all its bars, with the picked one highlighted), and the
 KPIs and the daily trend by all of them. All of that is one scan with ``GROUPING SETS`` and ``FILTER``
 clauses; the frames that come back have tens of rows.
+
+The query reads the roll-up :mod:`visionqc.store.counts` (counts per UTC hour and label combination) whenever
+that gives the same numbers (:func:`source_for`), else the inspections themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import pandas as pd
 
 from visionqc.filters import LABEL_FIELDS, InspectionFilter, Period, is_timezone, local_today
 from visionqc.labels import MEDIUM_RANK, NO_VALUE, SEVERITY_RANK, order_actions, order_severities, shown_all
-from visionqc.store.query import build_where
+from visionqc.store import counts
+from visionqc.store.counts import RAW, Source
 from visionqc.store.store import Store
 
 CROSS_DIMENSIONS = tuple(LABEL_FIELDS)  # defect, severity, location, action
@@ -165,9 +169,10 @@ def _day(value: date) -> str:
 
 
 # --- the query ----------------------------------------------------------------------------------
-def _condition(f: InspectionFilter) -> tuple[str, list[Any]]:
-    """A condition from the store's query builder, without its soft-delete clause (the view already has it)."""
-    return build_where(replace(f, deleted="all"))
+def source_for(f: InspectionFilter) -> Source:
+    """The roll-up when it answers every condition of ``f`` exactly (whole-hour time zone, conditions on the
+    values it counts by), else the inspections: the same numbers either way, the roll-up much faster."""
+    return Source(counts.source_for(f))
 
 
 def _scope(f: InspectionFilter, scan_from: date | None, scan_to: date | None) -> InspectionFilter:
@@ -177,13 +182,21 @@ def _scope(f: InspectionFilter, scan_from: date | None, scan_to: date | None) ->
     return replace(f, date_from=scan_from, date_to=scan_to, unusable=False, **labels)
 
 
-def _unusable_count(store: Store, f: InspectionFilter, first_day: date | None, last_day: date) -> int:
+def _unusable_count(store: Store, f: InspectionFilter, first_day: date | None, last_day: date, source: Source) -> int:
     """Photos marked unusable in the period (models, stations and operators of ``f``; they have no labels)."""
-    scope = replace(_scope(f, first_day, last_day), unusable=True)
-    return store.count(scope)
+    where, params = source.condition(replace(_scope(f, first_day, last_day), unusable=True))
+    with store.connect() as con:
+        return int(con.execute(f"SELECT {source.tally()} FROM {source.relation} WHERE {where}", params).fetchone()[0])
 
 
-def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: date, scan_from: date | None):
+def _sql(
+    f: InspectionFilter,
+    period: Period,
+    first_day: date | None,
+    last_day: date,
+    scan_from: date | None,
+    source: Source = RAW,
+):
     params: list[Any] = []
 
     def add(condition: tuple[str, list[Any]]) -> str:
@@ -191,24 +204,27 @@ def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: 
         return condition[0]
 
     tz = f.timezone
-    in_period = add(_condition(InspectionFilter(date_from=first_day, timezone=tz))) if first_day else "TRUE"
-    last7 = add(_condition(InspectionFilter(date_from=last_day - timedelta(days=6), date_to=last_day, timezone=tz)))
+    in_period = add(source.condition(InspectionFilter(date_from=first_day, timezone=tz))) if first_day else "TRUE"
+    last7 = add(
+        source.condition(InspectionFilter(date_from=last_day - timedelta(days=6), date_to=last_day, timezone=tz))
+    )
     prev7 = add(
-        _condition(
+        source.condition(
             InspectionFilter(date_from=last_day - timedelta(days=13), date_to=last_day - timedelta(days=7), timezone=tz)
         )
     )
     ok = {
-        d: add(_condition(InspectionFilter().with_labels(d, f.labels(d)))) if f.labels(d) else "TRUE"
+        d: add(source.condition(InspectionFilter().with_labels(d, f.labels(d)))) if f.labels(d) else "TRUE"
         for d in CROSS_DIMENSIONS
     }
     params.append(tz)
     params.append([s for s, rank in SEVERITY_RANK.items() if rank >= MEDIUM_RANK])
-    where = add(_condition(_scope(f, scan_from, last_day if period.key != "all" else None)))
+    where = add(source.condition(_scope(f, scan_from, last_day if period.key != "all" else None)))
 
     def all_but(dimension: str | None) -> str:
         return " AND ".join(f"ok_{d}" for d in CROSS_DIMENSIONS if d != dimension)
 
+    tally = Source("counts").tally  # over the grouped rows, each with its count n
     sql = f"""
     WITH scanned AS (
         SELECT
@@ -227,27 +243,29 @@ def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: 
             CAST(timezone(?, timezone('UTC', created_at)) AS DATE) AS day,
             is_defect AND lower(severity) IN (SELECT unnest(?::VARCHAR[])) AS serious,
             coalesce(needs_review, FALSE) AND NOT reviewed AS open_review,
-            no_defect_label
-        FROM inspection_view
+            no_defect_label{", n" if source.rollup else ""}
+        FROM {source.relation}
         WHERE {where}
+    ), grouped AS (
+        SELECT {", ".join(_SCANNED)}, {source.tally()} AS n FROM scanned GROUP BY {", ".join(_SCANNED)}
     ), flagged AS (
-        SELECT *, in_period AND {all_but(None)} AS counted FROM scanned
+        SELECT *, in_period AND {all_but(None)} AS counted FROM grouped
     )
     SELECT
         GROUPING(defect, is_defect, sev, loc, act, day) AS grouping_id,
         defect, is_defect, sev, loc, act, day,
-        count(*) FILTER (WHERE counted) AS n,
-        count(*) FILTER (WHERE counted AND is_defect) AS defects,
-        count(*) FILTER (WHERE in_period AND {all_but("defect")}) AS n_but_defect,
-        count(*) FILTER (WHERE in_period AND {all_but("severity")}) AS n_but_severity,
-        count(*) FILTER (WHERE in_period AND {all_but("location")}) AS n_but_location,
-        count(*) FILTER (WHERE in_period AND {all_but("action")}) AS n_but_action,
-        count(*) FILTER (WHERE counted AND serious) AS serious,
-        count(*) FILTER (WHERE counted AND open_review) AS backlog,
-        count(*) FILTER (WHERE in_last7 AND {all_but(None)}) AS last7,
-        count(*) FILTER (WHERE in_last7 AND {all_but(None)} AND is_defect) AS last7_defects,
-        count(*) FILTER (WHERE in_prev7 AND {all_but(None)}) AS prev7,
-        count(*) FILTER (WHERE in_prev7 AND {all_but(None)} AND is_defect) AS prev7_defects,
+        {tally("counted")} AS n,
+        {tally("counted AND is_defect")} AS defects,
+        {tally(f"in_period AND {all_but('defect')}")} AS n_but_defect,
+        {tally(f"in_period AND {all_but('severity')}")} AS n_but_severity,
+        {tally(f"in_period AND {all_but('location')}")} AS n_but_location,
+        {tally(f"in_period AND {all_but('action')}")} AS n_but_action,
+        {tally("counted AND serious")} AS serious,
+        {tally("counted AND open_review")} AS backlog,
+        {tally(f"in_last7 AND {all_but(None)}")} AS last7,
+        {tally(f"in_last7 AND {all_but(None)} AND is_defect")} AS last7_defects,
+        {tally(f"in_prev7 AND {all_but(None)}")} AS prev7,
+        {tally(f"in_prev7 AND {all_but(None)} AND is_defect")} AS prev7_defects,
         min(day) FILTER (WHERE in_period) AS first_day,
         max(day) FILTER (WHERE in_period) AS last_day,
         array_agg(DISTINCT no_defect_label) FILTER (WHERE no_defect_label IS NOT NULL) AS no_defect_labels
@@ -257,6 +275,12 @@ def _sql(f: InspectionFilter, period: Period, first_day: date | None, last_day: 
     return sql, params
 
 
+# The columns of the scanned rows that the aggregates read: the rows are first counted by all of them together
+# (a few thousand groups), so the grouping sets run over those rather than over every row scanned.
+_SCANNED = (
+    *("defect", "is_defect", "sev", "loc", "act", "in_period", "in_last7", "in_prev7"),
+    *("ok_defect", "ok_severity", "ok_location", "ok_action", "day", "serious", "open_review", "no_defect_label"),
+)
 # GROUPING() bit masks (1 = column not grouped), columns in the order defect, is_defect, sev, loc, act, day.
 _SETS = {"defect_severity": 0b000111, "severity": 0b110111, "location": 0b111011, "action": 0b111101}
 _SETS |= {"day": 0b111110, "total": 0b111111}
@@ -269,50 +293,98 @@ def dashboard_data(
     *,
     include_no_defect: bool = False,
     today: date | None = None,
+    source: Source | None = None,
 ) -> DashboardData:
     """All numbers of the Dashboard for the inspections of ``f`` over ``period`` (days in ``f.timezone``),
-    from one DuckDB query. ``f``'s own date range is replaced by the period's."""
+    from one query. ``f``'s own date range is replaced by the period's. ``source``: what to read (default: the
+    roll-up when it answers ``f``, :func:`source_for`; tests compare both)."""
+    source = source or source_for(replace(f, date_from=None, date_to=None))
     today = today or local_today(f.timezone)
     first_day, last_day = period.days(today)
     anchor = last_day or today
     scan_from = None if first_day is None else min(first_day, anchor - timedelta(days=2 * COMPARE_DAYS - 1))
-    sql, params = _sql(f, period, first_day, anchor, scan_from)
-    with store.connect() as con:
-        rows = con.execute(sql, params).df()
-    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
+    sql, params = _sql(f, period, first_day, anchor, scan_from, source)
     last = None if period.key == "all" else anchor
-    unusable = _unusable_count(store, f, first_day, last)
-    return replace(
-        data,
-        kpis=replace(data.kpis, unusable=unusable),
-        by_station=comparison(store, f, first_day, last, "station"),
-        by_operator=comparison(store, f, first_day, last, "operator"),
-    )
+    with store.sharing_connection():  # one connection for the three queries
+        with store.connect() as con:
+            rows = con.execute(sql, params).df()
+        unusable = _unusable_count(store, f, first_day, last, source)
+        by_station, by_operator = comparisons(store, f, first_day, last, COMPARE_BY, source=source)
+    data = _shape(f, period, include_no_defect, rows, first_day, anchor)
+    return replace(data, kpis=replace(data.kpis, unusable=unusable), by_station=by_station, by_operator=by_operator)
 
 
 COMPARE_BY = ("station", "operator")
+_COMPARED = ["group", "action", "count", "share", "inspected", "defects", "defect_rate"]
 
 
-def comparison(store: Store, f: InspectionFilter, first_day: date | None, last_day: date | None, by: str):
+def comparison(
+    store: Store,
+    f: InspectionFilter,
+    first_day: date | None,
+    last_day: date | None,
+    by: str,
+    *,
+    source: Source | None = None,
+) -> pd.DataFrame:
     """Stations (or operators) side by side over the period: per group and action the count, and per group the
     inspections, defects and defect rate. Every condition of ``f`` applies (unusable photos never count)."""
-    if by not in COMPARE_BY:
-        raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {by!r}")
-    where, params = _condition(replace(f, date_from=first_day, date_to=last_day, unusable=False))
-    sql = f"""SELECT coalesce(b.{by}, '{NO_VALUE}') AS "group", coalesce(v.action, '{NO_VALUE}') AS action,
-            count(*) AS count, count(*) FILTER (WHERE v.is_defect) AS defects
-        FROM (SELECT * FROM inspection_view WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id
-        GROUP BY 1, 2 ORDER BY 1, 2"""
+    return comparisons(store, f, first_day, last_day, (by,), source=source)[0]
+
+
+def comparisons(
+    store: Store,
+    f: InspectionFilter,
+    first_day: date | None,
+    last_day: date | None,
+    by: tuple[str, ...],
+    *,
+    source: Source | None = None,
+) -> list[pd.DataFrame]:
+    """:func:`comparison` by each of ``by`` (station, operator), from one query."""
+    for name in by:
+        if name not in COMPARE_BY:
+            raise ValueError(f"compare by one of {', '.join(COMPARE_BY)}, not {name!r}")
+    scope = replace(f, date_from=first_day, date_to=last_day, unusable=False)
+    source = source or source_for(scope)
+    where, params = source.condition(scope)
+    rows = f"(SELECT * FROM {source.relation} WHERE {where}) v"
+    prefix = "v." if source.rollup else "b."
+    if not source.rollup:
+        rows += " LEFT JOIN batches b ON b.batch_id = v.batch_id"
+    columns = ", ".join(f"{prefix}{name}" for name in by)
+    sets = ", ".join(f"({prefix}{name}, v.action)" for name in by)
+    sql = f"""SELECT GROUPING({columns}) AS grouping_id, {columns}, coalesce(v.action, '{NO_VALUE}') AS action,
+            {source.tally()} AS count, {source.tally("v.is_defect")} AS defects
+        FROM {rows}
+        GROUP BY GROUPING SETS ({sets})"""
     with store.connect() as con:
         frame = con.execute(sql, params).df()
+    frames = []
+    for k, name in enumerate(by):
+        mask = (1 << len(by)) - 1 - (1 << (len(by) - 1 - k))  # every column of ``by`` but this one not grouped
+        part = frame[frame["grouping_id"] == mask]
+        part = pd.DataFrame(
+            {
+                "group": part[name].where(part[name].notna(), NO_VALUE).astype(str),
+                "action": part["action"].astype(str),
+                "count": part["count"].astype(int),
+                "defects": part["defects"].astype(int),
+            }
+        )
+        frames.append(_compared(part.sort_values(["group", "action"]).reset_index(drop=True)))
+    return frames
+
+
+def _compared(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
-        return pd.DataFrame(columns=["group", "action", "count", "share", "inspected", "defects", "defect_rate"])
+        return pd.DataFrame(columns=_COMPARED)
     totals = frame.groupby("group")[["count", "defects"]].transform("sum")
     frame["inspected"] = totals["count"].astype(int)
     frame["defects"] = totals["defects"].astype(int)
     frame["share"] = frame["count"] / frame["inspected"]
     frame["defect_rate"] = frame["defects"] / frame["inspected"]
-    return frame[["group", "action", "count", "share", "inspected", "defects", "defect_rate"]]
+    return frame[_COMPARED]
 
 
 def _rows(rows: pd.DataFrame, name: str) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from visionqc.filters import InspectionFilter
+from visionqc.store import counts
 from visionqc.store.claims import claim_images, visible_holders
 from visionqc.store.records import (
     DUPLICATE_SCHEMA,
@@ -117,6 +118,9 @@ class BatchesMixin:
         A ``second_opinion`` chunk (a re-inspection: images already inspected, classified again on purpose by
         another model version, in a batch of its own) claims nothing: its inspections are written beside the
         ones holding their images, which stay as they are.
+
+        The written inspections are counted into the Dashboard's roll-up (:mod:`~visionqc.store.counts`) in the
+        same transaction, second opinions too: they are visible inspections, in every figure like the others.
         """
         if not (inspections or duplicates or failures):
             return {}
@@ -146,6 +150,7 @@ class BatchesMixin:
                 "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",
                 [list(lost)],
             )
+            counts.count(con, [r.inspection_id for r in inspections if r.inspection_id not in lost])
             con.execute(
                 "INSERT INTO embeddings SELECT * FROM chunk_embeddings "
                 "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import TypeVar
 
@@ -39,7 +39,7 @@ from visionqc.store.errors import (
 from visionqc.store.images import LocalImageStore
 from visionqc.store.integrity import read_every_table
 from visionqc.store.records import utc_now
-from visionqc.store.schema import DB_FILE, MIGRATIONS, SCHEMA_VERSION, VIEWS
+from visionqc.store.schema import DB_FILE, MIGRATIONS, POSTGRES_ONLY, SCHEMA_VERSION, VIEWS
 
 __all__ = ["Database", "StoreBusyError", "StoreError", "rollback", "sql_path"]
 
@@ -47,6 +47,10 @@ T = TypeVar("T")
 # duckdb.connect() and close() share one database instance per file inside a process; opening while
 # another thread closes the last connection races in DuckDB, so both happen under this lock.
 _INSTANCE_LOCK = threading.Lock()
+# One writing transaction at a time per DuckDB file inside a process. DuckDB lets one process write the file, and
+# two of its threads updating one row (a review and an ingest chunk both adding to a Dashboard roll-up group,
+# visionqc.store.counts) would abort one of them; waiting here costs nothing DuckDB did not serialise anyway.
+_WRITERS: dict[Path, threading.RLock] = {}
 
 
 class Database:
@@ -279,7 +283,7 @@ class Database:
             raise StoreReadOnlyError(self.home, self.read_only_reason or "read-only")
         retryable = _retryable(self.url)
         for attempt in range(attempts):
-            with self.connect() as con:
+            with self._writer(), self.connect() as con:
                 con.execute("BEGIN TRANSACTION")
                 try:
                     result = work(con)
@@ -294,6 +298,13 @@ class Database:
                     raise
             time.sleep(0.01 * 2**attempt * (0.5 + random.random()))
         raise AssertionError("unreachable")
+
+    def _writer(self) -> AbstractContextManager:
+        """This process's lock for writing the DuckDB file (PostgreSQL's writers wait on row locks instead)."""
+        if self.url is not None:
+            return nullcontext()
+        with _INSTANCE_LOCK:
+            return _WRITERS.setdefault(self.db_path.resolve(), threading.RLock())
 
     # --- schema ---------------------------------------------------------------------------------
     @staticmethod
@@ -348,6 +359,8 @@ class Database:
                 if version <= current:
                     continue
                 for statement in statements:
+                    if self.url is None and statement.startswith(POSTGRES_ONLY):
+                        continue
                     con.execute(translate_ddl(statement))
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utc_now()])
             if current < SCHEMA_VERSION:

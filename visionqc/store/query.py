@@ -51,11 +51,12 @@ def _tag_ids(tags: list[str], params: list[Any], *, every: bool) -> str:
     return sql
 
 
-def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
+def build_where(f: InspectionFilter, *, batch_columns: bool = False) -> tuple[str, list[Any]]:
     """A parameterised WHERE clause (without the keyword) over ``inspection_view`` columns, and its params.
 
     Use as ``f"SELECT ... FROM inspection_view_all WHERE {sql}"`` (or ``inspection_view``, which already
-    hides soft-deleted rows); column names are unqualified.
+    hides soft-deleted rows); column names are unqualified. ``batch_columns``: the rows carry their batch's
+    ``station`` and ``operator`` themselves (the Dashboard's roll-up), so those conditions are on the row.
     """
     where: list[str] = []
     params: list[Any] = []
@@ -105,7 +106,7 @@ def build_where(f: InspectionFilter) -> tuple[str, list[Any]]:
         if values:
             batch_params: list[Any] = []
             cond = _in_list(column, list(values), batch_params)
-            where.append(f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
+            where.append(cond if batch_columns else f"batch_id IN (SELECT batch_id FROM batches WHERE {cond})")
             params.extend(batch_params)
     # Tags are compared as stored: trimmed, case-sensitive.
     for tags, membership, every in (

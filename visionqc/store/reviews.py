@@ -12,6 +12,7 @@ import pandas as pd
 import pyarrow as pa
 
 from visionqc.actions import ActionPolicy, check_action
+from visionqc.store import counts
 from visionqc.store.claims import restorable, take_claims
 from visionqc.store.query import clean_tags
 from visionqc.store.records import utc_now
@@ -67,6 +68,7 @@ class ReviewsMixin:
         now = utc_now()
 
         def work(con: duckdb.DuckDBPyConnection) -> int:
+            counts.lock(con, id_list)  # what is read next decides the audit trail and the roll-up's change
             current = con.execute(
                 "SELECT inspection_id, no_defect_label, defect, severity, location, action, reviewed_by, "
                 "reviewed_at, deleted_at, unusable_reason FROM inspection_view_all WHERE inspection_id IN "
@@ -88,6 +90,7 @@ class ReviewsMixin:
                 [now, reviewer, note or None],
             )
             changed_ids = [r[0] for r in reviews]
+            counts.uncount(con, changed_ids)  # the Dashboard's roll-up: out with the old values, in with the new
             if kind in ("correct", "confirm", "unusable"):
                 con.execute(
                     """UPDATE inspections SET rev_defect = r.defect, rev_severity = r.severity,
@@ -103,6 +106,7 @@ class ReviewsMixin:
                 )
                 if kind == "restore":
                     take_claims(con, changed_ids, now)
+            counts.count(con, changed_ids)
             return len(reviews)
 
         return self._write(work)

@@ -8,7 +8,12 @@ one. Views are derived and recreated after every migration run, so a change to :
 
 from __future__ import annotations
 
+from visionqc.store import counts
+
 DB_FILE = "visionqc.duckdb"
+# A statement starting with this runs on PostgreSQL only (indexes for its planner: DuckDB scans with zone maps,
+# and its ART indexes would only slow its writes).
+POSTGRES_ONLY = "-- PostgreSQL only\n"
 
 # released migration: add a new one. Views are derived and recreated after every migration run.
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -141,6 +146,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # An anomaly model's score (how unlike the good photos it learned from), so History can sort by it and
             # exports carry it; NULL for a classifier's inspections.
             "ALTER TABLE inspections ADD COLUMN anomaly_score DOUBLE",
+        ],
+    ),
+    (
+        9,
+        [
+            # The Dashboard's roll-up (visionqc.store.counts): visible inspections counted per UTC hour and per
+            # the values the Dashboard groups and filters by, kept in step by every write; filled from the rows.
+            counts.CREATE_TABLE,
+            POSTGRES_ONLY + f"CREATE INDEX inspection_counts_hour ON {counts.TABLE} (hour)",
+            counts.BACKFILL,
+        ],
+    ),
+    (
+        10,
+        [
+            # History's default order (newest first) from an index on PostgreSQL: a page without a full scan.
+            POSTGRES_ONLY + "CREATE INDEX inspections_newest ON inspections (created_at DESC NULLS LAST, "
+            "inspection_id DESC)",
         ],
     ),
 ]
