@@ -104,7 +104,9 @@ def test_a_damaged_database_is_reported_and_never_written(home, photo_folder, de
     assert ("cut off" in message) if damage == "truncated" else ("does not match its checksum" in message)
     assert "python -m visionqc restore" in message and "VISIONQC_HOME" in message
     assert digest(home / DB_FILE) == before, "the damaged file was written to"
-    assert sorted(p.name for p in home.iterdir()) == ["images", "thumbs", DB_FILE]  # no WAL, nothing new
+    # No WAL, nothing new: only the (empty) lock file every VisionQC process holds while it has the file open.
+    assert sorted(p.name for p in home.iterdir()) == ["images", "thumbs", DB_FILE, DB_FILE + ".lock"]
+    assert (home / (DB_FILE + ".lock")).stat().st_size == 0
 
     with pytest.raises(StoreCorruptError):
         Store(home)
