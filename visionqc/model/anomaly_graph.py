@@ -25,7 +25,7 @@ from torch import nn
 
 from visionqc.model.anomaly_settings import AnomalySettings
 from visionqc.model.card import CARD_FILE, EMBEDDING_DIM, ModelLoadError
-from visionqc.model.runtime import DEFAULT_THREADS, INPUT_NAME, MAX_GRAPH_BYTES, session_options
+from visionqc.model.runtime import DEFAULT_THREADS, INPUT_NAME, read_graph_file, session_options
 from visionqc.model.weights import WEIGHTS_FILE, file_sha256
 
 GRAPH_FILE = "anomaly.onnx"
@@ -140,24 +140,17 @@ class AnomalyGraph:
     @classmethod
     def load(cls, directory: Path, entry: Any, settings: AnomalySettings, threads: int | None = None) -> AnomalyGraph:
         """The graph the card's ``anomaly.graph`` entry records; every mismatch is a :class:`ModelLoadError`."""
-        if not isinstance(entry, dict) or entry.get("file") != GRAPH_FILE or not isinstance(entry.get("sha256"), str):
-            raise ModelLoadError(f"{CARD_FILE}: 'anomaly.graph' must name {GRAPH_FILE} and its sha256")
-        path = directory / GRAPH_FILE
-        if not path.is_file():
-            raise ModelLoadError(f"{directory} has no {GRAPH_FILE}, which {CARD_FILE} records")
-        if path.stat().st_size > MAX_GRAPH_BYTES:
-            raise ModelLoadError(f"{GRAPH_FILE} is larger than {MAX_GRAPH_BYTES // 1_000_000} MB; refusing to load it")
-        data = path.read_bytes()  # hashed and parsed from the same bytes
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise ModelLoadError(
-                f"{GRAPH_FILE} does not match the SHA-256 that {CARD_FILE} records for it: the file was changed or "
-                "damaged after training. Refusing to use it; use --runtime torch or retrain"
-            )
-        if file_sha256(directory / WEIGHTS_FILE) != entry.get("weights_sha256"):
-            raise ModelLoadError(
-                f"{GRAPH_FILE} was exported from other weights than the {WEIGHTS_FILE} beside it. Refusing to use "
-                "it; use --runtime torch or retrain"
-            )
+        weights = entry.get("weights_sha256") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and not isinstance(weights, str):
+            raise ModelLoadError(f"{CARD_FILE}: 'anomaly.graph' must record the sha256 of the weights it came from")
+        data = read_graph_file(
+            directory,
+            entry,
+            GRAPH_FILE,
+            key="anomaly.graph",
+            weights_sha256=weights,  # None only when the entry is no dict: read_graph_file refuses it first
+            remedy="use --runtime torch or retrain",
+        )
         return cls.from_bytes(data, settings, GRAPH_FILE, threads)
 
     def maps(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

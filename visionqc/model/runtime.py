@@ -161,29 +161,40 @@ def parity_warning(card: ModelCard, runtime: str) -> str | None:
 
 
 def _read_graph(directory: Path, card: ModelCard, runtime: str) -> bytes:
-    graphs = _section(card).get("graphs", {})
-    entry = graphs.get(runtime)
-    name = GRAPH_FILES[runtime]
+    return read_graph_file(
+        directory,
+        _section(card).get("graphs", {}).get(runtime),
+        GRAPH_FILES[runtime],
+        key=f"{SECTION}.graphs.{runtime}",
+        weights_sha256=_section(card).get("weights_sha256"),
+        remedy=f"re-export (`python -m visionqc export {directory}`) or use --runtime torch",
+    )
+
+
+def read_graph_file(
+    directory: Path, entry: Any, name: str, *, key: str, weights_sha256: str | None, remedy: str
+) -> bytes:
+    """The bytes of the graph file ``name`` that the card's entry ``key`` records (``{"file", "sha256"}``), read
+    once and checked: the entry's shape, the size bound, the SHA-256, and (``weights_sha256`` not None) that the
+    weights beside it are those it was exported from. Every mismatch is a :class:`ModelLoadError` ending in
+    ``remedy``. Used for the classifier's graphs and the anomaly model's."""
     if not isinstance(entry, dict) or entry.get("file") != name or not isinstance(entry.get("sha256"), str):
-        raise ModelLoadError(f"{CARD_FILE}: '{SECTION}.graphs.{runtime}' must name {name} and its sha256")
+        raise ModelLoadError(f"{CARD_FILE}: '{key}' must name {name} and its sha256")
     path = directory / name
     if not path.is_file():
-        raise ModelLoadError(f"{directory} has no {name}, which {CARD_FILE} records; re-export the model")
-    size = path.stat().st_size
-    if size > MAX_GRAPH_BYTES:
+        raise ModelLoadError(f"{directory} has no {name}, which {CARD_FILE} records; {remedy}")
+    if path.stat().st_size > MAX_GRAPH_BYTES:
         raise ModelLoadError(f"{name} is larger than {MAX_GRAPH_BYTES // 1_000_000} MB; refusing to load it")
     data = path.read_bytes()  # hashed and parsed from the same bytes: no window to swap the file between
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise ModelLoadError(
             f"{name} does not match the SHA-256 that {CARD_FILE} records for it: the file was changed or damaged "
-            f"after export. Refusing to use it; re-export (`python -m visionqc export {directory}`) or use "
-            "--runtime torch"
+            f"after export. Refusing to use it; {remedy}"
         )
-    source = _section(card).get("weights_sha256")
-    if source is not None and file_sha256(directory / WEIGHTS_FILE) != source:
+    if weights_sha256 is not None and file_sha256(directory / WEIGHTS_FILE) != weights_sha256:
         raise ModelLoadError(
             f"{name} was exported from other weights than the {WEIGHTS_FILE} beside it (the weights changed "
-            f"since). Refusing to use it; re-export (`python -m visionqc export {directory}`) or use --runtime torch"
+            f"since). Refusing to use it; {remedy}"
         )
     return data
 
