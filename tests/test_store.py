@@ -631,6 +631,18 @@ def test_a_process_holding_the_lock_file_keeps_the_database_to_itself_until_it_l
     assert ids_of(store, InspectionFilter(tags_all=("while-locked",))) == []
 
 
+@pytest.mark.duckdb_only("the lock file")
+def test_two_spellings_of_one_data_folder_share_this_process_s_lock(seeded, tmp_path):
+    """A store opened through a symlink, while another store of the same folder has a connection open in this
+    process, reads at once: one lock per file, however its path is spelled, so the process never locks itself out."""
+    store, _, _ = seeded
+    link = tmp_path / "same-folder"
+    link.symlink_to(store.home, target_is_directory=True)
+    through_link = Store(link, lock_timeout=1)
+    with store.connect():
+        assert through_link.count() == store.count() == 10
+
+
 TAKE_TURNS = textwrap.dedent(
     """
     import sys

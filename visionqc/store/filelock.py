@@ -33,6 +33,12 @@ class _Held:
 _HELD: dict[str, _Held] = {}
 
 
+def _key(db_path: Path) -> str:
+    """One key per file however it is spelled (relative, through a symlink): a second descriptor of the lock file
+    in this process would be locked out by the first (flock locks belong to the open file, not the process)."""
+    return str(db_path.resolve())
+
+
 def lock_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
@@ -40,7 +46,7 @@ def lock_path(db_path: Path) -> Path:
 def try_acquire(db_path: Path, *, shared: bool) -> bool:
     """Take this process's share of the lock on ``db_path`` without waiting; False when another process holds
     it. Call under the caller's instance lock (not thread-safe on its own)."""
-    key = str(db_path)
+    key = _key(db_path)
     held = _HELD.get(key)
     if held is None:
         try:
@@ -64,7 +70,7 @@ def try_acquire(db_path: Path, *, shared: bool) -> bool:
 def release(db_path: Path) -> None:
     """Give back one share taken by :func:`try_acquire`; the last one unlocks the file. Call after closing the
     connection, under the caller's instance lock."""
-    key = str(db_path)
+    key = _key(db_path)
     held = _HELD.get(key)
     if held is None:
         return
