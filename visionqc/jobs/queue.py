@@ -9,6 +9,7 @@ on every refresh) finishes jobs whose worker died and starts a worker when queue
 from __future__ import annotations
 
 import fcntl
+import importlib
 import os
 import shutil
 import subprocess
@@ -20,7 +21,7 @@ import pandas as pd
 
 from visionqc import config
 from visionqc.jobs.progress import JOBS_DIR, job_dir, read_progress, request_cancel
-from visionqc.jobs.worker import DIED, JOB_KINDS, lock_path
+from visionqc.jobs.worker import JOB_KINDS, died, lock_path
 from visionqc.registry import ModelRegistry
 from visionqc.store import Store
 
@@ -103,12 +104,13 @@ def finish_orphans(store: Store) -> list[str]:
     registry = ModelRegistry(store.home)
     registered = {v.job_id: v for v in registry.versions() if v.job_id}
     finished = []
-    for job_id in store.jobs(limit=1000).query("status == 'running'")["job_id"]:
+    running = store.jobs(limit=1000).query("status == 'running'")
+    for job_id, kind in zip(running["job_id"], running["kind"], strict=True):
         if job_id in registered:
             version = registered[job_id]
             store.finish_job(job_id, "succeeded", result={"model": version.ref(), "metrics": version.metrics})
         else:
-            store.finish_job(job_id, "failed", error=DIED)
+            store.finish_job(job_id, "failed", error=died(kind))
         shutil.rmtree(job_dir(store.home, job_id) / "work", ignore_errors=True)  # the dead job's half-made files
         finished.append(job_id)
     return finished
@@ -124,8 +126,15 @@ def reconcile(store: Store) -> None:
         start_worker(store.home)
 
 
-def jobs_with_progress(store: Store, limit: int = 20) -> pd.DataFrame:
-    """The newest jobs with their live progress (``progress``: the progress file, or ``None``)."""
-    jobs = store.jobs(limit=limit)
+def jobs_with_progress(store: Store, limit: int = 20, kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """The newest jobs (of ``kinds``, or every kind) with their live progress (``progress``: the progress file, or
+    ``None``)."""
+    jobs = store.jobs(limit=limit, kinds=kinds)
     jobs["progress"] = [read_progress(store.home, j) for j in jobs["job_id"]]
     return jobs
+
+
+def describe(kind: str, params: dict[str, Any]) -> str:
+    """One line saying what a job of ``kind`` does, for the job lists."""
+    module, _, _ = JOB_KINDS.get(kind, JOB_KINDS["train"]).partition(":")
+    return importlib.import_module(module).describe(params)

@@ -48,9 +48,11 @@ def reinspect(
     described: str,
     operator: str | None = None,
     progress: Progress | None = None,
+    started: Callable[[str], None] | None = None,
 ) -> Reinspection:
     """Classify the inspections ``selection`` picks with ``predictor`` into a new batch (its note says it is a
-    re-inspection of ``described``); returns the batch and what changed."""
+    re-inspection of ``described``; ``started(batch id)`` is told it before any image); returns the batch and what
+    changed."""
     originals, total = store.search(selection, sort="inspection_id", descending=False, page_size=0)
     if total == 0:
         raise ValueError("nothing to re-inspect: the selection holds no inspections")
@@ -65,6 +67,8 @@ def reinspect(
         model_name=predictor.model_name,
         model_version=predictor.model_version,
     )
+    if started is not None:
+        started(batch_id)
     ids = iter(store.reserve_inspection_ids(len(originals)))
     pending, failures, new_rows = [], [], {}
 

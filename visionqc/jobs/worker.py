@@ -28,8 +28,22 @@ LOCK_FILE = "worker.lock"
 NICENESS = 10
 # Job kinds and the function that runs each, imported only when a job of that kind runs. Each takes a
 # JobContext and returns the result to record; it reports progress through ctx.progress (a ProgressFile).
-JOB_KINDS: dict[str, str] = {"train": "visionqc.jobs.training_job:run", "anomaly": "visionqc.jobs.anomaly_job:run"}
+JOB_KINDS: dict[str, str] = {
+    "train": "visionqc.jobs.training_job:run",
+    "anomaly": "visionqc.jobs.anomaly_job:run",
+    "reinspect": "visionqc.jobs.reinspect_job:run",
+}
 DIED = "the job's process stopped before it finished (it was killed or crashed); nothing was registered"
+# A re-inspection writes its batch chunk by chunk: what it finished before it stopped stays, each image whole.
+DIED_REINSPECTING = (
+    "the job's process stopped before it finished (it was killed or crashed); its new batch holds the images "
+    "it had re-inspected"
+)
+
+
+def died(kind: str) -> str:
+    """Why a job whose worker died failed, in the words of what it leaves behind."""
+    return DIED_REINSPECTING if kind == "reinspect" else DIED
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import duckdb
@@ -99,19 +100,25 @@ class JobsMixin:
             df = con.execute("SELECT * FROM jobs WHERE job_id = ?", [job_id]).df()
         return None if df.empty else _job_dict(df.iloc[0].to_dict())
 
-    def jobs(self, limit: int = 50) -> pd.DataFrame:
-        """The newest jobs first (``params`` and ``result`` parsed)."""
+    def jobs(self, limit: int = 50, kinds: Sequence[str] | None = None) -> pd.DataFrame:
+        """The newest jobs first (of ``kinds``, or every kind; ``params`` and ``result`` parsed)."""
+        where, args = ("WHERE kind IN (SELECT unnest(?::VARCHAR[]))", [list(kinds)]) if kinds is not None else ("", [])
         with self.connect() as con:
-            df = con.execute("SELECT * FROM jobs ORDER BY created_at DESC, job_id DESC LIMIT ?", [limit]).df()
+            df = con.execute(
+                f"SELECT * FROM jobs {where} ORDER BY created_at DESC, job_id DESC LIMIT ?", [*args, limit]
+            ).df()
         df["params"] = [json.loads(p) if isinstance(p, str) else {} for p in df["params"]]
         df["result"] = [json.loads(r) if isinstance(r, str) else None for r in df["result"]]
         return df
 
-    def count_jobs(self, *states: str) -> int:
+    def count_jobs(self, *states: str, kinds: Sequence[str] | None = None) -> int:
+        """How many jobs are in one of ``states`` (of ``kinds``, or every kind)."""
+        kind = " AND kind IN (SELECT unnest(?::VARCHAR[]))" if kinds is not None else ""
+        args = [list(states)] + ([list(kinds)] if kinds is not None else [])
         with self.connect() as con:
             return int(
                 con.execute(
-                    "SELECT count(*) FROM jobs WHERE status IN (SELECT unnest(?::VARCHAR[]))", [list(states)]
+                    f"SELECT count(*) FROM jobs WHERE status IN (SELECT unnest(?::VARCHAR[])){kind}", args
                 ).fetchone()[0]
             )
 

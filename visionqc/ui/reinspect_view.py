@@ -1,22 +1,25 @@
 """The Models page's "Re-inspect" tab: classify a batch, or everything History's filters select, again with
-another version, into a new batch; then what changed (actions and defects, image by image)."""
+another version, into a new batch; then what changed (actions and defects, image by image).
+
+The work is a job (:mod:`visionqc.jobs.reinspect_job`) run by the worker process: it carries on across reloads,
+page changes and closed tabs, and the tab follows it live like a training job."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from visionqc.filters import InspectionFilter
-from visionqc.jobs.reinspect import MAX_IMAGES, reinspect
-from visionqc.model.card import ModelLoadError
+from visionqc.jobs import queue, reinspect_job
+from visionqc.jobs.reinspect import MAX_IMAGES
 from visionqc.registry import ModelRegistry
 from visionqc.reporting import models as report
 from visionqc.store import Store
-from visionqc.ui import resources
 from visionqc.ui.filters import hand_off
+from visionqc.ui.jobs_view import finished_at, heading, render_jobs
+from visionqc.ui.sidebar import last_reviewer
 from visionqc.ui.tables import thumbnail_url
 
 SOURCES = {"batch": "A batch", "history": "What History shows now (its filters)"}
-RESULT = "models_reinspect_result"
 
 
 def render_reinspect(store: Store, registry: ModelRegistry) -> None:
@@ -35,8 +38,9 @@ def render_reinspect(store: Store, registry: ModelRegistry) -> None:
         key="models_re_go",
         disabled=not count or count > MAX_IMAGES,
     ):
-        _run(store, versions[picked], selection, described)
-    _show(st.session_state.get(RESULT))
+        _submit(store, versions[picked], selection, described)
+    st.subheader("Re-inspections")
+    render_jobs(store, (reinspect_job.KIND,), key="models_re_jobs", finished=_finished, empty="No re-inspections yet.")
 
 
 def _selection(store: Store, source: str) -> tuple[InspectionFilter | None, str]:
@@ -59,53 +63,64 @@ def _selection(store: Store, source: str) -> tuple[InspectionFilter | None, str]
     return handed, "a History selection"
 
 
-def _run(store: Store, version, selection: InspectionFilter, described: str) -> None:
+def _submit(store: Store, version, selection: InspectionFilter, described: str) -> None:
+    """Queue the re-inspection of exactly the inspections selected now (their ids), with ``version``."""
+    by = last_reviewer()
+    ids = store.search(selection, sort="inspection_id", descending=False, page_size=0)[0]["inspection_id"]
     try:
-        predictor = resources.predictor_for(version.path)
-    except ModelLoadError as exc:
-        st.error(f"{version.label} cannot be loaded: {exc}", icon=":material/error:")
-        return
-    bar = st.progress(0.0, text="Re-inspecting…")
-
-    def progress(done: int, total: int) -> None:
-        bar.progress(done / max(total, 1), text=f"Re-inspected {done:,} of {total:,} images")
-
-    try:
-        result = reinspect(store, predictor, selection, described=described, progress=progress)
+        params = reinspect_job.params(list(ids), version, described)
     except ValueError as exc:
-        bar.empty()
         st.error(str(exc), icon=":material/error:")
         return
-    bar.empty()
-    st.session_state[RESULT] = (result, version.label, described)
+    job_id = queue.submit(store, reinspect_job.KIND, params, by=by or None, model_name=version.name)
+    st.toast(f"Re-inspection {job_id} queued: {reinspect_job.describe(params)}", icon=":material/replay:")
 
 
-def _show(done) -> None:
-    if done is None:
+def _finished(store: Store, job, newest: bool) -> None:
+    result = job.result if isinstance(job.result, dict) else {}
+    head = f"{heading(job)} · {finished_at(job)}"
+    if job.status == "cancelled":
+        st.info(f"{head}\n\nCancelled. {_partial(store, job)}", icon=":material/cancel:")
         return
-    result, label, described = done
-    st.subheader(f"New batch {result.batch_id}: {described} re-inspected with {label}")
-    cols = st.columns(4)
-    cols[0].metric("Re-inspected", f"{result.inspected:,}", border=True)
-    cols[1].metric("Actions changed", f"{result.actions_changed:,}", border=True)
-    cols[2].metric("Defect labels changed", f"{result.defects_changed:,}", border=True)
-    cols[3].metric("Could not be read", f"{result.failed:,}", border=True)
-    changed = (
-        result.changes[result.changes["action_changed"] | result.changes["defect_changed"]]
-        if len(result.changes)
-        else result.changes
+    if job.status != "succeeded":
+        st.error(f"{head}\n\nFailed: {job.error}. {_partial(store, job)}", icon=":material/error:")
+        return
+    st.success(
+        f"{head}\n\nNew batch **{result.get('batch_id')}**: {result.get('inspected', 0):,} re-inspected, "
+        f"{result.get('actions_changed', 0):,} action(s) and {result.get('defects_changed', 0):,} defect label(s) "
+        f"changed, {result.get('failed', 0):,} could not be read.",
+        icon=":material/check_circle:",
     )
+    if newest:
+        _show(store, job, result)
+
+
+def _partial(store: Store, job) -> str:
+    """What a re-inspection that stopped early left: its batch, with the images it finished."""
+    batch_id = (job.progress or {}).get("batch_id")
+    if not batch_id or store.batch(batch_id) is None:
+        return "Nothing was written."
+    done = store.count(InspectionFilter(batches=(batch_id,)))
+    return f"Batch {batch_id} holds the {done:,} image(s) it re-inspected before it stopped."
+
+
+def _show(store: Store, job, result: dict) -> None:
+    changes = reinspect_job.changes(store.home, job.job_id)
+    if changes is None:
+        st.caption("The image-by-image comparison of this job is no longer on disk.")
+        return
+    changed = changes[changes["action_changed"] | changes["defect_changed"]] if len(changes) else changes
     if len(changed):
         st.dataframe(
             report.changes_table(changed, [thumbnail_url(t) for t in changed["thumb_file"]]),
             hide_index=True,
             width="stretch",
             row_height=64,
-            key="models_re_changes",
+            key=f"models_re_changes_{job.job_id}",
             column_config={"Image": st.column_config.ImageColumn("Image", width="small")},
         )
     else:
         st.caption("Nothing changed: the new version gives every image the same defect and action.")
-    if st.button("Open the new batch in History", icon=":material/history:", key="models_re_history"):
-        hand_off(st.session_state, InspectionFilter(batches=(result.batch_id,)))
+    if st.button("Open the new batch in History", icon=":material/history:", key=f"models_re_history_{job.job_id}"):
+        hand_off(st.session_state, InspectionFilter(batches=(result["batch_id"],)))
         st.switch_page("pages/2_History.py")

@@ -4,26 +4,20 @@ every job live: stage, epoch, validation score, time left, cancel. The job runs 
 
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from visionqc.datasets.checks import check_classes
 from visionqc.jobs import queue
+from visionqc.jobs.anomaly_job import KIND as ANOMALY_KIND
 from visionqc.jobs.training_job import KIND, TrainingOptions, describe, estimate_seconds, training_images
 from visionqc.registry import ModelRegistry
 from visionqc.registry.registry import RegistryError, check_name, slug
 from visionqc.store import Store
+from visionqc.ui.jobs_view import finished_at, heading, minutes, render_jobs
 from visionqc.ui.sidebar import signed_name
 
-REFRESH_S = 2
-RECENT = 3  # finished jobs shown in full; older ones in a table
 VIEWS = {1: "1 (fastest)", 2: "2", 3: "3 (steadiest)"}
-_RUNNING = "models_jobs_running"
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+TRAINING_KINDS = (KIND, ANOMALY_KIND)
 
 
 def render_training(store: Store, registry: ModelRegistry) -> None:
@@ -41,8 +35,7 @@ def render_training(store: Store, registry: ModelRegistry) -> None:
     st.divider()
     render_anomaly_form(store)
     st.subheader("Jobs")
-    busy = store.count_jobs("queued", "running") > 0
-    st.fragment(_jobs_panel, run_every=REFRESH_S if busy else None)(store)
+    render_jobs(store, TRAINING_KINDS, key="models_jobs", finished=_finished_job, empty="No training jobs yet.")
 
 
 def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
@@ -87,7 +80,7 @@ def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
         st.warning(warning, icon=":material/warning:")
     seconds = estimate_seconds(row["class_counts"], options, registry)
     st.caption(
-        f"{training_images(row['class_counts'], options):,} images · about **{_minutes(seconds)}** on this machine "
+        f"{training_images(row['class_counts'], options):,} images · about **{minutes(seconds)}** on this machine "
         "(scaled from the last training run here; other work on the machine makes it longer)."
     )
     by = signed_name("recorded with the model")
@@ -104,68 +97,9 @@ def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
         st.rerun()
 
 
-def _jobs_panel(store: Store) -> None:
-    queue.reconcile(store)
-    jobs = queue.jobs_with_progress(store, limit=15)
-    if jobs.empty:
-        st.caption("No training jobs yet.")
-        return
-    active = jobs[jobs["status"].isin(["queued", "running"])]
-    running_now = set(active["job_id"])
-    if running_now != st.session_state.get(_RUNNING, running_now) and not running_now:
-        st.session_state[_RUNNING] = running_now
-        st.rerun(scope="app")  # a job ended: the versions and the sidebar change
-    st.session_state[_RUNNING] = running_now
-    for job in active.itertuples(index=False):
-        _active_job(store, job)
-    finished = jobs[~jobs["status"].isin(["queued", "running"])]
-    for job in finished.head(RECENT).itertuples(index=False):
-        _finished_job(job)
-    if len(finished) > RECENT:
-        with st.expander(f"Older jobs ({len(finished) - RECENT})"):
-            older = finished.iloc[RECENT:]
-            st.dataframe(
-                {
-                    "Job": older["job_id"],
-                    "What": [describe(p) for p in older["params"]],
-                    "Status": older["status"],
-                    "Finished (UTC)": older["finished_at"],
-                    "Why it failed": older["error"].fillna(""),
-                },
-                hide_index=True,
-                width="stretch",
-                key="models_older_jobs",
-            )
-
-
-def _active_job(store: Store, job) -> None:
-    with st.container(border=True):
-        st.markdown(f"**{job.job_id}** · {describe(job.params)} · started by {job.created_by or '—'}")
-        progress = job.progress or {}
-        if job.status == "queued":
-            st.progress(0.0, text="Queued: waits for the job before it (one job at a time per data folder)")
-        else:
-            info = progress.get("info") or {}
-            score = info.get("val_balanced_accuracy")
-            parts = [
-                f"Stage {progress.get('stage_number', 1)} of {progress.get('stages', '?')}: "
-                f"{progress.get('stage_label', 'starting')}",
-                progress.get("detail") or "",
-                f"validation balanced accuracy {100 * score:.1f}%" if isinstance(score, int | float) else "",
-                f"about {_minutes(progress['eta_seconds'])} left" if progress.get("eta_seconds") is not None else "",
-            ]
-            st.progress(float(progress.get("fraction", 0.0)), text=" · ".join(p for p in parts if p))
-            if progress.get("updated_at"):
-                st.caption(f"Last progress {time.time() - progress['updated_at']:.0f} s ago")
-        if st.button("Cancel", key=f"models_cancel_{job.job_id}", icon=":material/stop_circle:"):
-            outcome = queue.cancel(store, job.job_id)
-            st.toast("Cancelled." if outcome == "cancelled" else "Stopping at the next step…")
-
-
-def _finished_job(job) -> None:
+def _finished_job(store: Store, job, newest: bool) -> None:
     model = (job.result or {}).get("model") if isinstance(job.result, dict) else None
-    when = f"{job.finished_at:%Y-%m-%d %H:%M} UTC" if job.finished_at == job.finished_at else ""
-    head = f"**{job.job_id}** · {describe(job.params)} · {when}"
+    head = f"{heading(job)} · {finished_at(job)}"
     if job.status == "succeeded" and model:
         metrics = job.result.get("metrics") or {}
         ba = metrics.get("balanced_accuracy")
