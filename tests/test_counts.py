@@ -97,13 +97,15 @@ def stored_counts(store: Store) -> pd.DataFrame:
 
 
 def counted_from_rows(store: Store) -> pd.DataFrame:
-    """The same groups counted from the visible inspections (written here, not with the code under test)."""
+    """The same groups counted from the visible inspections but second opinions (written here, not with the code
+    under test)."""
     with store.connect() as con:
         frame = con.execute(
             """SELECT date_trunc('hour', v.created_at) AS hour, b.station, b.operator, v.model_name, v.model_version,
                 v.no_defect_label, v.defect, v.severity, v.location, v.action, v.needs_review, v.reviewed_at IS NOT NULL
                 AS reviewed, v.unusable_reason IS NOT NULL AS unusable, count(*) AS n
             FROM inspection_view v LEFT JOIN batches b ON b.batch_id = v.batch_id
+            WHERE NOT v.second_opinion
             GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13"""
         ).df()
     return _sorted(frame)
@@ -119,7 +121,9 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 def assert_counts_match(store: Store) -> None:
     stored, truth = stored_counts(store), counted_from_rows(store)
-    assert int(truth["n"].sum()) == store.count()
+    with store.connect() as con:
+        second_opinions = con.execute("SELECT count(*) FROM inspection_view WHERE second_opinion").fetchone()[0]
+    assert int(truth["n"].sum()) == store.count() - second_opinions
     pd.testing.assert_frame_equal(stored, truth, check_dtype=False)
 
 
@@ -186,12 +190,22 @@ def test_roll_up_follows_ingest_reviews_deletes_restores_and_reinspections(tmp_p
     assert store.restore(ids[100:130], "Bo") == 30
     assert_counts_match(store)
 
-    # a re-inspection: second opinions on images already counted, in a batch of their own (a visible inspection
-    # each: in the Dashboard's figures as in the rows)
+    # a re-inspection: second opinions on images already counted, in a batch of their own: History shows them, the
+    # Dashboard (rows or roll-up) and the review queue count each image once
+    before = dashboard_data(store, InspectionFilter(), Period("all"), today=TODAY, source=RAW).kpis
+    waiting = store.review_queue(InspectionFilter())[1]
     second = write(store, 30, second_opinion_of=records[:60])
-    assert len(second) == 30
+    assert len(second) == 30 and any(r.needs_review for r in second)
+    assert store.count() == 230 + 30  # 10 of the first 240 stay deleted
     assert_counts_match(store)
     assert_every_dashboard_matches(store)
+    for source in (RAW, ROLLUP):
+        assert dashboard_data(store, InspectionFilter(), Period("all"), today=TODAY, source=source).kpis == before
+    assert store.review_queue(InspectionFilter())[1] == waiting
+    store.review([r.inspection_id for r in second[:5]], "Ana", "correct", defect="dent")  # a second opinion reviewed
+    store.soft_delete([r.inspection_id for r in second[5:10]], "Ana")
+    assert_counts_match(store)
+    assert dashboard_data(store, InspectionFilter(), Period("all"), today=TODAY, source=ROLLUP).kpis == before
 
 
 def test_a_claim_lost_to_another_run_is_counted_once(tmp_path):
@@ -249,6 +263,13 @@ def test_concurrent_reviews_keep_the_roll_up_exact(tmp_path):
 
 
 # --- the migration fills it from existing rows ----------------------------------------------------------------
+def drop_second_opinions(con) -> None:
+    """Undo migration 11's column (and the views over it, which the next migration makes again)."""
+    for view in ("counted_inspections", "inspection_view", "inspection_view_all"):
+        con.execute(f"DROP VIEW {view}")
+    con.execute("ALTER TABLE inspections DROP COLUMN second_opinion")
+
+
 def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
     home = tmp_path / "home"
     store = Store(home)
@@ -258,10 +279,40 @@ def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
     store.mark_unusable(ids[10:15], "Ana", "blurred")
     store.soft_delete(ids[15:25], "Ana")
     with store.connect() as con:  # the database as the release before the roll-up left it
+        drop_second_opinions(con)
         con.execute(f"DROP TABLE {TABLE}")
         con.execute("DROP INDEX IF EXISTS inspections_newest")  # migration 10 (PostgreSQL only)
         con.execute("DELETE FROM schema_version WHERE version > 8")
     assert Store(home, url=store.url).schema_version() == SCHEMA_VERSION
+    assert_counts_match(store)
+    assert_every_dashboard_matches(store)
+
+
+def test_migration_marks_the_second_opinions_written_before_it(tmp_path):
+    store = Store(tmp_path / "home")
+    records = write(store, 60)
+    batch = store.create_batch(station=None, operator="Ana", note="re-inspection of batch x with magnetic-tile v3",
+                               source="app", model_name="magnetic-tile", model_version="3")  # fmt: skip
+    again = [
+        replace(r, inspection_id=i, model_version="3")
+        for r, i in zip(records[:20], store.reserve_inspection_ids(20), strict=True)
+    ]
+    store.write_chunk(batch, again, second_opinion=True)
+    with store.connect() as con:  # the database as the release before migration 11 left it: second opinions counted
+        drop_second_opinions(con)
+        con.execute("CREATE VIEW inspection_view AS SELECT * FROM inspections WHERE deleted_at IS NULL")
+        con.execute(f"DELETE FROM {TABLE}")
+        con.execute(
+            f"""INSERT INTO {TABLE} SELECT md5(CAST(inspection_id AS VARCHAR)), date_trunc('hour', created_at),
+            NULL, NULL, model_name, model_version, no_defect_label, pred_defect, pred_severity, pred_location,
+            pred_action, needs_review, false, false, 1 FROM inspection_view"""
+        )
+        con.execute("DROP VIEW inspection_view")
+        con.execute("DELETE FROM schema_version WHERE version > 10")
+    assert Store(tmp_path / "home", url=store.url).schema_version() == SCHEMA_VERSION
+    second = store.search(InspectionFilter(batches=(batch,)), page_size=0)[0]
+    assert len(second) == 20 and second["second_opinion"].all()
+    assert store.search(InspectionFilter(), page_size=0)[0]["second_opinion"].sum() == 20
     assert_counts_match(store)
     assert_every_dashboard_matches(store)
 

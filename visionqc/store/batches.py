@@ -117,10 +117,11 @@ class BatchesMixin:
 
         A ``second_opinion`` chunk (a re-inspection: images already inspected, classified again on purpose by
         another model version, in a batch of its own) claims nothing: its inspections are written beside the
-        ones holding their images, which stay as they are.
+        ones holding their images, which stay as they are, and marked ``second_opinion``. History shows them;
+        the Dashboard and the review queue count each image once, so they leave them out.
 
-        The written inspections are counted into the Dashboard's roll-up (:mod:`~visionqc.store.counts`) in the
-        same transaction, second opinions too: they are visible inspections, in every figure like the others.
+        The written inspections (but second opinions) are counted into the Dashboard's roll-up
+        (:mod:`~visionqc.store.counts`) in the same transaction.
         """
         if not (inspections or duplicates or failures):
             return {}
@@ -150,6 +151,11 @@ class BatchesMixin:
                 "WHERE inspection_id NOT IN (SELECT unnest(?::BIGINT[]))",
                 [list(lost)],
             )
+            if second_opinion:
+                con.execute(
+                    "UPDATE inspections SET second_opinion = true "
+                    "WHERE inspection_id IN (SELECT inspection_id FROM chunk_inspections)"
+                )
             counts.count(con, [r.inspection_id for r in inspections if r.inspection_id not in lost])
             con.execute(
                 "INSERT INTO embeddings SELECT * FROM chunk_embeddings "

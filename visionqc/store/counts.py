@@ -3,7 +3,8 @@ the Dashboard groups and filters by, kept in step with the inspections in the tr
 
 ``inspection_counts`` holds one row per (UTC hour, station, operator, model name and version, no-defect class,
 effective defect, severity, location, action, needs review, reviewed, unusable) with its number of inspections
-``n``; soft-deleted inspections are in no row, as they are in no figure. It answers the Dashboard's aggregates
+``n``; soft-deleted inspections and the second opinions of a re-inspection (the view ``counted_inspections``) are
+in no row, as they are in no figure. It answers the Dashboard's aggregates
 without reading the inspections (on PostgreSQL a scan of a million rows takes seconds; the roll-up has a few
 hundred thousand narrow rows at most and far fewer when a plant inspects many parts an hour).
 
@@ -110,15 +111,24 @@ def upsert_sql(rows: str, sign: int = 1, *, by_hour: bool = False) -> str:
 
 # The visible inspections as inspection_view shows them, over the base table: the migration that creates the
 # roll-up runs before the views are (re)created. Keep in step with schema.VIEWS (tests compare the two).
-_BASE_ROWS = """(SELECT i.created_at, i.batch_id, i.model_name, i.model_version, i.no_defect_label,
+def _base_rows(condition: str = "") -> str:
+    return (
+        """(SELECT i.created_at, i.batch_id, i.model_name, i.model_version, i.no_defect_label,
         CASE WHEN i.reviewed_at IS NULL THEN i.pred_defect ELSE i.rev_defect END AS defect,
         CASE WHEN i.reviewed_at IS NULL THEN i.pred_severity ELSE i.rev_severity END AS severity,
         CASE WHEN i.reviewed_at IS NULL THEN i.pred_location ELSE i.rev_location END AS location,
         CASE WHEN i.reviewed_at IS NULL THEN i.pred_action ELSE i.rev_action END AS action,
         i.needs_review, i.reviewed_at IS NOT NULL AS reviewed, i.unusable_reason IS NOT NULL AS unusable
-    FROM inspections i WHERE i.deleted_at IS NULL)"""
-BACKFILL = upsert_sql(_BASE_ROWS, by_hour=True)
-_BY_IDS = "(SELECT * FROM inspection_view WHERE inspection_id IN (SELECT unnest(?::BIGINT[])))"
+    FROM inspections i WHERE i.deleted_at IS NULL"""
+        + condition
+        + ")"
+    )
+
+
+BACKFILL = upsert_sql(_base_rows(), by_hour=True)  # migration 9, before second opinions were marked (11)
+BACKFILL_FIRST_OPINIONS = upsert_sql(_base_rows(" AND NOT i.second_opinion"), by_hour=True)
+COUNTED = "counted_inspections"  # the visible inspections, second opinions left out (schema.VIEWS)
+_BY_IDS = f"(SELECT * FROM {COUNTED} WHERE inspection_id IN (SELECT unnest(?::BIGINT[])))"
 
 
 def _lock_clause(con) -> str:
@@ -154,7 +164,7 @@ def count(con, ids: Sequence[int]) -> None:
 def rebuild(con) -> None:
     """Recompute the whole roll-up from the inspections (after rows were written without the store, e.g. a seed)."""
     con.execute(f"DELETE FROM {TABLE}")
-    con.execute(upsert_sql("inspection_view", by_hour=True))
+    con.execute(upsert_sql(COUNTED, by_hour=True))
 
 
 @dataclass(frozen=True)
@@ -174,7 +184,7 @@ class Source:
 
     @property
     def relation(self) -> str:
-        return RELATION if self.rollup else "inspection_view"
+        return RELATION if self.rollup else COUNTED
 
     def condition(self, f: InspectionFilter) -> tuple[str, list[Any]]:
         """A condition from the store's query builder, without its soft-delete clause (both relations hide

@@ -39,7 +39,7 @@ from visionqc.store.errors import (
 from visionqc.store.images import LocalImageStore
 from visionqc.store.integrity import read_every_table
 from visionqc.store.records import utc_now
-from visionqc.store.schema import DB_FILE, MIGRATIONS, POSTGRES_ONLY, SCHEMA_VERSION, VIEWS
+from visionqc.store.schema import DB_FILE, DROP_VIEWS, MIGRATIONS, POSTGRES_ONLY, SCHEMA_VERSION, VIEWS
 
 __all__ = ["Database", "StoreBusyError", "StoreError", "rollback", "sql_path"]
 
@@ -364,7 +364,7 @@ class Database:
                     con.execute(translate_ddl(statement))
                 con.execute("INSERT INTO schema_version VALUES (?, ?)", [version, utc_now()])
             if current < SCHEMA_VERSION:
-                for statement in VIEWS:
+                for statement in [*DROP_VIEWS, *VIEWS]:
                     con.execute(translate_ddl(statement))
             return current
 

@@ -244,12 +244,12 @@ class InspectionsMixin:
     ) -> tuple[list[int], int]:
         """Inspections waiting for a person, most uncertain first -> (the next ``limit`` ids, how many wait).
 
-        Waiting = not yet reviewed, and flagged needs-review or with defect confidence under
-        ``confidence_below``. Ordered by confidence, lowest first; ids in ``skip`` (skipped this session) are
-        left out of the ids but still counted.
+        Waiting = not yet reviewed, not a re-inspection's second opinion (its image is counted by the inspection
+        holding it), and flagged needs-review or with defect confidence under ``confidence_below``. Ordered by
+        confidence, lowest first; ids in ``skip`` (skipped this session) are left out of the ids but still counted.
         """
         where, params = build_where(f)
-        waiting = f"({where}) AND NOT reviewed AND (needs_review OR confidence < ?)"
+        waiting = f"({where}) AND NOT reviewed AND NOT second_opinion AND (needs_review OR confidence < ?)"
         params = [*params, float(confidence_below)]
         with self.connect() as con:
             total = _count(con, waiting, params)

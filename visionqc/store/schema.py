@@ -166,6 +166,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "inspection_id DESC)",
         ],
     ),
+    (
+        11,
+        [
+            # Second opinions: a re-inspection classifies images already inspected again, into a batch of its own.
+            # History shows them; the Dashboard, the roll-up and the review queue count each image once, by the
+            # inspection holding its image (visionqc.store.claims), so they leave second opinions out.
+            "ALTER TABLE inspections ADD COLUMN second_opinion BOOLEAN DEFAULT false",
+            "UPDATE inspections SET second_opinion = false WHERE second_opinion IS NULL",
+            # Those written before: in a re-inspection's batch, beside the inspection that holds their image.
+            """UPDATE inspections SET second_opinion = true
+            WHERE batch_id IN (SELECT batch_id FROM batches WHERE note LIKE 're-inspection of % with %')
+              AND inspection_id NOT IN (SELECT inspection_id FROM image_claims)""",
+            f"DELETE FROM {counts.TABLE}",
+            counts.BACKFILL_FIRST_OPINIONS,
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -185,4 +201,13 @@ VIEWS = [
         i.unusable_reason IS NOT NULL AS unusable
     FROM inspections i""",
     "CREATE OR REPLACE VIEW inspection_view AS SELECT * FROM inspection_view_all WHERE deleted_at IS NULL",
+    # What the Dashboard counts: each visible image once (no second opinion of a re-inspection).
+    "CREATE OR REPLACE VIEW counted_inspections AS SELECT * FROM inspection_view WHERE NOT second_opinion",
+]
+# Dropped before the views are made again (dependents first): PostgreSQL cannot replace a view whose columns moved,
+# as a column added to ``inspections`` moves those after ``i.*``.
+DROP_VIEWS = [
+    "DROP VIEW IF EXISTS counted_inspections",
+    "DROP VIEW IF EXISTS inspection_view",
+    "DROP VIEW IF EXISTS inspection_view_all",
 ]
