@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -641,6 +642,44 @@ def test_two_spellings_of_one_data_folder_share_this_process_s_lock(seeded, tmp_
     through_link = Store(link, lock_timeout=1)
     with store.connect():
         assert through_link.count() == store.count() == 10
+
+
+GREEDY_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from visionqc.store import filelock
+    db, until = Path(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+    print("started", flush=True)
+    while time.monotonic() < until:  # as a tight writer does: let go, take it again at once
+        if filelock.try_acquire(db, shared=False):
+            time.sleep(0.01)
+            filelock.release(db)
+    """
+)
+
+
+@pytest.mark.duckdb_only("the lock file")
+def test_a_waiting_process_gets_its_turn_from_one_that_takes_the_lock_again_and_again(seeded):
+    """flock is not fair: a process that lets go and takes the lock again at once would keep a waiting one out
+    until its timeout. The waiting process holds the turn (filelock), so the greedy one waits for it."""
+    store, _, _ = seeded
+    patient = Store(store.home, lock_timeout=8)
+    greedy = subprocess.Popen(
+        [sys.executable, "-c", GREEDY_HOLDER, str(store.db_path), "20"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert greedy.stdout.readline().strip() == "started"
+        time.sleep(0.5)
+        for turn in range(3):  # every time, not once by luck
+            assert patient.add_tags([2], [f"turn-{turn}"]) == 1
+    finally:
+        greedy.kill()
+        greedy.wait(timeout=30)
+    assert ids_of(store, InspectionFilter(tags_all=("turn-0", "turn-1", "turn-2"))) == [2]
 
 
 TAKE_TURNS = textwrap.dedent(

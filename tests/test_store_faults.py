@@ -104,9 +104,11 @@ def test_a_damaged_database_is_reported_and_never_written(home, photo_folder, de
     assert ("cut off" in message) if damage == "truncated" else ("does not match its checksum" in message)
     assert "python -m visionqc restore" in message and "VISIONQC_HOME" in message
     assert digest(home / DB_FILE) == before, "the damaged file was written to"
-    # No WAL, nothing new: only the (empty) lock file every VisionQC process holds while it has the file open.
-    assert sorted(p.name for p in home.iterdir()) == ["images", "thumbs", DB_FILE, DB_FILE + ".lock"]
-    assert (home / (DB_FILE + ".lock")).stat().st_size == 0
+    # No WAL, nothing new: only the (empty) lock file every VisionQC process holds while it has the file open, and
+    # the (empty) turn file of a process waiting for it (visionqc/store/filelock.py).
+    locks = [DB_FILE + ".lock", DB_FILE + ".lock.turn"]
+    assert sorted(p.name for p in home.iterdir()) == sorted(["images", "thumbs", DB_FILE, *locks])
+    assert all((home / lock).stat().st_size == 0 for lock in locks)
 
     with pytest.raises(StoreCorruptError):
         Store(home)

@@ -184,13 +184,16 @@ class Database:
                     raise error from exc
                 busy = exc
             if time.monotonic() >= deadline:
+                with _INSTANCE_LOCK:
+                    filelock.give_up_turn(self.db_path)
                 raise StoreBusyError(
                     f"the database {self.db_path} stayed locked by another VisionQC process for "
                     f"{self.lock_timeout:.0f} s; try again when the other import has finished"
                 ) from busy
-            # Jittered exponential back-off: two waiting processes do not retry in lock-step.
+            # Jittered exponential back-off: two waiting processes do not retry in lock-step. The process whose turn
+            # it is (filelock) goes next and nobody else may take the lock meanwhile: it polls often.
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.25)
+            delay = min(delay * 2, 0.004 if filelock.has_turn(self.db_path) else 0.25)
 
     def _open_server(self):
         """A connection to the PostgreSQL server (it has no file lock to wait for: writers run side by side)."""
