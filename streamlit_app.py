@@ -32,9 +32,11 @@ if not registered:
     st.stop()
 
 current = st.navigation(registered)
+if (wanted := pages.asked_for(registered)) is not None and wanted.url_path != current.url_path:
+    st.switch_page(wanted)  # the page a bookmark named before the server had run this script
 sidebar.render_sidebar()
 if store_error is not None:
     errors.show_store_error(store_error)
     st.stop()
-with errors.page_boundary():  # a busy, damaged, read-only or full data folder: a message, not a stack trace
+with errors.page_boundary(), pages.entered():  # a busy, damaged, read-only or full data folder: a message
     current.run()

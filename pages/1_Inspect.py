@@ -3,8 +3,10 @@
 import streamlit as st
 
 from visionqc.filters import InspectionFilter
-from visionqc.ui import first_run, lot_report, resources, results, tables, upload
+from visionqc.ui import first_run, lot_report, pages, resources, results, tables, upload
 from visionqc.ui.text import literal
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 st.title("Inspect")
 st.caption(

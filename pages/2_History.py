@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from visionqc.ui import history, lot_report, resources, results
+from visionqc.ui import history, lot_report, pages, resources, results
 from visionqc.ui.corrections import show_message
 from visionqc.ui.filters import history_filters
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 st.title("History")
 store = resources.get_store()

@@ -13,8 +13,10 @@ from visionqc.filters import PERIODS, InspectionFilter, Period
 from visionqc.labels import stored_all
 from visionqc.reporting import charts, dashboard, exports
 from visionqc.store import analytics
-from visionqc.ui import resources
+from visionqc.ui import pages, resources
 from visionqc.ui.filters import hand_off
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 CROSS_KEY = "dashboard_cross"  # {dimension: [values]} picked on the charts
 GENERATION_KEY = "dashboard_chart_generation"  # bumped on "clear" so the charts forget their selection

@@ -5,8 +5,10 @@ import streamlit as st
 from visionqc.explore.projection import DEFAULT_MAP_POINTS, PROJECTIONS, TSNE_MAX_POINTS, warm_up_umap
 from visionqc.explore.scores import NEAR_DUPLICATE_TAG, NEAR_DUPLICATE_THRESHOLD, update_scores
 from visionqc.reporting.explore_map import COLOR_CHOICES
-from visionqc.ui import explore, resources
+from visionqc.ui import explore, pages, resources
 from visionqc.ui.filters import history_filters
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 st.title("Explore")
 st.caption(

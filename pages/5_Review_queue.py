@@ -3,11 +3,13 @@
 import streamlit as st
 
 from visionqc.filters import InspectionFilter
-from visionqc.ui import detail, resources, results
+from visionqc.ui import detail, pages, resources, results
 from visionqc.ui.corrections import correction_form, show_message
 from visionqc.ui.filters import history_filters
 from visionqc.ui.heatmap_view import render_image_with_heatmap
 from visionqc.ui.text import literal
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 SKIPPED = "queue_skipped"  # ids skipped in this session: they come back next session
 GROUP = "queue"  # where the form's messages go

@@ -7,11 +7,14 @@ from visionqc.ui import (
     compare_view,
     datasets_view,
     model_card_view,
+    pages,
     registry_view,
     reinspect_view,
     resources,
     training_view,
 )
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 st.title("Models")
 registry = resources.get_registry()

@@ -2,7 +2,9 @@
 
 import streamlit as st
 
-from visionqc.ui import resources, users_view
+from visionqc.ui import pages, resources, users_view
+
+pages.through_the_app(__file__)  # nothing of a page runs outside the app's navigation
 
 st.title("Users")
 users_view.require_admin()

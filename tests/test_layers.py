@@ -78,3 +78,15 @@ def test_the_registry_datasets_and_job_queue_load_without_torch():
         "visionqc.ui.training_view", "visionqc.ui.datasets_view", "visionqc.ui.registry_view", "visionqc.ui.sidebar",
     )  # fmt: skip
     assert loads_torch("visionqc.training.trainer")  # the check can fail
+
+
+def test_every_page_refuses_to_run_outside_the_app_navigation():
+    """Streamlit serves pages/ on its own until the entry script has run once after a start: a page's first
+    statement sends such a run to the entry script (and its sign-in gate). tests/e2e/test_sign_in.py shows why."""
+    from visionqc.ui.pages import page_specs
+
+    for spec in page_specs():
+        tree = ast.parse(Path(spec.path).read_text(encoding="utf-8"))
+        body = [node for node in tree.body if not isinstance(node, ast.Import | ast.ImportFrom)]
+        first = body[1] if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) else body[0]
+        assert ast.unparse(first) == "pages.through_the_app(__file__)", f"{spec.path} starts with {ast.unparse(first)}"

@@ -77,3 +77,29 @@ def test_an_operator_is_kept_out_and_a_lead_reviews_under_their_own_name(
         context.close()
     trail = Store(plant).inspection_detail(first)["reviews"]
     assert list(trail["reviewer"]) == ["lea"] and list(trail["kind"]) == ["confirm"]
+
+
+def test_a_bookmark_opened_first_after_a_restart_asks_for_sign_in_then_opens_its_page(
+    plant, browser, app_server_at, wait_for_app, screenshot_dir
+):
+    """Until the entry script has run once in the server's life, Streamlit serves ``pages/`` on its own: the first
+    address typed after a start (``/History``, the page file's own name) must still meet the sign-in gate, and
+    after signing in the user gets the page they asked for; an operator's bookmark to a lead's page gets nothing of
+    it (visionqc.ui.pages)."""
+    for address, name, heading in (("History", "lea", "History"), ("Models", "olga", "Inspect")):
+        with app_server_at(plant) as server:  # a fresh server each time: the first request is the bookmark
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"{server.url}/{address}")
+            wait_for_app(page)
+            assert page.get_by_role("button", name="Sign in").is_visible(), address
+            assert not page.locator("h1", has_text=address).count(), f"{address} ran before sign-in"
+            page.screenshot(path=str(screenshot_dir / f"bookmark_{address}.png"), full_page=True)
+            page.get_by_role("textbox", name="User name").fill(name)
+            page.get_by_role("textbox", name="Password").fill(PASSWORDS[name])
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_text(f"Signed in as {name}").wait_for()
+            wait_for_app(page)
+            assert page.locator("h1", has_text=heading).is_visible(), (address, name)
+            context.close()
