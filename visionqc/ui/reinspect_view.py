@@ -39,6 +39,9 @@ def render_reinspect(store: Store, registry: ModelRegistry) -> None:
         disabled=not count or count > MAX_IMAGES,
     ):
         _submit(store, versions[picked], selection, described)
+    if count > MAX_IMAGES:
+        st.caption(f":orange[{count:,} images selected: re-inspect at most {MAX_IMAGES:,} at a time; narrow the "
+                   "selection (History's filters) first.]")  # fmt: skip
     st.subheader("Re-inspections")
     render_jobs(store, (reinspect_job.KIND,), key="models_re_jobs", finished=_finished, empty="No re-inspections yet.")
 
