@@ -11,10 +11,13 @@ import zipfile
 import pandas as pd
 import pytest
 from apptest import APP, as_reviewer, open_app, shared_store
+from pypdf import PdfReader
 from streamlit.testing.v1 import AppTest
 
 from visionqc.actions import ACTIONS
+from visionqc.filters import InspectionFilter
 from visionqc.model.card import read_card
+from visionqc.reporting.lot_report import lot_report_data, lot_report_pdf
 from visionqc.store import Store
 from visionqc.ui import pages, upload
 
@@ -156,6 +159,12 @@ def test_batch_fields_are_saved_and_the_csv_has_every_row(app, tile_photos, visi
     rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))))
     assert sorted(r["file_name"] for r in rows) == sorted(results_table(app).value["File"])
     assert {r["batch_id"] for r in rows} == {batch_id}
+
+    assert [b for b in app.get("download_button") if b.label == "Download lot report (PDF)"]
+    # What that button's deferred callable returns (it failed on PostgreSQL: a DuckDB-only aggregate).
+    report = PdfReader(io.BytesIO(lot_report_pdf(lot_report_data(store, InspectionFilter(batches=(batch_id,))))))
+    text = " ".join(page.extract_text() for page in report.pages)
+    assert f"batch {batch_id}" in text and "Line 2 – Kamera A" in text and operator in text
 
 
 @BOTH_BACKENDS
