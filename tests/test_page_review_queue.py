@@ -1,6 +1,8 @@
 """The review queue through AppTest, over a real store filled by the real ingest and shipped model:
-most uncertain first, confirm and correct write reviews to the audit trail, skip writes nothing. Every test reads
-or writes the queue's rows, so the module runs on both backends (a PostgreSQL clone of the seeded rows second)."""
+most uncertain first, confirm and correct write reviews to the audit trail, skip writes nothing. The tests that
+write reviews run on both backends (``BOTH_BACKENDS``: a PostgreSQL clone of the seeded rows second); skipping
+writes nothing and reads the queue's order, which the confirm test reads on PostgreSQL too, so it runs on DuckDB
+only (the suite's time budget)."""
 
 from __future__ import annotations
 
@@ -18,8 +20,6 @@ from visionqc.store.ingest import run_batch
 
 PAGE = "pages/5_Review_queue.py"
 TIMEOUT = 180
-
-pytestmark = BOTH_BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,7 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+@BOTH_BACKENDS
 def test_most_uncertain_first_and_confirm_writes_a_review(app, home):
     store = Store(home)
     order = waiting_order(store)
@@ -72,6 +73,7 @@ def test_most_uncertain_first_and_confirm_writes_a_review(app, home):
     assert any("Confirmed" in s.value for s in app.success)
 
 
+@BOTH_BACKENDS
 def test_correct_writes_the_chosen_labels(app, home):
     store = Store(home)
     first = waiting_order(store)[0]
@@ -105,6 +107,7 @@ def test_a_review_needs_a_name(app, home):
     assert store.review_history(first).empty
 
 
+@BOTH_BACKENDS
 def test_not_a_part_is_a_key_in_the_queue_and_leaves_it(app, home):
     store = Store(home)
     order = waiting_order(store)
