@@ -143,3 +143,29 @@ def private_postgres_home(private_home, monkeypatch, postgres_server):
         return home
 
     return make
+
+
+@pytest.fixture(scope="module")
+def seeded_postgres(seeded_home, postgres_server) -> str:
+    """The URL of a PostgreSQL database holding the rows of the module's ``seeded_home`` (seeded once, on
+    DuckDB, and copied by ``COPY``); ``home`` gives each test a clone of it."""
+    from visionqc.store import Store
+
+    url = postgres_server.new_database_url()
+    pgserver.copy_to_postgres(Store(seeded_home), url)
+    return url
+
+
+@pytest.fixture
+def home(request, private_home) -> Path:
+    """For a page-test module that defines a module-scoped ``seeded_home``: a private copy of it, set as
+    ``VISIONQC_HOME`` (and the shipped model as ``VISIONQC_MODEL``). Parametrised indirectly with
+    ``"postgresql"`` (``apptest.BOTH_BACKENDS``), the copy's rows live in a private clone of ``seeded_postgres``
+    instead, set as ``VISIONQC_DATABASE_URL``; a test marked ``duckdb_only`` is skipped there."""
+    seeded = request.getfixturevalue("seeded_home")
+    if getattr(request, "param", "duckdb") == "postgresql":
+        marker = request.node.get_closest_marker("duckdb_only")
+        if marker is not None:
+            pytest.skip(f"DuckDB file only: {marker.args[0] if marker.args else 'the embedded file itself'}")
+        return request.getfixturevalue("private_postgres_home")(seeded, request.getfixturevalue("seeded_postgres"))
+    return private_home(seeded)

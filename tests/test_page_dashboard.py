@@ -1,34 +1,35 @@
-"""The Dashboard page through AppTest: the empty state, a seeded database, a cross-filter and clearing it."""
+"""The Dashboard page through AppTest: the empty state, a seeded database, a cross-filter and clearing it; every
+test on both backends (the aggregates' SQL is what differs)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+from apptest import BOTH_BACKENDS, open_app
 from records import seed_inspections
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
 from visionqc.store import Store
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/3_Dashboard.py"
 CROSS_KEY = "dashboard_cross"
 
 
-def seed(home, rows: int) -> Store:
-    return seed_inspections(home, rows, days=20, end=datetime.now(UTC))
+@pytest.fixture(scope="module")
+def seeded_home(tmp_path_factory) -> Path:
+    """800 synthetic inspections over the last 20 days (SQL only: fast); each test gets a copy (``home``)."""
+    home = tmp_path_factory.mktemp("dashboard") / "visionqc-data"
+    seed_inspections(home, 800, days=20, end=datetime.now(UTC))
+    return home
 
 
 def open_dashboard(default_model_dir, monkeypatch) -> AppTest:
     monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
     monkeypatch.setenv("VISIONQC_TIMEZONE", "UTC")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(PAGE, timeout=120)
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -36,6 +37,7 @@ def metric(at: AppTest, label: str) -> str:
     return value
 
 
+@pytest.mark.usefixtures("backend")
 def test_empty_database_points_to_inspect(visionqc_home, default_model_dir, monkeypatch):
     at = open_dashboard(default_model_dir, monkeypatch)
     assert any("Nothing has been inspected yet" in info.value for info in at.info)
@@ -43,10 +45,11 @@ def test_empty_database_points_to_inspect(visionqc_home, default_model_dir, monk
 
 
 @pytest.fixture
-def seeded(visionqc_home) -> Store:
-    return seed(visionqc_home, 800)
+def seeded(home) -> Store:
+    return Store(home)
 
 
+@BOTH_BACKENDS
 def test_kpis_match_the_database_and_a_cross_filter_narrows_them(seeded, default_model_dir, monkeypatch):
     at = open_dashboard(default_model_dir, monkeypatch)
     labels = [m.label for m in at.metric]
@@ -82,6 +85,7 @@ def test_kpis_match_the_database_and_a_cross_filter_narrows_them(seeded, default
     assert metric(at, "Inspected") == f"{total:,}"
 
 
+@BOTH_BACKENDS
 def test_open_in_history_carries_the_filters(seeded, default_model_dir, monkeypatch):
     at = open_dashboard(default_model_dir, monkeypatch)
     station = seeded.distinct_values("station")[0]

@@ -1,6 +1,10 @@
 """The Explore page through AppTest over a real store (real ingest, shipped model): the map, its sample
 size and filters, colour choices, t-SNE, and outlier scoring. Dragging a box is tested in the browser
-(tests/e2e/test_explore_map.py); the selection logic itself is tested here on a fake event."""
+(tests/e2e/test_explore_map.py); the selection logic itself is tested here on a fake event.
+
+The tests that read or write rows run on PostgreSQL too (``BOTH_BACKENDS``: the map's rows and embeddings, the
+filters' SQL, the scores and tags written back); the colourings and projections draw the rows the first test
+already read, so they run on DuckDB only (the suite's time budget)."""
 
 from __future__ import annotations
 
@@ -10,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from apptest import BOTH_BACKENDS, open_app
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.explore import scores
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
@@ -23,7 +27,6 @@ from visionqc.store import Store
 from visionqc.store.ingest import run_batch
 from visionqc.ui import explore
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/4_Explore.py"
 TIMEOUT = 180
 
@@ -43,23 +46,15 @@ def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
 
 
 @pytest.fixture
-def home(seeded_home, private_home) -> Path:
-    return private_home(seeded_home)
-
-
-@pytest.fixture
 def app(home) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app(PAGE, timeout=TIMEOUT)
 
 
 def count_line(at: AppTest) -> str:
     return next(md.value for md in at.markdown if "inspections match" in md.value)
 
 
+@BOTH_BACKENDS
 def test_map_shows_every_inspection_when_few(app, home):
     total = Store(home).count(InspectionFilter())
     assert total == 37
@@ -73,6 +68,7 @@ def test_large_sets_are_sampled(app):
     assert "all 37" in count_line(app)
 
 
+@BOTH_BACKENDS
 def test_filters_are_shared_with_history(app, home):
     app.multiselect(key="explore_f_defects").set_value(["free"]).run()
     assert not app.exception, app.exception
@@ -93,6 +89,7 @@ def test_other_projections_render(app, method):
     assert len(app.get("vega_lite_chart")) == 1
 
 
+@BOTH_BACKENDS
 def test_scoring_stores_outlier_scores_and_tags_near_duplicates(app, home):
     next(b for b in app.button if b.label.startswith("Compute scores")).click().run()
     assert not app.exception, app.exception

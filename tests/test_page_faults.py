@@ -1,6 +1,8 @@
 """No page shows a stack trace for a damaged database, a read-only folder or a full disk (AppTest through the
 app's entry point, so the page boundary in ``streamlit_app.py`` is what is tested); History stays browsable
-from a read-only folder; a batch stopped by a full disk goes on where it stopped when Inspect is pressed again."""
+from a read-only folder; a batch stopped by a full disk goes on where it stopped when Inspect is pressed again
+(on both backends: the batch's rows are in the store). The damaged and the read-only database are the DuckDB
+file itself, so those run on DuckDB only."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from apptest import open_app
 from faults import damage_a_block, digest, read_only_mount, truncate
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.intake.uploads import UploadFile
 from visionqc.model.predict import Predictor
 from visionqc.store import Store
@@ -21,7 +23,6 @@ from visionqc.store.ingest import run_batch
 from visionqc.store.schema import DB_FILE
 from visionqc.ui import upload
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 TIMEOUT = 180
 STORE_PAGES = ["pages/1_Inspect.py", "pages/2_History.py", "pages/3_Dashboard.py", "pages/4_Explore.py"]
 STORE_PAGES += ["pages/5_Review_queue.py"]
@@ -40,18 +41,14 @@ def run_page(page: str) -> AppTest:
 
     The first run goes through the entry point: until a script calls ``st.navigation``, Streamlit runs a
     page of the legacy ``pages/`` folder on its own, without the entry point around it."""
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    assert not at.exception, f"the first page crashed: {at.exception}"
-    at.switch_page(page).run()
-    assert not at.exception, f"{page} crashed: {at.exception}"
-    return at
+    return open_app(page, timeout=TIMEOUT)
 
 
 def messages(at: AppTest) -> str:
     return "\n".join(e.value for e in [*at.error, *at.info, *at.warning])
 
 
+@pytest.mark.duckdb_only("a damaged DuckDB file")
 @pytest.mark.parametrize("damage", ["truncated", "damaged block"])
 def test_no_page_shows_a_stack_trace_for_a_damaged_database(seeded, private_home, damage):
     home = private_home(seeded)
@@ -65,6 +62,7 @@ def test_no_page_shows_a_stack_trace_for_a_damaged_database(seeded, private_home
     assert digest(home / DB_FILE) == before
 
 
+@pytest.mark.duckdb_only("the DuckDB file in a read-only folder (opened read-only)")
 def test_a_read_only_folder_can_be_browsed_and_inspecting_is_switched_off(seeded, tmp_path, monkeypatch):
     """A real read-only bind mount (chmod is not read-only for root)."""
     copy = tmp_path / "visionqc-data"
@@ -82,6 +80,7 @@ def test_a_read_only_folder_can_be_browsed_and_inspecting_is_switched_off(seeded
         assert inspect.button(key="inspect_run").disabled
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_full_disk_on_inspect_is_a_message_and_the_batch_goes_on(
     visionqc_home, default_model_dir, tile_photos, monkeypatch
 ):

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pgserver
 import pytest
+from apptest import BOTH_BACKENDS, as_reviewer, open_app
 from streamlit.testing.v1 import AppTest
 
-from visionqc.accounts import hash_password
-from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
 from visionqc.model.predict import Predictor
@@ -28,8 +25,7 @@ from visionqc.store import Store
 from visionqc.store.ingest import run_batch
 from visionqc.ui import history
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
-REVIEWER, REVIEWER_PASSWORD = "Chris", "the reviewer's secret"  # the signed-in lead on PostgreSQL
+REVIEWER = "Chris"  # the signed-in lead on PostgreSQL
 TIMEOUT = 180
 UMLAUT_NAME = "Prüfteil-ä-001.jpg"
 TAGS = {0: ["retrain", "edge"], 1: ["retrain"], 2: ["edge"], 3: ["ignore"]}  # row position -> tags
@@ -58,27 +54,9 @@ def all_rows(store: Store) -> pd.DataFrame:
     return rows
 
 
-@pytest.fixture(scope="module")
-def seeded_postgres(seeded_home, postgres_server) -> str:
-    """The module's seeded rows copied into a PostgreSQL database; each test gets a clone."""
-    url = postgres_server.new_database_url()
-    pgserver.copy_to_postgres(Store(seeded_home), url)
-    # A shared store always asks for sign-in (visionqc.ui.auth): the reviewer is a signed-in lead there.
-    Store(seeded_home, url=url).add_user(REVIEWER, "lead", hash_password(REVIEWER_PASSWORD))
-    return url
-
-
-@pytest.fixture
-def home(request, seeded_home, private_home) -> Path:
-    """A private copy of the seeded data: the DuckDB file, or (``BOTH_BACKENDS`` tests, second run) PostgreSQL."""
-    if getattr(request, "param", "duckdb") == "postgresql":
-        return request.getfixturevalue("private_postgres_home")(seeded_home, request.getfixturevalue("seeded_postgres"))
-    return private_home(seeded_home)
-
-
-# The page on PostgreSQL too, for a representative subset (the suite's time budget): every kind of filter SQL
-# (dates, text, tags), sorting and paging, the detail, bulk writes and the CSV export.
-BOTH_BACKENDS = pytest.mark.parametrize("home", ["duckdb", "postgresql"], indirect=True)
+# `home` (tests/conftest.py) is a private copy of the seeded store. The page runs on PostgreSQL too
+# (`BOTH_BACKENDS`) for a representative subset, the suite's time budget: every kind of filter SQL (dates, text,
+# tags), sorting and paging, the detail, bulk writes and the CSV export.
 
 
 @pytest.fixture
@@ -88,24 +66,7 @@ def rows(home) -> pd.DataFrame:
 
 @pytest.fixture
 def app(home) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    if os.environ.get("VISIONQC_DATABASE_URL"):  # PostgreSQL: sign in first, as the lead who reviews
-        at.text_input(key="sign_in_username").set_value(REVIEWER)
-        at.text_input(key="sign_in_password").set_value(REVIEWER_PASSWORD)
-        [button] = [b for b in at.button if b.label == "Sign in"]
-        button.click().run()
-    at.switch_page("pages/2_History.py").run()
-    assert not at.exception, at.exception
-    return at
-
-
-def as_reviewer(at: AppTest, name: str) -> None:
-    """Review as ``name``: typed in the sidebar on one machine; on a shared store, the signed-in user."""
-    if os.environ.get("VISIONQC_DATABASE_URL"):
-        assert name == REVIEWER and any(f"Signed in as **{name}**" in m.value for m in at.sidebar.markdown)
-        return
-    at.text_input(key="sidebar_reviewer").set_value(name)
+    return open_app("pages/2_History.py", reviewer=REVIEWER, timeout=TIMEOUT)
 
 
 def total_shown(at: AppTest) -> int:
@@ -396,7 +357,7 @@ def unescaped(element) -> str:
 def test_ticks_never_move_to_other_images_when_a_filter_changes(app, home, rows):
     """The trust bug: ticks stayed on row *positions* after a filter change and tagged unrelated images."""
     store = Store(home)
-    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    as_reviewer(app, "Chris")
     select(app, [0, 1, 2])
     ticked = list(table(app)["File"][:3])
     assert any(ticked[0] in unescaped(m) for m in app.markdown if m.value.startswith("**Selected"))
@@ -415,7 +376,7 @@ def test_ticks_never_move_to_other_images_when_a_filter_changes(app, home, rows)
 
 def test_bulk_mark_unusable_keeps_the_reason_in_the_audit_trail(app, home, rows):
     store = Store(home)
-    app.text_input(key="sidebar_reviewer").set_value("Chris")
+    as_reviewer(app, "Chris")
     app.selectbox(key="history_sort").set_value("File name")
     app.radio(key="history_order").set_value("Ascending").run()
     select(app, [0, 1])

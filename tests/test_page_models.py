@@ -1,6 +1,9 @@
 """The Models page through AppTest over real registries, stores and models: the active model's card, rollback
 with a confirm and its audit trail, a comparison before promotion, a dataset imported through the uploader and one
-built from reviews, a training job started from the page; and Inspect's notice when a batch looks foreign."""
+built from reviews, a training job started from the page; and Inspect's notice when a batch looks foreign.
+
+The tests that write or read rows (datasets, reviews, jobs, a batch) run on PostgreSQL too, on a new schema
+(``BOTH_BACKENDS``); the model card and the registry (files under the data folder, not rows) on DuckDB only."""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ import shutil
 import zipfile
 
 import pytest
+from apptest import as_reviewer, open_app
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.datasets.archive import import_dataset
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
@@ -25,9 +28,9 @@ from visionqc.store.ingest import run_batch
 from visionqc.training.localisation import SampleResult, summarise, write_to_card
 from visionqc.ui import upload
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/6_Models.py"
 TIMEOUT = 240
+BOTH_BACKENDS = pytest.mark.usefixtures("backend")  # a new, empty store: the DuckDB file, then PostgreSQL
 
 
 @pytest.fixture
@@ -38,12 +41,8 @@ def home(tmp_path, monkeypatch):
     return home
 
 
-def open_page(page: str = PAGE) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+def open_page(page: str = PAGE, reviewer: str = "Ana") -> AppTest:
+    return open_app(page, reviewer=reviewer, timeout=TIMEOUT)
 
 
 def sidebar_text(at: AppTest) -> str:
@@ -101,11 +100,11 @@ def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     registry.ensure_initialised()
     v2 = registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
     registry.activate(v2.name, v2.version, by="ana")
-    at = open_page()
+    at = open_page(reviewer="Ben")
     assert "· version 2" in sidebar_text(at)
     versions = next(d.value for d in at.dataframe if "Balanced accuracy %" in d.value.columns)
     assert versions["Version"].tolist() == ["2", "1"] and versions["Active"].tolist() == ["✔", ""]
-    at.text_input(key="sidebar_reviewer").set_value("Ben").run()
+    as_reviewer(at, "Ben").run()
     at.button(key="models_rollback").click().run()
     assert registry.active().label == "magnetic-tile v2"  # not yet: the question is on screen
     assert any("Make magnetic-tile v1 the active model again" in w.value for w in at.warning)
@@ -122,6 +121,7 @@ def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     ]
 
 
+@BOTH_BACKENDS
 def test_promotion_comes_after_a_comparison(home, tmp_path, default_model_dir, labelled_folder):
     registry = ModelRegistry(home)
     registry.ensure_initialised()
@@ -138,7 +138,7 @@ def test_promotion_comes_after_a_comparison(home, tmp_path, default_model_dir, l
     accuracy = side_by_side.set_index("Measure").loc["Accuracy %"]
     assert accuracy["magnetic-tile v1"] == accuracy["magnetic-tile v2"] and accuracy["Change"] == 0  # same weights
     assert len(at.get("vega_lite_chart")) >= 2  # both confusion matrices
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     at.button(key="models_promote").click().run()
     at.button(key="models_promote_yes").click().run()
     assert not at.exception, at.exception
@@ -156,12 +156,13 @@ def zipped_folder(folder) -> bytes:
     return buffer.getvalue()
 
 
+@BOTH_BACKENDS
 def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_folder):
     archive = zipped_folder(labelled_folder(tmp_path / "door-panels", 3, ["crack", "free"]))
     at = open_page()
     at.file_uploader(key="models_import_zip").set_value([("door-panels.zip", archive, "application/zip")]).run()
     assert at.text_input(key="models_import_name").value == "door-panels"
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     at.button(key="models_import_go").click().run()
     assert not at.exception, at.exception
     assert any("door-panels@1" in s.value for s in at.success)
@@ -173,7 +174,7 @@ def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_fol
     at.radio(key="models_train_views").set_value(1).run()
     at.checkbox(key="models_train_phase2").uncheck().run()
     assert any("about" in c.value and "6 images" in c.value for c in at.caption)  # the time estimate
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     at.button(key="models_train_go").click().run()
     assert not at.exception, at.exception
     [job] = store.jobs().itertuples()
@@ -186,6 +187,7 @@ def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_fol
     assert queue.cancel(store, job.job_id) in ("cancelled", "stopping")  # the test needs no model from it
 
 
+@BOTH_BACKENDS
 def test_a_dataset_from_reviews_through_the_page(home, magnetic_tile, default_model_dir):
     ModelRegistry(home).ensure_initialised()
     store = Store(home)
@@ -197,7 +199,7 @@ def test_a_dataset_from_reviews_through_the_page(home, magnetic_tile, default_mo
     for row in rows.itertuples():
         store.review([row.inspection_id], "ana", "correct", defect=row.file_name.split("-")[0])
     at = open_page()
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     assert any("6 inspections" in m.value for m in at.markdown)
     at.text_input(key="models_reviews_name").set_value("line-2").run()
     at.button(key="models_reviews_go").click().run()
@@ -206,13 +208,13 @@ def test_a_dataset_from_reviews_through_the_page(home, magnetic_tile, default_mo
     assert row["class_counts"] == {"crack": 3, "free": 3} and row["created_by"] == "Ana"
 
 
+@BOTH_BACKENDS
 def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_det):
     ModelRegistry(home).ensure_initialised()
     store = Store(home)
     steel = sorted((neu_det / "images" / "scratches").glob("*.jpg"))[:6]
     foreign = run_batch(store, Predictor(default_model_dir), [UploadFile(p.name, p.read_bytes()) for p in steel])
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
+    at = open_app(timeout=TIMEOUT)
     at.session_state[upload.CURRENT_BATCH] = foreign.batch_id
     at.switch_page("pages/1_Inspect.py").run()
     assert not at.exception, at.exception
@@ -223,6 +225,7 @@ def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_de
     assert "**train a classifier from labelled photos** (an archive, or a dataset built from your reviews" in notice
 
 
+@BOTH_BACKENDS
 def test_the_anomaly_form_lets_the_lead_choose_how_many_good_parts_may_be_flagged(home, magnetic_tile):
     photos = [
         (p.name, p.read_bytes(), "image/jpeg") for p in sorted((magnetic_tile / "images" / "free").glob("*.jpg"))[:11]
@@ -232,7 +235,7 @@ def test_the_anomaly_form_lets_the_lead_choose_how_many_good_parts_may_be_flagge
     assert flagged.value == 95.0 and flagged.options == ["1 in 100", "1 in 50", "1 in 20", "1 in 10"]
     at.file_uploader(key="models_anomaly_files").set_value(photos).run()
     flagged.set_value(90.0).run()
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     at.button(key="models_anomaly_go").click().run()
     assert not at.exception, at.exception
     store = Store(home)

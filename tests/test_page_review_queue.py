@@ -1,21 +1,23 @@
 """The review queue through AppTest, over a real store filled by the real ingest and shipped model:
-most uncertain first, confirm and correct write reviews to the audit trail, skip writes nothing."""
+most uncertain first, confirm and correct write reviews to the audit trail, skip writes nothing. The tests that
+write reviews run on both backends (``BOTH_BACKENDS``: a PostgreSQL clone of the seeded rows second); skipping
+writes nothing and reads the queue's order, which the confirm test reads on PostgreSQL too, so it runs on DuckDB
+only (the suite's time budget)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from apptest import BOTH_BACKENDS, as_reviewer, open_app
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
 from visionqc.model.predict import Predictor
 from visionqc.store import Store
 from visionqc.store.ingest import run_batch
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 PAGE = "pages/5_Review_queue.py"
 TIMEOUT = 180
 
@@ -30,11 +32,6 @@ def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
     return home
 
 
-@pytest.fixture
-def home(seeded_home, private_home) -> Path:
-    return private_home(seeded_home)
-
-
 def waiting_order(store: Store, below: float = 1.0) -> list[int]:
     """Every unreviewed row in the queue's order, computed here in pandas (threshold 100% queues all)."""
     rows, _ = store.search(InspectionFilter(reviewed=False), sort="inspection_id", descending=False, page_size=0)
@@ -44,12 +41,9 @@ def waiting_order(store: Store, below: float = 1.0) -> list[int]:
 
 @pytest.fixture
 def app(home) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
+    at = open_app(PAGE, reviewer="Ana", timeout=TIMEOUT)
     at.slider(key="queue_confidence").set_value(100).run()
-    at.text_input(key="sidebar_reviewer").set_value("Ana").run()
+    as_reviewer(at, "Ana").run()
     assert not at.exception, at.exception
     return at
 
@@ -65,6 +59,7 @@ def button(at: AppTest, label: str):
     return next(b for b in at.button if b.label == label)
 
 
+@BOTH_BACKENDS
 def test_most_uncertain_first_and_confirm_writes_a_review(app, home):
     store = Store(home)
     order = waiting_order(store)
@@ -78,6 +73,7 @@ def test_most_uncertain_first_and_confirm_writes_a_review(app, home):
     assert any("Confirmed" in s.value for s in app.success)
 
 
+@BOTH_BACKENDS
 def test_correct_writes_the_chosen_labels(app, home):
     store = Store(home)
     first = waiting_order(store)[0]
@@ -101,6 +97,7 @@ def test_skip_moves_on_without_writing(app, home):
     assert any("1 skipped" in md.value for md in app.markdown)
 
 
+@pytest.mark.duckdb_only("a typed reviewer name: on a shared store the signed-in user reviews, nothing is typed")
 def test_a_review_needs_a_name(app, home):
     store = Store(home)
     first = waiting_order(store)[0]
@@ -110,6 +107,7 @@ def test_a_review_needs_a_name(app, home):
     assert store.review_history(first).empty
 
 
+@BOTH_BACKENDS
 def test_not_a_part_is_a_key_in_the_queue_and_leaves_it(app, home):
     store = Store(home)
     order = waiting_order(store)

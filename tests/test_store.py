@@ -551,6 +551,22 @@ def test_batch_summary_failures_and_csv(seeded):
     assert batches.set_index("batch_id").loc[batch_a, "failures"] == 1
 
 
+def test_report_summary_names_the_batches_stations_operators_and_models(seeded):
+    """What a lot report's header shows. Was DuckDB-only SQL (the ``list`` aggregate, ``ORDER BY 1`` in a
+    DISTINCT aggregate): a lot report from a PostgreSQL store failed."""
+    store, batch_a, batch_b = seeded
+    store.mark_unusable([10], "Ana", "blurred")
+    summary = store.report_summary(InspectionFilter())
+    assert (summary["inspected"], summary["unusable"], summary["open_reviews"]) == (9, 1, 2)
+    assert summary["batches"] == sorted([batch_a, batch_b])
+    assert (summary["stations"], summary["operators"]) == (["Line 1", "Line 2"], ["Ana"])
+    assert summary["models"] == ["magnetic-tile 1.0", "other-model 1.0"]
+    assert (summary["lots"], summary["notes"]) == ([], [])
+    assert (summary["first_at"], summary["last_at"]) == (T0, datetime(2026, 3, 18, 23, 30))
+    one_station = store.report_summary(InspectionFilter(stations=("Line 2",)))
+    assert (one_station["batches"], one_station["models"]) == ([batch_b], ["magnetic-tile 1.0"])
+
+
 # --- the cross-process lock ---------------------------------------------------------------------
 HOLD_LOCK = textwrap.dedent(
     """

@@ -101,14 +101,17 @@ class DatasetsMixin:
     def datasets(self) -> pd.DataFrame:
         """Every dataset, newest first, with ``class_counts`` ({defect: images})."""
         with self.connect() as con:
-            rows = con.execute(
-                """SELECT d.*, c.counts AS class_counts FROM datasets d LEFT JOIN (
-                    SELECT dataset_id, map_from_entries(list((defect, n) ORDER BY defect)) AS counts FROM (
-                        SELECT dataset_id, defect, count(*) AS n FROM dataset_items GROUP BY ALL)
-                    GROUP BY dataset_id) c USING (dataset_id)
-                ORDER BY d.created_at DESC, d.name, d.version DESC"""
-            ).df()
-        rows["class_counts"] = [_as_dict(c) for c in rows["class_counts"]]
+            rows = con.execute("SELECT * FROM datasets ORDER BY created_at DESC, name, version DESC").df()
+            # Counted per (dataset, class) and gathered here: plain SQL both engines run (a map aggregate is
+            # DuckDB's alone).
+            counts = con.execute(
+                "SELECT dataset_id, defect, count(*) FROM dataset_items GROUP BY dataset_id, defect "
+                "ORDER BY dataset_id, defect"
+            ).fetchall()
+        by_dataset: dict[str, dict[str, int]] = {}
+        for ident, defect, n in counts:
+            by_dataset.setdefault(ident, {})[defect] = int(n)
+        rows["class_counts"] = [by_dataset.get(ident, {}) for ident in rows["dataset_id"]]
         rows["recipe"] = [json.loads(r) if isinstance(r, str) else {} for r in rows["recipe"]]
         return rows
 
@@ -147,11 +150,3 @@ def _column(items: pd.DataFrame, column: str) -> list:
     if column == "inspection_id":
         return [None if pd.isna(v) else int(v) for v in values]
     return [None if pd.isna(v) else str(v) for v in values]
-
-
-def _as_dict(value) -> dict[str, int]:
-    if value is None or (isinstance(value, float) and value != value):
-        return {}
-    if isinstance(value, dict):
-        return {str(k): int(v) for k, v in value.items()}
-    return {str(k): int(v) for k, v in zip(value["key"], value["value"], strict=True)}

@@ -169,6 +169,9 @@ class InspectionsMixin:
         lots and models involved, and the first and last inspection time (naive UTC)."""
         where, params = build_where(f)
         scope = f"(SELECT * FROM inspection_view_all WHERE {where}) v LEFT JOIN batches b ON b.batch_id = v.batch_id"
+        # array_agg, not DuckDB's list: PostgreSQL has no list aggregate, and a DISTINCT aggregate there orders
+        # only by its own argument (not by position).
+        model = "(v.model_name || ' ' || v.model_version)"
         with self.connect() as con:
             by_action = con.execute(
                 f"SELECT v.action, count(*) FROM {scope} WHERE NOT v.unusable GROUP BY 1 ORDER BY 1", params
@@ -178,14 +181,13 @@ class InspectionsMixin:
                     count(*) FILTER (WHERE NOT v.unusable AND v.needs_review AND NOT v.reviewed),
                     count(*) FILTER (WHERE v.reviewed AND NOT v.unusable),
                     min(v.created_at), max(v.created_at),
-                    list(DISTINCT v.batch_id ORDER BY v.batch_id),
-                    list(DISTINCT b.station ORDER BY b.station) FILTER (WHERE b.station IS NOT NULL),
-                    list(DISTINCT b.operator ORDER BY b.operator) FILTER (WHERE b.operator IS NOT NULL),
-                    list(DISTINCT b.part_number ORDER BY b.part_number) FILTER (WHERE b.part_number IS NOT NULL),
-                    list(DISTINCT b.lot ORDER BY b.lot) FILTER (WHERE b.lot IS NOT NULL),
-                    list(DISTINCT v.model_name || ' ' || v.model_version ORDER BY 1)
-                        FILTER (WHERE v.model_name IS NOT NULL),
-                    list(DISTINCT b.note ORDER BY b.note) FILTER (WHERE b.note IS NOT NULL)
+                    array_agg(DISTINCT v.batch_id ORDER BY v.batch_id),
+                    array_agg(DISTINCT b.station ORDER BY b.station) FILTER (WHERE b.station IS NOT NULL),
+                    array_agg(DISTINCT b.operator ORDER BY b.operator) FILTER (WHERE b.operator IS NOT NULL),
+                    array_agg(DISTINCT b.part_number ORDER BY b.part_number) FILTER (WHERE b.part_number IS NOT NULL),
+                    array_agg(DISTINCT b.lot ORDER BY b.lot) FILTER (WHERE b.lot IS NOT NULL),
+                    array_agg(DISTINCT {model} ORDER BY {model}) FILTER (WHERE v.model_name IS NOT NULL),
+                    array_agg(DISTINCT b.note ORDER BY b.note) FILTER (WHERE b.note IS NOT NULL)
                 FROM {scope}""",
                 params,
             ).fetchone()
