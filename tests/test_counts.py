@@ -18,7 +18,7 @@ from records import synthetic_record
 from visionqc.filters import InspectionFilter, Period
 from visionqc.store import Store
 from visionqc.store.analytics import Source, comparison, dashboard_data, source_for
-from visionqc.store.counts import TABLE, whole_hour_zone
+from visionqc.store.counts import TABLE, local_day_sql, whole_hour_zone
 from visionqc.store.counts import source_for as counts_source
 from visionqc.store.query import build_where
 from visionqc.store.schema import SCHEMA_VERSION
@@ -415,3 +415,23 @@ def test_a_defect_filter_pages_and_totals_like_the_rows(tmp_path):
             rows, page_total = store.search(f, sort=sort, descending=descending, page=page, page_size=7)
             assert page_total == total
             assert rows["inspection_id"].tolist() == whole[page * 7 : page * 7 + 7], (sort, page)
+
+
+def test_local_days_spelled_out_are_the_days_the_database_gives(tmp_path):
+    """The Dashboard's roll-up query spells out a zone's offsets over the days it scans (counts.local_day_sql)
+    instead of converting every row through the zone: every 15 minutes of two years, inside the span and on both
+    sides of it, get the same local day as the database's own conversion, in zones with and without daylight
+    saving, half-hour offsets and a half-hour daylight-saving shift included."""
+    store = Store(tmp_path / "home")
+    start, end = datetime(2025, 2, 1), datetime(2026, 12, 1)  # the span; the rows run from 2025 to 2026
+    with store.connect() as con:
+        for zone in (*ZONES, "Asia/Kolkata", "Australia/Lord_Howe"):
+            fast = local_day_sql(zone, start, end)
+            wrong, rows = con.execute(
+                f"""SELECT count(*) FILTER (WHERE fast IS DISTINCT FROM slow), count(*) FROM (
+                    SELECT {fast} AS fast, CAST(timezone(?, timezone('UTC', created_at)) AS DATE) AS slow
+                    FROM generate_series(TIMESTAMP '2025-01-01', TIMESTAMP '2026-12-31 23:45:00', INTERVAL '15 minutes')
+                        AS g(created_at)) days""",
+                [zone, zone],
+            ).fetchone()
+            assert (wrong, rows) == (0, 730 * 96), zone

@@ -10,9 +10,9 @@ hundred thousand narrow rows at most and far fewer when a plant inspects many pa
 The raw rows stay the truth: every write that changes one of those values (a chunk of new inspections, a review
 or correction, "not a part", a delete or restore) takes the rows it touches out of the roll-up before it changes
 them and puts them back after, as one upsert of the difference (:func:`recounting`; new rows: :func:`count`), in
-its own transaction, so a crash or a conflict leaves both as they were. :func:`rebuild` recomputes the whole table from the rows (the migration that
-created it did that; a seed written in SQL calls it). Rows whose count fell to zero stay, and are read as
-nothing (``n > 0``).
+its own transaction, so a crash or a conflict leaves both as they were. :func:`rebuild` recomputes the whole
+table from the rows (the migration that created it did that; a seed written in SQL calls it). Rows whose count
+fell to zero stay, and are read as nothing (``n > 0``).
 
 A query can use the roll-up only if every condition it has is on those values and every local day it groups by
 is a whole number of UTC hours (:func:`source_for`: a time zone whose offset is a whole hour); otherwise it
@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -267,3 +268,51 @@ def whole_hour_zone(name: str) -> bool:
                 return False
         before, ts = after, ts + _STEP
     return True
+
+
+def utc_offsets(name: str, start: datetime, end: datetime) -> list[tuple[datetime, int]]:
+    """Zone ``name``'s UTC offset in seconds over ``[start, end)`` (naive UTC), as ``[(from, offset), ...]``: the
+    first from ``start``, then one per change (found to the second; a zone keeps an offset for a day at least)."""
+    zone = ZoneInfo(name)
+
+    def offset(ts: int) -> int:
+        return int((datetime.fromtimestamp(ts, zone).utcoffset() or timedelta(0)).total_seconds())
+
+    ts, stop = int(start.replace(tzinfo=UTC).timestamp()), int(end.replace(tzinfo=UTC).timestamp())
+    current = offset(ts)
+    spans = [(start, current)]
+    while ts < stop:
+        step = min(ts + _STEP, stop)
+        after = offset(step)
+        if after != current:
+            low, high = ts, step
+            while high - low > 1:
+                middle = (low + high) // 2
+                low, high = (middle, high) if offset(middle) == current else (low, middle)
+            spans.append((datetime.fromtimestamp(high, UTC).replace(tzinfo=None), after))
+            current = after
+        ts = step
+    return spans
+
+
+def local_day_sql(name: str, start: datetime, end: datetime) -> str:
+    """SQL for the local calendar day (in zone ``name``) of ``created_at`` (naive UTC) and its one parameter, the
+    zone's name. Inside ``[start, end)`` the offsets are spelled out (``created_at`` plus the offset of its span:
+    a comparison or two per row, where converting through the zone looks the zone up for every row); outside it
+    the database converts. The same day either way."""
+    spans = utc_offsets(name, start, end)
+    branches = " ".join(
+        f"WHEN created_at < {_timestamp(until)} THEN INTERVAL '{offset} seconds'"
+        for (_, offset), (until, _) in pairwise(spans)
+    )
+    last = f"INTERVAL '{spans[-1][1]} seconds'"
+    shift = f"CASE {branches} ELSE {last} END" if branches else last
+    return (
+        f"CASE WHEN created_at >= {_timestamp(start)} AND created_at < {_timestamp(end)} "
+        f"THEN CAST(created_at + {shift} AS DATE) "
+        "ELSE CAST(timezone(?, timezone('UTC', created_at)) AS DATE) END"
+    )
+
+
+def _timestamp(value: datetime) -> str:
+    return f"TIMESTAMP '{value:%Y-%m-%d %H:%M:%S}'"
