@@ -18,8 +18,9 @@ from records import synthetic_record
 from visionqc.filters import InspectionFilter, Period
 from visionqc.store import Store
 from visionqc.store.analytics import Source, comparison, dashboard_data, source_for
-from visionqc.store.counts import TABLE, whole_hour_zone
+from visionqc.store.counts import TABLE, local_day_sql, whole_hour_zone
 from visionqc.store.counts import source_for as counts_source
+from visionqc.store.query import build_where
 from visionqc.store.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -123,8 +124,43 @@ def assert_counts_match(store: Store) -> None:
     stored, truth = stored_counts(store), counted_from_rows(store)
     with store.connect() as con:
         second_opinions = con.execute("SELECT count(*) FROM inspection_view WHERE second_opinion").fetchone()[0]
-    assert int(truth["n"].sum()) == store.count() - second_opinions
+    assert int(truth["n"].sum()) == rows_matching(store, InspectionFilter()) - second_opinions
     pd.testing.assert_frame_equal(stored, truth, check_dtype=False)
+    assert_history_totals_match(store)
+
+
+def rows_matching(store: Store, f: InspectionFilter) -> int:
+    """How many inspections match ``f``, counted over the rows (not with the code under test)."""
+    where, params = build_where(f)
+    with store.connect() as con:
+        return int(con.execute(f"SELECT count(*) FROM inspection_view_all WHERE {where}", params).fetchone()[0])
+
+
+def history_totals_cases():
+    """History filters whose total the roll-up answers: every condition on a value it counts by."""
+    yield InspectionFilter()
+    for zone in ZONES:
+        yield InspectionFilter(timezone=zone, date_from=date(2026, 3, 20), date_to=date(2026, 3, 28))
+    yield InspectionFilter(timezone="Europe/Berlin", date_to=date(2026, 3, 29), defects=("crack", NO_DEFECT))
+    yield InspectionFilter(defects=("scratch",), severities=(None, "medium"), locations=("edge",))
+    yield InspectionFilter(actions=("Review", "Reject"), needs_review=True, reviewed=False)
+    yield InspectionFilter(reviewed=True)
+    yield InspectionFilter(unusable=True)
+    yield InspectionFilter(unusable=False, defects=(None,))
+    yield InspectionFilter(model_names=("magnetic-tile",), model_versions=("magnetic-tile v2.0", "other v1.0"))
+    yield InspectionFilter(stations=("Line 1", None), operators=("Ana", None), date_from=date(2026, 3, 25))
+
+
+def assert_history_totals_match(store: Store) -> None:
+    """History's totals (``count``, and ``search``'s total beside a page) read from the roll-up equal a count
+    over the rows, for every filter the roll-up answers; the page itself still comes from the rows."""
+    for f in history_totals_cases():
+        assert counts_source(f) == "counts", f
+        truth = rows_matching(store, f)
+        assert store.count(f) == truth, f
+        rows, total = store.search(f, page_size=4)
+        assert total == truth, f
+        assert len(rows) == min(4, truth)
 
 
 def assert_same_dashboard(store: Store, f: InspectionFilter, period: Period, **options) -> None:
@@ -270,6 +306,12 @@ def drop_second_opinions(con) -> None:
     con.execute("ALTER TABLE inspections DROP COLUMN second_opinion")
 
 
+def drop_speed_indexes(con) -> None:
+    """Undo migration 12 (PostgreSQL-only indexes)."""
+    con.execute("DROP INDEX IF EXISTS inspections_defect_time")
+    con.execute("DROP INDEX IF EXISTS inspection_counts_unusable")
+
+
 def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
     home = tmp_path / "home"
     store = Store(home)
@@ -282,6 +324,7 @@ def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
         drop_second_opinions(con)
         con.execute(f"DROP TABLE {TABLE}")
         con.execute("DROP INDEX IF EXISTS inspections_newest")  # migration 10 (PostgreSQL only)
+        drop_speed_indexes(con)
         con.execute("DELETE FROM schema_version WHERE version > 8")
     assert Store(home, url=store.url).schema_version() == SCHEMA_VERSION
     assert_counts_match(store)
@@ -308,6 +351,7 @@ def test_migration_marks_the_second_opinions_written_before_it(tmp_path):
             pred_action, needs_review, false, false, 1 FROM inspection_view"""
         )
         con.execute("DROP VIEW inspection_view")
+        drop_speed_indexes(con)
         con.execute("DELETE FROM schema_version WHERE version > 10")
     assert Store(tmp_path / "home", url=store.url).schema_version() == SCHEMA_VERSION
     second = store.search(InspectionFilter(batches=(batch,)), page_size=0)[0]
@@ -394,7 +438,7 @@ def test_station_comparison_matches(tmp_path):
 
 
 def test_postgresql_only_statements_run_on_postgresql_only(tmp_path, backend):
-    """Migrations 9 and 10 carry indexes for PostgreSQL's planner, marked so DuckDB skips them."""
+    """Migrations 9 to 12 carry indexes for PostgreSQL's planner, marked so DuckDB skips them."""
     store = Store(tmp_path / "home")
     with store.connect() as con:
         if backend == "postgresql":
@@ -404,5 +448,54 @@ def test_postgresql_only_statements_run_on_postgresql_only(tmp_path, backend):
             }
         else:
             names = {r[0] for r in con.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
-    wanted = {"inspection_counts_hour", "inspections_newest"}
+    wanted = {
+        "inspection_counts_hour",
+        "inspections_newest",
+        "inspections_second_opinions",
+        "inspections_defect_time",
+        "inspection_counts_unusable",
+    }
     assert (names >= wanted) if backend == "postgresql" else not (names & wanted)
+
+
+def test_a_defect_filter_pages_and_totals_like_the_rows(tmp_path):
+    """A defect filter with a value condition (History's common filter; on PostgreSQL read from migration 12's
+    index, a count and a page): the same total and the same rows, in order, as sorting every match."""
+    store = Store(tmp_path / "home")
+    ids = [r.inspection_id for r in write(store, 150)]
+    store.review(ids[:12], "Ana", "correct", defect="crack", severity="high")  # effective defect: the review's
+    store.review(ids[12:30], "Ana", "correct", defect="dent")
+    store.soft_delete(ids[30:40], "Ana")
+    f = InspectionFilter(
+        timezone="Europe/Berlin", date_from=date(2026, 3, 12), defects=("crack", "dent"), confidence_max=0.99
+    )
+    assert counts_source(f) == "inspections"
+    every, total = store.search(f, page_size=0)
+    assert total == rows_matching(store, f) == len(every) > 20
+    assert not set(every["inspection_id"]) & set(ids[30:40])
+    for sort, descending in (("confidence", True), ("created_at", True), ("created_at", False)):
+        whole = every.sort_values([sort, "inspection_id"], ascending=not descending)["inspection_id"].tolist()
+        for page in (0, 1, 3):
+            rows, page_total = store.search(f, sort=sort, descending=descending, page=page, page_size=7)
+            assert page_total == total
+            assert rows["inspection_id"].tolist() == whole[page * 7 : page * 7 + 7], (sort, page)
+
+
+def test_local_days_spelled_out_are_the_days_the_database_gives(tmp_path):
+    """The Dashboard's roll-up query spells out a zone's offsets over the days it scans (counts.local_day_sql)
+    instead of converting every row through the zone: every 15 minutes of two years, inside the span and on both
+    sides of it, get the same local day as the database's own conversion, in zones with and without daylight
+    saving, half-hour offsets and a half-hour daylight-saving shift included."""
+    store = Store(tmp_path / "home")
+    start, end = datetime(2025, 2, 1), datetime(2026, 12, 1)  # the span; the rows run from 2025 to 2026
+    with store.connect() as con:
+        for zone in (*ZONES, "Asia/Kolkata", "Australia/Lord_Howe"):
+            fast = local_day_sql(zone, start, end)
+            wrong, rows = con.execute(
+                f"""SELECT count(*) FILTER (WHERE fast IS DISTINCT FROM slow), count(*) FROM (
+                    SELECT {fast} AS fast, CAST(timezone(?, timezone('UTC', created_at)) AS DATE) AS slow
+                    FROM generate_series(TIMESTAMP '2025-01-01', TIMESTAMP '2026-12-31 23:45:00', INTERVAL '15 minutes')
+                        AS g(created_at)) days""",
+                [zone, zone],
+            ).fetchone()
+            assert (wrong, rows) == (0, 730 * 96), zone

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import duckdb
@@ -217,9 +217,14 @@ def _sql(
         d: add(source.condition(InspectionFilter().with_labels(d, f.labels(d)))) if f.labels(d) else "TRUE"
         for d in CROSS_DIMENSIONS
     }
+    day = "CAST(timezone(?, timezone('UTC', created_at)) AS DATE)"
+    if source.rollup:  # the offsets of the days scanned spelled out (rows of an "all" period older than 5 years:
+        # converted by the database); the rows, the reference the tests compare with, keep the conversion
+        start = datetime.combine(scan_from or last_day - timedelta(days=5 * 366), time()) - timedelta(days=1)
+        day = counts.local_day_sql(tz, start, datetime.combine(last_day, time()) + timedelta(days=2))
     params.append(tz)
-    params.append([s for s, rank in SEVERITY_RANK.items() if rank >= MEDIUM_RANK])
     where = add(source.condition(_scope(f, scan_from, last_day if period.key != "all" else None)))
+    params.append([s for s, rank in SEVERITY_RANK.items() if rank >= MEDIUM_RANK])
 
     def all_but(dimension: str | None) -> str:
         return " AND ".join(f"ok_{d}" for d in CROSS_DIMENSIONS if d != dimension)
@@ -240,8 +245,7 @@ def _sql(
             {ok["severity"]} AS ok_severity,
             {ok["location"]} AS ok_location,
             {ok["action"]} AS ok_action,
-            CAST(timezone(?, timezone('UTC', created_at)) AS DATE) AS day,
-            is_defect AND lower(severity) IN (SELECT unnest(?::VARCHAR[])) AS serious,
+            {day} AS day,
             coalesce(needs_review, FALSE) AND NOT reviewed AS open_review,
             no_defect_label{", n" if source.rollup else ""}
         FROM {source.relation}
@@ -249,7 +253,9 @@ def _sql(
     ), grouped AS (
         SELECT {", ".join(_SCANNED)}, {source.tally()} AS n FROM scanned GROUP BY {", ".join(_SCANNED)}
     ), flagged AS (
-        SELECT *, in_period AND {all_but(None)} AS counted FROM grouped
+        SELECT *, in_period AND {all_but(None)} AS counted,
+            is_defect AND lower(sev) IN (SELECT unnest(?::VARCHAR[])) AS serious
+        FROM grouped
     )
     SELECT
         GROUPING(defect, is_defect, sev, loc, act, day) AS grouping_id,
@@ -279,8 +285,10 @@ def _sql(
 # (a few thousand groups), so the grouping sets run over those rather than over every row scanned.
 _SCANNED = (
     *("defect", "is_defect", "sev", "loc", "act", "in_period", "in_last7", "in_prev7"),
-    *("ok_defect", "ok_severity", "ok_location", "ok_action", "day", "serious", "open_review", "no_defect_label"),
+    *("ok_defect", "ok_severity", "ok_location", "ok_action", "day", "open_review", "no_defect_label"),
 )
+# Whether a group is serious (defective at medium severity or above) is decided per group, not per row scanned:
+# ``sev`` is the severity of a defective group ('—' when it has none, which no rank lists).
 # GROUPING() bit masks (1 = column not grouped), columns in the order defect, is_defect, sev, loc, act, day.
 _SETS = {"defect_severity": 0b000111, "severity": 0b110111, "location": 0b111011, "action": 0b111101}
 _SETS |= {"day": 0b111110, "total": 0b111111}
@@ -352,11 +360,19 @@ def comparisons(
     prefix = "v." if source.rollup else "b."
     if not source.rollup:
         rows += " LEFT JOIN batches b ON b.batch_id = v.batch_id"
-    columns = ", ".join(f"{prefix}{name}" for name in by)
-    sets = ", ".join(f"({prefix}{name}, v.action)" for name in by)
-    sql = f"""SELECT GROUPING({columns}) AS grouping_id, {columns}, coalesce(v.action, '{NO_VALUE}') AS action,
-            {source.tally()} AS count, {source.tally("v.is_defect")} AS defects
-        FROM {rows}
+    picked = ", ".join(f"{prefix}{name} AS {name}" for name in by)
+    columns = ", ".join(by)
+    sets = ", ".join(f"({name}, action)" for name in by)
+    # Counted by every group column and action first (one hash over the rows scanned), then the grouping sets
+    # over those few dozen rows (grouping sets over the rows themselves hash every row once per set).
+    sql = f"""SELECT GROUPING({columns}) AS grouping_id, {columns}, action,
+            CAST(sum(count) AS BIGINT) AS count, CAST(sum(defects) AS BIGINT) AS defects
+        FROM (
+            SELECT {picked}, coalesce(v.action, '{NO_VALUE}') AS action, {source.tally()} AS count,
+                {source.tally("v.is_defect")} AS defects
+            FROM {rows}
+            GROUP BY {", ".join(f"{prefix}{name}" for name in by)}, coalesce(v.action, '{NO_VALUE}')
+        ) g
         GROUP BY GROUPING SETS ({sets})"""
     with store.connect() as con:
         frame = con.execute(sql, params).df()

@@ -90,23 +90,23 @@ class ReviewsMixin:
                 [now, reviewer, note or None],
             )
             changed_ids = [r[0] for r in reviews]
-            counts.uncount(con, changed_ids)  # the Dashboard's roll-up: out with the old values, in with the new
-            if kind in ("correct", "confirm", "unusable"):
-                con.execute(
-                    """UPDATE inspections SET rev_defect = r.defect, rev_severity = r.severity,
-                        rev_location = r.location, rev_action = r.action, reviewed_at = ?, reviewed_by = ?,
-                        unusable_reason = r.unusable_reason
-                    FROM review_rows r WHERE inspections.inspection_id = r.inspection_id""",
-                    [now, reviewer],
-                )
-            else:
-                con.execute(
-                    "UPDATE inspections SET deleted_at = ? WHERE inspection_id IN (SELECT unnest(?::BIGINT[]))",
-                    [now if kind == "delete" else None, changed_ids],
-                )
-                if kind == "restore":
-                    take_claims(con, changed_ids, now)
-            counts.count(con, changed_ids)
+            # The Dashboard's roll-up: out with the old values, in with the new.
+            with counts.recounting(con, changed_ids):
+                if kind in ("correct", "confirm", "unusable"):
+                    con.execute(
+                        """UPDATE inspections SET rev_defect = r.defect, rev_severity = r.severity,
+                            rev_location = r.location, rev_action = r.action, reviewed_at = ?, reviewed_by = ?,
+                            unusable_reason = r.unusable_reason
+                        FROM review_rows r WHERE inspections.inspection_id = r.inspection_id""",
+                        [now, reviewer],
+                    )
+                else:
+                    con.execute(
+                        "UPDATE inspections SET deleted_at = ? WHERE inspection_id IN (SELECT unnest(?::BIGINT[]))",
+                        [now if kind == "delete" else None, changed_ids],
+                    )
+                    if kind == "restore":
+                        take_claims(con, changed_ids, now)
             return len(reviews)
 
         return self._write(work)

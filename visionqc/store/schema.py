@@ -180,6 +180,24 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
               AND inspection_id NOT IN (SELECT inspection_id FROM image_claims)""",
             f"DELETE FROM {counts.TABLE}",
             counts.BACKFILL_FIRST_OPINIONS,
+            # History's totals come from the roll-up plus the second opinions the filter matches: a few rows.
+            POSTGRES_ONLY + "CREATE INDEX inspections_second_opinions ON inspections (created_at) WHERE second_opinion",
+        ],
+    ),
+    (
+        12,
+        [
+            # History's most common narrowing filter on PostgreSQL, effective defect type (+ days), read from an
+            # index alone: keyed by the view's own expression for the effective defect, then time, carrying what
+            # the page reads and sorts by (with the visibility map that autovacuum keeps, an index-only scan of a
+            # few narrow entries per match instead of a scan of every wide row). Visible rows only.
+            POSTGRES_ONLY + "CREATE INDEX inspections_defect_time ON inspections "
+            "((CASE WHEN reviewed_at IS NULL THEN pred_defect ELSE rev_defect END), created_at) "
+            "INCLUDE (pred_defect_conf, inspection_id, reviewed_at, pred_defect, rev_defect) WHERE deleted_at IS NULL",
+            # The Dashboard's count of photos marked unusable, from the few roll-up rows that hold them (without it,
+            # a scan of the whole roll-up for a figure that is usually 0).
+            POSTGRES_ONLY
+            + f"CREATE INDEX inspection_counts_unusable ON {counts.TABLE} (hour) WHERE unusable AND n > 0",
         ],
     ),
 ]
