@@ -52,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
     from visionqc.training.config import TrainConfig
+    from visionqc.training.datasets import default_test_fraction
     from visionqc.training.evaluation import format_report
     from visionqc.training.trainer import train
 
@@ -88,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         loss_weights=args.loss_weights,
         repeats=args.repeats,
         val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
+        test_fraction=default_test_fraction(dataset) if args.test_fraction is None else args.test_fraction,
         max_per_class=args.max_per_class,
         export=args.export,
         progress=not args.quiet,
@@ -374,7 +375,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="multi-task loss weights for defect,severity,location (default: 1.0,0.7,0.7)",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (default: %(default)s)")
-    p.add_argument("--test-fraction", type=float, default=0.15, help="held-out test share (default: %(default)s)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="held-out test share (default: 0.25 for a defect-probability labels.csv such as elpv, the paper's "
+        "protocol; 0.15 otherwise)",
+    )
     p.add_argument(
         "--repeats",
         type=int,

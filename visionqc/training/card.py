@@ -69,7 +69,7 @@ def training_card(
             "(defect-free images)",
             "split": {
                 "seed": cfg.seed,
-                "method": "stratified by defect class (visionqc.training.datasets.stratified_split)",
+                "method": dataset.split_method,
                 "fractions": {"val": cfg.val_fraction, "test": cfg.test_fraction},
                 "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
                 "test_files": [dataset.key(dataset.samples[i]) for i in test_idx],

@@ -202,7 +202,7 @@ def train(
     timings["feature_extraction"] = cache.seconds
     dataset, unreadable = _without_unreadable(dataset, cache, cfg)
     labels = task_labels(dataset)
-    train_idx, val_idx, test_idx = stratified_split(labels[PRIMARY_TASK], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    train_idx, val_idx, test_idx = stratified_split(dataset.strata(), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if len(val_idx) == 0 or len(train_idx) == 0:
         raise ValueError("too few images to split into training and validation sets")
 
@@ -228,7 +228,7 @@ def train(
     repeated = None
     if cfg.repeats > 0:
         t_rep = time.perf_counter()
-        repeated = repeated_split_scores(cache.embeddings, labels, task_sizes, cfg)
+        repeated = repeated_split_scores(cache.embeddings, labels, task_sizes, cfg, dataset.strata())
         timings["repeated_splits"] = time.perf_counter() - t_rep
 
     card.raw = training_card(
