@@ -3,17 +3,22 @@ splits stratified by level and type, clear messages for damaged labels, and a sh
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from visionqc import cli
-from visionqc.model.card import read_card
+from visionqc.model.card import ModelLoadError, read_card
+from visionqc.model.checkpoint import load_checkpoint, write_card
+from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
+from visionqc.training.budget import estimate, plan_run
 from visionqc.training.datasets import (
     PROBABILITY_TEST_FRACTION,
     DatasetError,
@@ -21,6 +26,7 @@ from visionqc.training.datasets import (
     load_dataset,
     stratified_split,
 )
+from visionqc.training.export import export_model
 from visionqc.training.trainer import limit_per_class
 
 LEVELS = ["functional", "defective_33", "defective_67", "defective_100"]
@@ -113,15 +119,23 @@ def test_a_damaged_labels_csv_is_a_message_through_the_cli(small_copy, capsys):
     assert not (small_copy / "m").exists()
 
 
-def test_a_short_training_run_on_real_cells(elpv, tmp_path):
-    """6 real cells per level (24 images, 2 views, a few epochs, phase 2 tried, no export): the card records
-    the four levels, the split by level and type with the paper's 25 % test share, and the model predicts."""
-    out = tmp_path / "elpv-small"
+@pytest.fixture(scope="module")
+def small_elpv_model(elpv, tmp_path_factory) -> Path:
+    """6 real cells per level (24 images), the default symmetric views (4 of them to stay quick), a few epochs,
+    phase 2 tried, no export (the TTA test below exports)."""
+    out = tmp_path_factory.mktemp("elpv") / "elpv-small"
     argv = [
-        "train", str(elpv), "--out", str(out), "--max-per-class", "6", "--views", "2", "--epochs", "5",
-        "--phase2-epochs", "1", "--repeats", "0", "--no-export", "--seed", "1", "--quiet",
+        "train", str(elpv), "--out", str(out), "--max-per-class", "6", "--epochs", "5", "--phase2-epochs", "1",
+        "--repeats", "0", "--no-export", "--seed", "1", "--quiet",
     ]  # fmt: skip
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--views", "4"]) == 0
+    return out
+
+
+def test_a_short_training_run_on_real_cells(small_elpv_model, elpv):
+    """The card records the four levels, the split by level and type with the paper's 25 % test share, the
+    choices the trainer made and the inference speed, and the model predicts."""
+    out = small_elpv_model
     card = read_card(out)
     assert card.classes("defect") == LEVELS and card.task_names == ["defect"]
     assert card.no_defect_class == "functional"
@@ -137,3 +151,84 @@ def test_a_short_training_run_on_real_cells(elpv, tmp_path):
     (prediction,) = Predictor(out).predict_images([image])
     assert prediction.defect.label in LEVELS
     assert sum(prediction.defect.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    choices = card.raw["training"]["choices"]
+    assert choices["augmentation"]["chosen"] == "dihedral" and choices["augmentation"]["views"] == 4
+    tta = choices["test_time_augmentation"]
+    assert set(tta["validation_balanced_accuracy"]) == {"1", "2", "4"} and tta["chosen_views"] in (1, 2, 4)
+    assert card.tta_views == tta["chosen_views"]
+    assert choices["budget"]["budget_seconds"] == 600 and choices["budget"]["left_out"] == []
+    assert card.raw["metrics"]["inference_speed"]["images_per_second"] > 0
+
+
+def _logits_by_hand(model, x: torch.Tensor, views: int) -> torch.Tensor:
+    """The defect logits of the mean embedding over the first ``views`` symmetries, computed without TTA."""
+    model.tta_views = 1
+    with torch.no_grad():
+        embeddings = torch.stack([model(dihedral(x, v))[1] for v in range(views)]).mean(0)
+        return model.head_logits(embeddings)["defect"]
+
+
+def test_test_time_augmentation_runs_in_torch_and_in_the_onnx_graph(small_elpv_model, elpv, tmp_path):
+    """A card asking for 4 symmetries: the loaded network averages them (checked against the flips done by
+    hand), and the exported ONNX graph computes the same probabilities."""
+    out = tmp_path / "tta4"
+    shutil.copytree(small_elpv_model, out)
+    card = read_card(out)
+    card.raw["architecture"]["test_time_augmentation"] = {"views": 4}
+    write_card(out, card)
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model.tta_views == 4
+    image = Image.open(elpv / "images" / "cell0002.png").convert("RGB")
+    torch_predictor = Predictor(out, runtime="torch")
+    x = torch.from_numpy(torch_predictor.preprocess(image)[None]).permute(0, 3, 1, 2)
+    expected = torch.softmax(_logits_by_hand(checkpoint.model, x, 4), 1)[0].numpy()
+    (prediction,) = torch_predictor.predict_images([image])
+    got = np.array([prediction.defect.probabilities[c] for c in LEVELS])
+    assert np.allclose(got, expected, atol=1e-4)
+    # A different number of views gives a different answer: the average is really taken.
+    assert not np.allclose(torch.softmax(_logits_by_hand(checkpoint.model, x, 1), 1)[0].numpy(), expected, atol=1e-6)
+
+    dataset = load_dataset(elpv)
+    subset = limit_per_class(dataset, 6, 1)
+    section = export_model(out, subset, list(range(8)), list(range(8, 14)), calibration_images=8, progress=False)
+    assert section["graphs"]["onnx"]["parity"]["agreement"] == 1.0
+    (from_graph,) = Predictor(out, runtime="onnx").predict_images([image])
+    graph = np.array([from_graph.defect.probabilities[c] for c in LEVELS])
+    assert np.allclose(graph, expected, atol=1e-3)
+
+
+def test_a_card_with_an_unknown_test_time_augmentation_is_refused(small_elpv_model, tmp_path):
+    out = tmp_path / "bad"
+    shutil.copytree(small_elpv_model, out)
+    card = json.loads((out / "model.json").read_text(encoding="utf-8"))
+    card["architecture"]["test_time_augmentation"] = {"views": 3}
+    (out / "model.json").write_text(json.dumps(card), encoding="utf-8")
+    with pytest.raises(ModelLoadError, match="test_time_augmentation"):
+        load_checkpoint(out)
+
+
+def test_dihedral_views_are_the_eight_symmetries_of_the_square():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    views = [dihedral(x, i) for i in range(len(DIHEDRAL))]
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8
+    assert torch.equal(views[0], x) and torch.equal(views[1], torch.flip(x, (2, 3)))  # identity, half turn
+    assert torch.equal(views[2], torch.flip(x, (3,))) and torch.equal(views[3], torch.flip(x, (2,)))  # mirrors
+
+
+def test_the_time_budget_leaves_out_repeats_then_phase2_then_views():
+    common = {
+        "images": 1000, "phase2_epochs": 10, "export": False, "train_share": 0.6, "test_share": 0.25, "tta": 8,
+    }  # fmt: skip
+    everything = plan_run(0.01, None, views=8, phase2=True, repeats=5, **common)
+    assert (everything.views, everything.phase2, everything.repeats, everything.left_out) == (8, True, 5, [])
+    full = everything.estimated_seconds
+    assert full == pytest.approx(estimate(0.01, views=8, phase2=True, repeats=5, **common))
+    # Just too little time for the repeated splits: only they go.
+    plan = plan_run(0.01, full - 1, views=8, phase2=True, repeats=5, **common)
+    assert (plan.views, plan.phase2, plan.repeats) == (8, True, 0) and plan.left_out == ["the card's 5 repeated splits"]
+    # Far too little: phase 2 goes, then the views are halved until the run fits, down to one.
+    plan = plan_run(0.01, 100, views=8, phase2=True, repeats=5, **common)
+    assert plan.repeats == 0 and not plan.phase2 and plan.views < 8 and plan.estimated_seconds <= 100
+    assert plan.left_out[1:] == ["phase 2", f"cached views 8 -> {plan.views}"]
+    smallest = plan_run(0.01, 1, views=8, phase2=True, repeats=5, **common)
+    assert (smallest.views, smallest.phase2, smallest.repeats) == (1, False, 0)  # made even though it cannot fit

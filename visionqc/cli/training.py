@@ -85,7 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         phase2=args.phase2,
         phase2_epochs=args.phase2_epochs,
         unfreeze_blocks=args.unfreeze_blocks,
-        views=args.views,
+        views=args.views or TrainConfig.views,
+        dihedral_views=args.views or TrainConfig.dihedral_views,
+        augmentation=args.augmentation,
+        time_budget=args.time_budget * 60 if args.time_budget > 0 else None,
         loss_weights=args.loss_weights,
         repeats=args.repeats,
         val_fraction=args.val_fraction,
@@ -364,8 +367,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--views",
         type=int,
-        default=3,
-        help="cached views per image: the original plus augmented ones (default: %(default)s)",
+        help="cached views per image: with crops the original plus augmented ones (default 3), with dihedral the "
+        "first n of the 8 symmetries (default 8); the time budget may lower it",
+    )
+    p.add_argument(
+        "--augmentation",
+        choices=("auto", "crops", "dihedral"),
+        default="auto",
+        help="cached views: crops (random crops, brightness, contrast), dihedral (the 8 flips and quarter turns; "
+        "test-time augmentation over them is then chosen on validation), or auto: dihedral for data whose parts "
+        "are symmetric (a defect-probability labels.csv such as elpv), else crops (default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=10.0,
+        metavar="MINUTES",
+        help="the run should fit in this many minutes: the network is timed on this machine first and the card's "
+        "repeated splits, then cached views, then phase 2 are left out if the estimate does not fit; 0 = no limit "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--loss-weights",

@@ -93,6 +93,9 @@ class Dataset:
     severity_classes: list[str] = field(default_factory=list)
     location_classes: list[str] = field(default_factory=list)
     group_by: str | None = None  # what Sample.group holds (elpv: "type"); None when no sample has a group
+    # The parts look the same flipped and turned by quarter turns (solar cells): training may then use the 8
+    # symmetries as augmentation and test-time augmentation (TrainConfig.augmentation "auto").
+    symmetric: bool = False
 
     @property
     def tasks(self) -> dict[str, list[str]]:
@@ -130,6 +133,7 @@ class Dataset:
             severity_classes=self.severity_classes,
             location_classes=self.location_classes,
             group_by=self.group_by,
+            symmetric=self.symmetric,
         )
 
     def strata(self) -> np.ndarray:
@@ -550,8 +554,12 @@ def read_defect_probability_csv(csv_path: str | Path) -> Dataset:
     ``defective_33``, ``defective_67`` and ``defective_100``. Four levels rather than defect yes/no plus a
     severity, because the four levels are what the published results score (four-class accuracy), and
     functional-vs-defective is read off them. ``type`` (mono/poly crystalline) becomes each sample's group:
-    splits are stratified by level *and* type, as in the paper. Every row must name an existing image, once,
-    with one of the four probabilities and a type; otherwise :class:`DatasetError` names the line.
+    splits are stratified by level *and* type, as in the paper. The dataset is marked ``symmetric``: cells
+    are square and cracks have no preferred direction, so a mirrored cell is as real as the original; a
+    quarter turn also lays the busbars the other way, which training accepts as augmentation, and the number
+    of symmetries averaged at prediction (identity, + half turn, + mirrors, + quarter turns) is chosen on
+    validation. Every row must name an existing image, once, with one of the four probabilities and a type;
+    otherwise :class:`DatasetError` names the line.
     """
     csv_path = Path(csv_path)
     rows = _read_csv(csv_path, required=PROBABILITY_COLUMNS)
@@ -582,6 +590,7 @@ def read_defect_probability_csv(csv_path: str | Path) -> Dataset:
         defect_classes=[name for _, name in DEFECT_PROBABILITY_LEVELS],
         no_defect_class=DEFECT_PROBABILITY_LEVELS[0][1],
         group_by="type",
+        symmetric=True,
     )
 
 
