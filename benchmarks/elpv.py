@@ -10,7 +10,8 @@ splits (seeds 0, 1, 2), for
   time, and the budget plans without them, so a CLI run may plan fewer views on the same machine);
 - ``dihedral4``, ``dihedral8``: the trainer with 4 or 8 symmetric views, test-time augmentation chosen on
   validation, phase 1 only, no time budget; ``crops``: the trainer's recipe before this benchmark (random-crop
-  views, phase 2 tried), no time budget.
+  views, phase 2 tried), no time budget; ``one-view`` and ``one-view-unbalanced``: phase 1 on the plain image
+  only, with the recipe's class-balanced sampling and with plain sampling (``balance_power`` 0).
 
 The feature extraction is the expensive part on 2 shared cores, so the script extracts each kind of views once
 and every later run asks for it again gets it from memory (:class:`SharedFeatures`): the trainer's own
@@ -94,6 +95,15 @@ VARIANTS = {
     "dihedral4": {"augmentation": "dihedral", "dihedral_views": 4, "phase2": False, "time_budget": None},
     "dihedral8": {"augmentation": "dihedral", "dihedral_views": 8, "phase2": False, "time_budget": None},
     "crops": {"augmentation": "crops", "time_budget": None},
+    # One view, phase 1, no budget: the class-balanced sampler (the recipe's) against plain sampling.
+    "one-view": {"augmentation": "dihedral", "dihedral_views": 1, "phase2": False, "time_budget": None},
+    "one-view-unbalanced": {
+        "augmentation": "dihedral",
+        "dihedral_views": 1,
+        "phase2": False,
+        "time_budget": None,
+        "balance_power": 0.0,
+    },
 }
 
 

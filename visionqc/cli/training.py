@@ -102,6 +102,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = card["metrics"].get("test")
     if test:
         print(format_report(test))
+    speed = card["metrics"].get("inference_speed")
+    if speed:
+        print(f"inference: {speed['images_per_second']:.1f} images/s ({speed['runtime']}, measured on the test split)")
+    choices = card["training"].get("choices") or {}
+    tta = (choices.get("test_time_augmentation") or {}).get("chosen_views", 1)
+    if tta > 1:
+        print(f"test-time augmentation: {tta} symmetries averaged (chosen on validation)")
+    left_out = (choices.get("budget") or {}).get("left_out")
+    if left_out:
+        print(f"time budget: left out {', '.join(left_out)}")
     repeated = card["metrics"].get("repeated_splits")
     if repeated:
         ba = repeated["defect"]["balanced_accuracy"]
