@@ -32,6 +32,11 @@ def neu_det() -> Path:
 
 
 @pytest.fixture(scope="session")
+def elpv() -> Path:
+    return shared_dataset("elpv")
+
+
+@pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     path = config.DEFAULT_MODEL_DIR
     assert (path / "model.json").is_file(), f"the shipped model is missing from {path}"

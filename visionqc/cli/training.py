@@ -52,6 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
     from visionqc.training.config import TrainConfig
+    from visionqc.training.datasets import default_test_fraction
     from visionqc.training.evaluation import format_report
     from visionqc.training.trainer import train
 
@@ -84,11 +85,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         phase2=args.phase2,
         phase2_epochs=args.phase2_epochs,
         unfreeze_blocks=args.unfreeze_blocks,
-        views=args.views,
+        views=args.views or TrainConfig.views,
+        dihedral_views=args.views or TrainConfig.dihedral_views,
+        augmentation=args.augmentation,
+        time_budget=args.time_budget * 60 if args.time_budget > 0 else None,
         loss_weights=args.loss_weights,
         repeats=args.repeats,
         val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction,
+        test_fraction=default_test_fraction(dataset) if args.test_fraction is None else args.test_fraction,
         max_per_class=args.max_per_class,
         export=args.export,
         progress=not args.quiet,
@@ -98,6 +102,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     test = card["metrics"].get("test")
     if test:
         print(format_report(test))
+    speed = card["metrics"].get("inference_speed")
+    if speed:
+        print(f"inference: {speed['images_per_second']:.1f} images/s ({speed['runtime']}, measured on the test split)")
+    choices = card["training"].get("choices") or {}
+    tta = (choices.get("test_time_augmentation") or {}).get("chosen_views", 1)
+    if tta > 1:
+        print(f"test-time augmentation: {tta} symmetries averaged (chosen on validation)")
+    left_out = (choices.get("budget") or {}).get("left_out")
+    if left_out:
+        print(f"time budget: left out {', '.join(left_out)}")
     repeated = card["metrics"].get("repeated_splits")
     if repeated:
         ba = repeated["defect"]["balanced_accuracy"]
@@ -363,8 +377,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--views",
         type=int,
-        default=3,
-        help="cached views per image: the original plus augmented ones (default: %(default)s)",
+        help="cached views per image: with crops the original plus augmented ones (default 3), with dihedral the "
+        "first n of the 8 symmetries (default 8); the time budget may lower it",
+    )
+    p.add_argument(
+        "--augmentation",
+        choices=("auto", "crops", "dihedral"),
+        default="auto",
+        help="cached views: crops (random crops, brightness, contrast), dihedral (the 8 flips and quarter turns; "
+        "test-time augmentation over them is then chosen on validation), or auto: dihedral for data whose parts "
+        "are symmetric (a defect-probability labels.csv such as elpv), else crops (default: %(default)s)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=10.0,
+        metavar="MINUTES",
+        help="the run should fit in this many minutes: the network is timed on this machine first and the card's "
+        "repeated splits, then cached views, then phase 2 are left out if the estimate does not fit; 0 = no limit "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--loss-weights",
@@ -374,7 +405,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="multi-task loss weights for defect,severity,location (default: 1.0,0.7,0.7)",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation share (default: %(default)s)")
-    p.add_argument("--test-fraction", type=float, default=0.15, help="held-out test share (default: %(default)s)")
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        help="held-out test share (default: 0.25 for a defect-probability labels.csv such as elpv, the paper's "
+        "protocol; 0.15 otherwise)",
+    )
     p.add_argument(
         "--repeats",
         type=int,

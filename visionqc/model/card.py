@@ -24,6 +24,9 @@ EMBEDDING_DIM = 1280
 # from their own wheel); a classifier is always Lite0. The backbones with their numbers of MBConv blocks:
 ANOMALY_BACKBONE_BLOCKS = {BACKBONE: 16, "efficientnet-lite2": 21}
 ANOMALY_BACKBONES = tuple(ANOMALY_BACKBONE_BLOCKS)
+# Test-time augmentation of a classifier: how many of the image's symmetries (visionqc.model.network.DIHEDRAL)
+# its embedding averages; the card's ``architecture.test_time_augmentation.views`` (absent = 1, none).
+TTA_VIEWS = (1, 2, 4, 8)
 
 
 class ModelLoadError(ValueError):
@@ -54,6 +57,13 @@ class ModelCard:
     # (a missed defect costs far more than a second look); calibrated on validation for defect recall.
     miss_threshold: float | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tta_views(self) -> int:
+        """Symmetries the network averages over (1 = no test-time augmentation); validated by :func:`parse_card`."""
+        arch = self.raw.get("architecture")
+        tta = arch.get("test_time_augmentation") if isinstance(arch, dict) else None
+        return int(tta["views"]) if isinstance(tta, dict) else 1
 
     @property
     def task_names(self) -> list[str]:
@@ -127,6 +137,12 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
         )
     else:
         _require(backbone == BACKBONE, f"'architecture.backbone' must be {BACKBONE!r}, found {backbone!r}")
+        tta = arch.get("test_time_augmentation") if isinstance(arch, dict) else None
+        _require(
+            tta is None or (isinstance(tta, dict) and tta.get("views") in TTA_VIEWS),
+            f"'architecture.test_time_augmentation' must be null or {{\"views\": one of {list(TTA_VIEWS)}}}, "
+            f"found {tta!r}",
+        )
     inp = data.get("input")
     _require(isinstance(inp, dict), "'input' must be an object with size and normalization")
     size = inp.get("size")

@@ -80,6 +80,7 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
         bank = bank.float()
 
     model.load_state_dict({k: tensors[k] for k in expected}, strict=True)
+    model.tta_views = card.tta_views
     model.eval()
     return Checkpoint(card=card, model=model, ood_bank=bank, ood_bank_labels=bank_labels, directory=directory)
 

@@ -15,6 +15,27 @@ from torch import nn
 from visionqc.model.card import ANOMALY_BACKBONES, BACKBONE, EMBEDDING_DIM
 
 NUM_BLOCKS = 16  # MBConv blocks in Lite0; phase-2 training unfreezes the last few
+# The eight symmetries of a square image, as (quarter turns, mirrored first): the first four are the identity and
+# the three flips (valid for any part that looks the same mirrored), the last four add the quarter turns (parts
+# that also look the same rotated, such as solar cells). Test-time augmentation uses the first 1, 2, 4 or 8.
+DIHEDRAL: tuple[tuple[int, bool], ...] = (
+    (0, False),  # identity
+    (2, False),  # half turn
+    (0, True),  # left-right mirror
+    (2, True),  # up-down mirror
+    (1, False),
+    (3, False),
+    (1, True),  # transpose
+    (3, True),
+)
+
+
+def dihedral(x: torch.Tensor, index: int) -> torch.Tensor:
+    """Symmetry ``index`` of :data:`DIHEDRAL` applied to an NCHW batch of square images."""
+    turns, mirrored = DIHEDRAL[index]
+    if mirrored:
+        x = torch.flip(x, dims=(3,))
+    return torch.rot90(x, turns, dims=(2, 3)) if turns else x
 
 
 def imagenet_weights_path(backbone: str = BACKBONE) -> str:
@@ -42,6 +63,10 @@ class DefectNet(nn.Module):
         self.backbone._dropout = nn.Identity()
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleDict({task: nn.Linear(EMBEDDING_DIM, n) for task, n in task_sizes.items()})
+        # Test-time augmentation: the embedding is the mean over the first ``tta_views`` symmetries of
+        # :data:`DIHEDRAL` (the heads are linear, so this is the mean of the logits too). Not a weight: the card
+        # says it (``architecture.test_time_augmentation``) and loading sets it.
+        self.tta_views = 1
 
     # --- the forward pass, piece by piece ----------------------------------------------------------
     # Training caches the activations entering a block and trains only the blocks after it; heatmaps take
@@ -89,7 +114,11 @@ class DefectNet(nn.Module):
         return {task: head(z) for task, head in self.heads.items()}
 
     def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        embedding = self.feature_map(x).mean(dim=(2, 3))
+        if self.tta_views > 1:
+            views = torch.cat([dihedral(x, i) for i in range(self.tta_views)])
+            embedding = self.feature_map(views).mean(dim=(2, 3)).reshape(self.tta_views, x.shape[0], -1).mean(0)
+        else:
+            embedding = self.feature_map(x).mean(dim=(2, 3))
         return self.head_logits(embedding), embedding
 
     def backbone_blocks(self) -> nn.ModuleList:

@@ -12,7 +12,7 @@ import numpy as np
 from visionqc.model.card import BACKBONE, EMBEDDING_DIM
 from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import Dataset, read_citation
-from visionqc.training.features import AUGMENTATION
+from visionqc.training.features import AUGMENTATIONS
 from visionqc.training.loop import PhaseResult, phase_json
 
 
@@ -27,6 +27,7 @@ def training_card(
     command: str | None,
     citation: str | None,
     unreadable: list[str],
+    choices: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card's descriptive fields (``ModelCard.raw``); test metrics and timings are added after saving."""
     train_idx, val_idx, test_idx = splits
@@ -63,13 +64,14 @@ def training_card(
         "training": {
             "command": command,
             "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
-            "augmentation": AUGMENTATION,
+            "augmentation": AUGMENTATIONS[(choices or {}).get("augmentation", {}).get("chosen", "crops")],
+            "choices": choices,
             "sampler": "class-balanced on the defect class (each class equally likely per draw)",
             "loss": "sum over tasks of weight x cross-entropy; severity/location masked where unknown "
             "(defect-free images)",
             "split": {
                 "seed": cfg.seed,
-                "method": "stratified by defect class (visionqc.training.datasets.stratified_split)",
+                "method": dataset.split_method,
                 "fractions": {"val": cfg.val_fraction, "test": cfg.test_fraction},
                 "sizes": {"train": len(train_idx), "val": len(val_idx), "test": len(test_idx)},
                 "test_files": [dataset.key(dataset.samples[i]) for i in test_idx],

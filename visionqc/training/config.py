@@ -18,7 +18,16 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     input_size: int = 224
-    views: int = 3  # cached views per image: the original plus views - 1 augmented ones
+    views: int = 3  # cached views per image with "crops": the original plus views - 1 augmented ones
+    # "crops" (random crops + brightness/contrast; no flips: on inspection photos they cost accuracy),
+    # "dihedral" (the image's 8 symmetries: flips and quarter turns; for parts that look the same turned, such
+    # as solar cells; also makes test-time augmentation a choice on validation), or "auto": dihedral when the
+    # dataset says its parts are symmetric (Dataset.symmetric), else crops.
+    augmentation: str = "auto"
+    dihedral_views: int = 8  # cached views with "dihedral" (the first n symmetries of network.DIHEDRAL)
+    # Wall-clock seconds the whole run should fit in: the trainer measures the network's speed on this machine
+    # first and leaves out what would not fit (see visionqc.training.budget). None = no limit.
+    time_budget: float | None = 600.0
     epochs: int = 150  # phase 1 (heads only); one epoch = as many balanced draws as training images
     lr: float = 1e-3
     weight_decay: float = 1e-3

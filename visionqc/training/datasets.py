@@ -12,7 +12,10 @@ Accepted layouts (:func:`load_dataset` recognises them from the path):
 * **class folders with masks** ``<root>/images/<defect>/x.jpg`` + ``<root>/masks/<defect>/x.png``
   (white = defect), as Magnetic-tile ships;
 * **class folders with Pascal VOC boxes** ``<root>/images/<defect>/x.jpg`` + ``<root>/boxes/<defect>/x.xml``,
-  as NEU-DET ships.
+  as NEU-DET ships;
+* **defect-probability labels** ``<root>/labels.csv`` with columns ``image``, ``defect_probability``, ``type``,
+  as the elpv solar-cell set ships (:func:`read_defect_probability_csv`): four ordered defect levels, split
+  stratified by level and type.
 
 Where masks, polygons or boxes exist, severity and location are derived from the defect region:
 severity from its share of the image area (:data:`DEFAULT_SEVERITY_THRESHOLDS`), location from the
@@ -76,18 +79,23 @@ class Sample:
     severity: str | None = None
     location: str | None = None
     area_share: float | None = None  # share of the image covered by the defect, when a region is known
+    group: str | None = None  # a second stratification key beside the defect class (elpv: the cell type)
 
 
 @dataclass
 class Dataset:
     root: Path
-    format: str  # "class-folders", "csv-manifest", "coco", "masks", "voc"
+    format: str  # "class-folders", "csv-manifest", "coco", "masks", "voc", "defect-probability"
     samples: list[Sample]
     defect_classes: list[str]
     no_defect_class: str
     severity_thresholds: tuple[float, float] | None = None
     severity_classes: list[str] = field(default_factory=list)
     location_classes: list[str] = field(default_factory=list)
+    group_by: str | None = None  # what Sample.group holds (elpv: "type"); None when no sample has a group
+    # The parts look the same flipped and turned by quarter turns (solar cells): training may then use the 8
+    # symmetries as augmentation and test-time augmentation (TrainConfig.augmentation "auto").
+    symmetric: bool = False
 
     @property
     def tasks(self) -> dict[str, list[str]]:
@@ -124,7 +132,26 @@ class Dataset:
             severity_thresholds=self.severity_thresholds,
             severity_classes=self.severity_classes,
             location_classes=self.location_classes,
+            group_by=self.group_by,
+            symmetric=self.symmetric,
         )
+
+    def strata(self) -> np.ndarray:
+        """The key splits are stratified on: the defect class index, combined with the sample's group (elpv:
+        mono/poly) when the dataset has groups. Without groups it is exactly ``labels("defect")``, so every
+        split made before groups existed is reproduced unchanged."""
+        labels = self.labels("defect")
+        if self.group_by is None:
+            return labels
+        groups = sorted({s.group or "" for s in self.samples})
+        index = {g: i for i, g in enumerate(groups)}
+        return labels * len(groups) + np.array([index[s.group or ""] for s in self.samples], dtype=np.int64)
+
+    @property
+    def split_method(self) -> str:
+        """How :meth:`strata` stratifies, in words (for the model card)."""
+        by = f"defect class and {self.group_by}" if self.group_by else "defect class"
+        return f"stratified by {by} (visionqc.training.datasets.stratified_split)"
 
     def labels(self, task: str) -> np.ndarray:
         """Class indices for one task; -1 where the sample has no label for it (masked in the loss)."""
@@ -228,7 +255,9 @@ def _finish(
     if no_defect_class not in defect_classes:
         # No defect-free images: the class exists in the model (the card needs one) but is never trained.
         defect_classes.append(no_defect_class)
-    cleaned = [Sample(s.path, s.defect, None, None, None) if s.defect == no_defect_class else s for s in samples]
+    cleaned = [
+        Sample(s.path, s.defect, None, None, None, s.group) if s.defect == no_defect_class else s for s in samples
+    ]
     if len(defect_classes) < 2:
         raise DatasetError(f"{root} has only one class ({defect_classes[0]}); training needs at least two")
     severities = {s.severity for s in cleaned if s.severity is not None}
@@ -469,6 +498,107 @@ def read_voc_folders(
     return _finish(root, "voc", samples, no_defect_class, severity_thresholds)
 
 
+# --- defect-probability labels (elpv) ---------------------------------------------------------------
+
+# The expert's defect probability -> the defect class. "functional" is the paper's own word for a cell with
+# probability 0 and is the no-defect class; each defective level carries its probability in percent, so the
+# name says what the expert said, the levels read in order of certainty, and the names never depend on which
+# levels a subset happens to contain (stable across splits, exports and cards). Plain ASCII with no separator
+# that a file system or a CSV could mangle, so an exported dataset keeps them as folder names.
+DEFECT_PROBABILITY_LEVELS: tuple[tuple[float, str], ...] = (
+    (0.0, "functional"),
+    (1 / 3, "defective_33"),
+    (2 / 3, "defective_67"),
+    (1.0, "defective_100"),
+)
+PROBABILITY_COLUMNS = ("image", "defect_probability", "type")
+PROBABILITY_TOLERANCE = 0.005  # 0.3333 and 0.333 are both 1/3; nothing else is within this of a level
+# The paper's protocol for such a set: 25 % held out for testing (Deitsch et al. 2019).
+PROBABILITY_TEST_FRACTION = 0.25
+
+
+def _is_probability_csv(csv_path: Path) -> bool:
+    """Whether ``csv_path`` is meant as defect-probability labels: its header names ``defect_probability`` or
+    ``type``, or it sits beside a lone ``images/`` folder (elpv's layout) without the class-folder CSV's
+    ``severity``/``location``. A damaged one is then read by :func:`read_defect_probability_csv`, whose
+    message names what is missing, instead of being mistaken for class folders."""
+    try:
+        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
+            header = {h.strip().lower() for h in next(csv.reader(fh), [])}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    if header & {"defect_probability", "type"}:
+        return True
+    root = csv_path.parent
+    lone_images = [p.name for p in _class_dirs(root)] == ["images"]
+    return lone_images and not header & {"severity", "location", "defect"}
+
+
+def _probability_level(text: str, where: str) -> str:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    for level, name in DEFECT_PROBABILITY_LEVELS:
+        if abs(value - level) <= PROBABILITY_TOLERANCE:
+            return name
+    known = ", ".join(f"{level:.4f}" for level, _ in DEFECT_PROBABILITY_LEVELS)
+    raise DatasetError(f"{where}: defect_probability {text!r} is not one of the four levels ({known})")
+
+
+def read_defect_probability_csv(csv_path: str | Path) -> Dataset:
+    """A ``labels.csv`` with ``image`` (relative to the CSV's folder), ``defect_probability`` and ``type``.
+
+    This is how the elpv solar-cell set ships. The defect task gets four ordered classes, one per expert
+    probability (:data:`DEFECT_PROBABILITY_LEVELS`): ``functional`` (0, the no-defect class),
+    ``defective_33``, ``defective_67`` and ``defective_100``. Four levels rather than defect yes/no plus a
+    severity, because the four levels are what the published results score (four-class accuracy), and
+    functional-vs-defective is read off them. ``type`` (mono/poly crystalline) becomes each sample's group:
+    splits are stratified by level *and* type, as in the paper. The dataset is marked ``symmetric``: cells
+    are square and cracks have no preferred direction, so a mirrored cell is as real as the original; a
+    quarter turn also lays the busbars the other way, which training accepts as augmentation, and the number
+    of symmetries averaged at prediction (identity, + half turn, + mirrors, + quarter turns) is chosen on
+    validation. Every row must name an existing image, once, with one of the four probabilities and a type;
+    otherwise :class:`DatasetError` names the line.
+    """
+    csv_path = Path(csv_path)
+    rows = _read_csv(csv_path, required=PROBABILITY_COLUMNS)
+    root = csv_path.parent.resolve()
+    samples, seen = [], {}
+    for n, row in enumerate(rows, start=2):
+        where = f"{csv_path.name} line {n}"
+        image, probability, kind = (row[c].strip() for c in PROBABILITY_COLUMNS)
+        if not image or not probability or not kind:
+            empty = [c for c, v in zip(PROBABILITY_COLUMNS, (image, probability, kind), strict=True) if not v]
+            raise DatasetError(f"{where}: {', '.join(repr(c) for c in empty)} must not be empty")
+        defect = _probability_level(probability, where)
+        path = (root / image).resolve()
+        if not path.is_relative_to(root):
+            raise DatasetError(f"{where}: image {image!r} is outside the dataset folder")
+        if not path.is_file():
+            raise DatasetError(f"{where}: image not found: {image}")
+        if path in seen:
+            raise DatasetError(f"{where}: image {image} is listed twice (first on line {seen[path]})")
+        seen[path] = n
+        samples.append(Sample(path, defect, group=kind))
+    if not samples:
+        raise DatasetError(f"{csv_path} lists no images")
+    return Dataset(
+        root=root,
+        format="defect-probability",
+        samples=samples,
+        defect_classes=[name for _, name in DEFECT_PROBABILITY_LEVELS],
+        no_defect_class=DEFECT_PROBABILITY_LEVELS[0][1],
+        group_by="type",
+        symmetric=True,
+    )
+
+
+def default_test_fraction(dataset: Dataset) -> float:
+    """The held-out share ``train`` uses unless told: the paper's 25 % for a defect-probability set, else 15 %."""
+    return PROBABILITY_TEST_FRACTION if dataset.format == "defect-probability" else 0.15
+
+
 def load_dataset(
     path: str | Path,
     *,
@@ -481,12 +611,16 @@ def load_dataset(
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".csv":
+            if _is_probability_csv(path):
+                return read_defect_probability_csv(path)
             return read_csv_manifest(path, no_defect_class)
         if suffix == ".json":
             return read_coco(path, no_defect_class=no_defect_class, severity_thresholds=severity_thresholds)
         raise DatasetError(f"{path.name}: a dataset file must be a CSV manifest (.csv) or COCO JSON (.json)")
     if not path.is_dir():
         raise DatasetError(f"dataset not found: {path}")
+    if (path / LABELS_CSV).is_file() and _is_probability_csv(path / LABELS_CSV) and labels_csv is None:
+        return read_defect_probability_csv(path / LABELS_CSV)
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return read_mask_folders(path, no_defect_class, severity_thresholds)
     if (path / "images").is_dir() and ((path / "boxes").is_dir() or (path / "annotations").is_dir()):

@@ -117,13 +117,20 @@ def evaluate_model_dir(
 
 
 def repeated_split_scores(
-    embeddings: torch.Tensor, labels: dict[str, np.ndarray], task_sizes: dict[str, int], cfg: TrainConfig
+    embeddings: torch.Tensor,
+    labels: dict[str, np.ndarray],
+    task_sizes: dict[str, int],
+    cfg: TrainConfig,
+    strata: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Phase 1 re-run on ``cfg.repeats`` other stratified splits (seeds seed+1..): test metrics mean/std."""
+    """Phase 1 re-run on ``cfg.repeats`` other stratified splits (seeds seed+1..): test metrics mean/std.
+
+    ``strata`` is what the splits are stratified on (``Dataset.strata()``; default the defect class)."""
+    strata = labels[PRIMARY_TASK] if strata is None else strata
     runs = []
     for r in progress_bar(range(1, cfg.repeats + 1), desc="repeated splits", unit="split", disable=not cfg.progress):
         seed = cfg.seed + r
-        tr, va, te = stratified_split(labels[PRIMARY_TASK], cfg.val_fraction, cfg.test_fraction, seed)
+        tr, va, te = stratified_split(strata, cfg.val_fraction, cfg.test_fraction, seed)
         heads, _ = train_heads(embeddings, labels, task_sizes, tr, va, cfg, seed, progress=False)
         run = {"seed": seed, "n_test": len(te)}
         for task, (w, b) in heads.items():

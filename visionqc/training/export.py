@@ -348,7 +348,7 @@ def recorded_split(card: ModelCard, dataset: Dataset) -> tuple[list[int], list[i
     unreadable = set((card.raw.get("training_data") or {}).get("unreadable_images") or [])
     subset = subset.subset([i for i, s in enumerate(subset.samples) if subset.key(s) not in unreadable])
     train, _, test_again = stratified_split(
-        subset.labels(PRIMARY_TASK), float(cfg.get("val_fraction", 0.15)), float(cfg.get("test_fraction", 0.15)), seed
+        subset.strata(), float(cfg.get("val_fraction", 0.15)), float(cfg.get("test_fraction", 0.15)), seed
     )
     index = {k: i for i, k in enumerate(keys)}
     if {subset.key(subset.samples[i]) for i in test_again} == recorded:

@@ -17,6 +17,7 @@ from PIL import Image, ImageEnhance
 
 from visionqc.intake.imaging import ImageDecodeError
 from visionqc.model.card import EMBEDDING_DIM
+from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
 from visionqc.training.pipeline import prefetched, progress_bar
 
@@ -24,6 +25,12 @@ AUGMENTATION = (
     "view 0 = the image as Predictor sees it; each further view: random crop keeping 88-100% of each side, "
     "brightness and contrast x0.85-1.15; no flips or rotations"
 )
+DIHEDRAL_AUGMENTATION = (
+    "views = the symmetries of the square input in the order of visionqc.model.network.DIHEDRAL (identity, "
+    "half turn, the two mirrors, the quarter turns and the two diagonal mirrors), applied to the image as the "
+    "Predictor prepares it: exactly what test-time augmentation computes"
+)
+AUGMENTATIONS = {"crops": AUGMENTATION, "dihedral": DIHEDRAL_AUGMENTATION}
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -56,13 +63,22 @@ def extract_features(
     split_block: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    augmentation: str = "crops",
 ) -> FeatureCache:
     """Embeddings (and optionally block activations) of every image and augmented view, in one pass.
+
+    ``augmentation`` ``"crops"``: view 0 and ``views - 1`` random crops (:func:`augment`); ``"dihedral"``: the first
+    ``views`` (at most 8) symmetries of :data:`~visionqc.model.network.DIHEDRAL`, applied to the prepared batch.
 
     Decoding and preprocessing are the Predictor's own (``decode`` + ``preprocess``); the network is the
     Predictor's inference copy (BatchNorm folded, channels-last), which computes the same function as the
     trainable model up to float rounding.
     """
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; known: {list(AUGMENTATIONS)}")
+    if augmentation == "dihedral" and not 1 <= views <= len(DIHEDRAL):
+        raise ValueError(f"dihedral augmentation has 1-{len(DIHEDRAL)} views, not {views}")
+    symmetric = augmentation == "dihedral"
     start = time.perf_counter()
     n = len(paths)
     embeddings = torch.zeros(views, n, EMBEDDING_DIM)
@@ -77,7 +93,7 @@ def extract_features(
             except (OSError, ImageDecodeError) as exc:
                 failed[i] = str(exc)
                 continue
-            for v in range(views):
+            for v in range(1 if symmetric else views):
                 view = image if v == 0 else augment(image, np.random.default_rng([seed, v, i]))
                 arrays.append(predictor.preprocess(view))
             ok.append(i)
@@ -89,6 +105,9 @@ def extract_features(
         for _, (ok, arrays) in prefetched(list(range(n)), prepare, batch_size):
             if ok:
                 batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # NHWC -> NCHW, channels-last
+                if symmetric:  # image-major, as the crops' batch: image 0's views, then image 1's ...
+                    shape = batch.shape[1:]
+                    batch = torch.stack([dihedral(batch, v) for v in range(views)], 1).reshape(-1, *shape)
                 emb, entering = predictor.model.embedding_and_activation(batch, split_block)
                 idx = torch.tensor(ok)
                 embeddings[:, idx] = emb.reshape(len(ok), views, -1).transpose(0, 1).float()
@@ -97,5 +116,5 @@ def extract_features(
                     if activations is None:
                         activations = torch.zeros(views, n, *entering.shape[2:])
                     activations[:, idx] = entering.float()
-            bar.update(len(arrays))
+            bar.update(len(ok) * views)
     return FeatureCache(embeddings, activations, split_block, failed, time.perf_counter() - start)

@@ -42,10 +42,12 @@ def train_heads(
     cfg: TrainConfig,
     seed: int,
     progress: bool = True,
+    val_views: int = 1,
 ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], PhaseResult]:
     """Phase 1: linear heads on standardised cached embeddings; returns heads on *raw* embeddings.
 
     The standardisation is folded into each head's weights afterwards, so the saved network needs none.
+    Validation scores the mean embedding of the first ``val_views`` views (test-time augmentation; 1 = none).
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -75,7 +77,8 @@ def train_heads(
     def validate() -> tuple[float, float]:
         heads.eval()
         with torch.no_grad():
-            logits = {t: h(z[0, val]) for t, h in heads.items()}
+            x_val = z[:val_views, val].mean(0)
+            logits = {t: h(x_val) for t, h in heads.items()}
             val_loss = _selection_loss(logits, targets, val, cfg)
         predicted = logits[PRIMARY_TASK].argmax(1).numpy()
         return balanced_accuracy(labels[PRIMARY_TASK][val_idx], predicted, task_sizes[PRIMARY_TASK]), val_loss
@@ -111,6 +114,18 @@ def head_probabilities(model: DefectNet, embeddings: torch.Tensor) -> dict[str, 
         return {t: torch.softmax(v, dim=1).numpy() for t, v in model.head_logits(embeddings).items()}
 
 
+def tail_embeddings(
+    model: DefectNet, acts: torch.Tensor, idx: torch.Tensor, split: int, views: int = 1, chunk: int = 128
+) -> torch.Tensor:
+    """Embeddings of images ``idx`` from their cached activations: the mean over the first ``views`` views."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(idx), chunk):
+            part = idx[s : s + chunk]
+            out.append(torch.stack([model.tail_embedding(acts[v, part], split) for v in range(views)]).mean(0))
+    return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+
+
 def finetune_last_blocks(
     model: DefectNet,
     cache: FeatureCache,
@@ -119,8 +134,10 @@ def finetune_last_blocks(
     val_idx: np.ndarray,
     cfg: TrainConfig,
     progress: bool = True,
+    val_views: int = 1,
 ) -> PhaseResult:
-    """Phase 2, in place on ``model`` (left at its best validation epoch).
+    """Phase 2, in place on ``model`` (left at its best validation epoch); validation on the mean embedding of
+    the first ``val_views`` cached views (test-time augmentation, as phase 1).
 
     BatchNorm stays in eval mode (its statistics frozen; its affine parameters train): on a few hundred
     images, batch statistics are too noisy and training-mode BN collapsed the network.
@@ -153,7 +170,7 @@ def finetune_last_blocks(
     def validate() -> tuple[float, float]:
         model.eval()
         with torch.no_grad():
-            emb = torch.cat([model.tail_embedding(acts[0, val[s : s + 128]], split) for s in range(0, len(val), 128)])
+            emb = tail_embeddings(model, acts, val, split, val_views)
             logits = model.head_logits(emb)
             loss = _selection_loss(logits, targets, val, cfg)
         ba = balanced_accuracy(labels[PRIMARY_TASK][val_idx], logits[PRIMARY_TASK].argmax(1).numpy(), n_defect)

@@ -61,7 +61,7 @@ def card_split(predictor: Predictor, dataset: Dataset) -> tuple[Dataset, np.ndar
         dataset = dataset.subset([i for i, s in enumerate(dataset.samples) if dataset.key(s) not in unreadable])
     fractions = split.get("fractions") or {}
     _, val, test = stratified_split(
-        dataset.labels(PRIMARY_TASK), fractions.get("val", 0.15), fractions.get("test", 0.15), int(split["seed"])
+        dataset.strata(), fractions.get("val", 0.15), fractions.get("test", 0.15), int(split["seed"])
     )
     if [dataset.key(dataset.samples[i]) for i in test] != list(split["test_files"]):
         raise ValueError(

@@ -32,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec, read_card
+from visionqc.model.card import PRIMARY_TASK, TTA_VIEWS, ModelCard, TaskSpec, read_card
 from visionqc.model.checkpoint import Checkpoint, save_checkpoint
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
+from visionqc.training.budget import Plan, plan_run, seconds_per_pass
 from visionqc.training.calibration import calibrate_confidence_thresholds, calibrate_miss_averse, ood_threshold
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
@@ -43,8 +44,15 @@ from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
 from visionqc.training.features import FeatureCache, extract_features
 from visionqc.training.loop import PhaseResult
-from visionqc.training.phases import finetune_last_blocks, head_probabilities, set_heads, train_heads
-from visionqc.training.pipeline import Listener, log, progress_bar, reporting_to
+from visionqc.training.metrics import balanced_accuracy
+from visionqc.training.phases import (
+    finetune_last_blocks,
+    head_probabilities,
+    set_heads,
+    tail_embeddings,
+    train_heads,
+)
+from visionqc.training.pipeline import Listener, log, reporting_to
 
 
 def task_labels(dataset: Dataset) -> dict[str, np.ndarray]:
@@ -97,38 +105,72 @@ def _without_unreadable(dataset: Dataset, cache: FeatureCache, cfg: TrainConfig)
 
 def _choose_phase(
     model: DefectNet,
-    phase1: PhaseResult,
+    phase1_score: float,
     cache: FeatureCache,
     labels: dict[str, np.ndarray],
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     cfg: TrainConfig,
+    plan: Plan,
+    tta: int,
 ) -> tuple[int, DefectNet, PhaseResult | None, str]:
-    """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation balanced accuracy."""
+    """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation balanced accuracy
+    (both scored with the chosen test-time augmentation)."""
     if not cfg.phase2:
         return 1, model, None, "phase 2 disabled (--no-phase2)"
+    if not plan.phase2:
+        return 1, model, None, f"phase 2 left out to fit the time budget of {plan.budget_seconds:.0f} s"
     candidate = copy.deepcopy(model)
-    phase2 = finetune_last_blocks(candidate, cache, labels, train_idx, val_idx, cfg, cfg.progress)
+    phase2 = finetune_last_blocks(candidate, cache, labels, train_idx, val_idx, cfg, cfg.progress, val_views=tta)
     log(
         cfg.progress,
         f"phase 2: validation balanced accuracy {phase2.val_balanced_accuracy:.4f} "
         f"(epoch {phase2.best_epoch}, {phase2.seconds:.1f} s)",
     )
-    scores = f"({phase2.val_balanced_accuracy:.4f} {{}} {phase1.val_balanced_accuracy:.4f})"
-    if phase2.val_balanced_accuracy > phase1.val_balanced_accuracy:
+    scores = f"({phase2.val_balanced_accuracy:.4f} {{}} {phase1_score:.4f})"
+    if phase2.val_balanced_accuracy > phase1_score:
         return 2, candidate, phase2, "phase 2 beat phase 1 on validation balanced accuracy " + scores.format(">")
     reason = "phase 2 did not beat phase 1 on validation balanced accuracy " + scores.format("<=") + "; kept phase 1"
     return 1, model, phase2, reason
 
 
-def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int) -> torch.Tensor:
-    """Embeddings of the chosen network for every image (view 0 = exactly what the Predictor computes)."""
+def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int, tta: int = 1) -> torch.Tensor:
+    """Embeddings of the chosen network for every image: exactly what the Predictor computes (view 0, or the
+    mean over the first ``tta`` symmetries with test-time augmentation)."""
     if phase == 1:
-        return cache.embeddings[0]
-    acts = cache.activations[0]
-    starts = progress_bar(range(0, len(acts), 128), desc="calibrating (final embeddings)", unit="chunk", disable=True)
-    with torch.no_grad():
-        return torch.cat([model.tail_embedding(acts[s : s + 128], cache.split_block) for s in starts])
+        return cache.embeddings[:tta].mean(0)
+    everything = torch.arange(cache.activations.shape[1])
+    return tail_embeddings(model, cache.activations, everything, cache.split_block, tta)
+
+
+def resolve_augmentation(cfg: TrainConfig, dataset: Dataset) -> tuple[str, str]:
+    """(``crops`` or ``dihedral``, why) for this run: ``auto`` follows :attr:`Dataset.symmetric`."""
+    if cfg.augmentation == "auto":
+        if dataset.symmetric:
+            return "dihedral", "auto: the dataset's parts look the same flipped and turned (Dataset.symmetric)"
+        return "crops", "auto: the dataset does not say its parts are symmetric"
+    if cfg.augmentation not in ("crops", "dihedral"):
+        raise ValueError(f"unknown augmentation {cfg.augmentation!r}; use auto, crops or dihedral")
+    return cfg.augmentation, "asked for (--augmentation)"
+
+
+def choose_tta(
+    heads: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    embeddings: torch.Tensor,
+    labels: np.ndarray,
+    val_idx: np.ndarray,
+    views: int,
+) -> tuple[int, dict[int, float]]:
+    """The test-time augmentation (symmetries averaged) with the best validation balanced accuracy of the
+    phase-1 defect head; ties go to fewer views (faster). Returns (views, balanced accuracy per candidate)."""
+    w, b = heads[PRIMARY_TASK]
+    val = torch.from_numpy(val_idx)
+    scores = {}
+    for n in (v for v in TTA_VIEWS if v <= views):
+        pred = (embeddings[:n, val].mean(0) @ w.T + b).argmax(1).numpy()
+        scores[n] = balanced_accuracy(labels[val_idx], pred, len(b))
+    best = max(scores, key=lambda n: (round(scores[n], 6), -n))
+    return best, scores
 
 
 def _calibrate(
@@ -192,43 +234,78 @@ def train(
     load_imagenet_backbone(model)
     model.eval()
     card = base_card(dataset, cfg)
+    augmentation, augmentation_reason = resolve_augmentation(cfg, dataset)
+    extractor = in_memory_predictor(card, model)
+    asked_views = cfg.dihedral_views if augmentation == "dihedral" else cfg.views
+    plan = plan_run(
+        seconds_per_pass(extractor.model, cfg.input_size),
+        cfg.time_budget,
+        images=len(dataset.samples),
+        views=asked_views,
+        phase2=cfg.phase2,
+        phase2_epochs=cfg.phase2_epochs,
+        repeats=cfg.repeats,
+        export=cfg.export,
+        train_share=1 - cfg.val_fraction - cfg.test_fraction,
+        test_share=cfg.test_fraction,
+        tta=asked_views if augmentation == "dihedral" else 1,
+    )
+    if plan.left_out:
+        log(cfg.progress, f"time budget {cfg.time_budget:.0f} s: left out {', '.join(plan.left_out)}")
     unfreeze = max(1, min(cfg.unfreeze_blocks, len(model.backbone_blocks())))
-    split_block = len(model.backbone_blocks()) - unfreeze if cfg.phase2 else None
+    split_block = len(model.backbone_blocks()) - unfreeze if (cfg.phase2 and plan.phase2) else None
     log(cfg.progress, f"{len(dataset.samples)} images, classes {dataset.class_counts()}; caching features")
     paths = [s.path for s in dataset.samples]
     cache = extract_features(
-        in_memory_predictor(card, model), paths, cfg.views, cfg.seed, split_block, progress=cfg.progress
+        extractor, paths, plan.views, cfg.seed, split_block, progress=cfg.progress, augmentation=augmentation
     )
     timings["feature_extraction"] = cache.seconds
     dataset, unreadable = _without_unreadable(dataset, cache, cfg)
     labels = task_labels(dataset)
-    train_idx, val_idx, test_idx = stratified_split(labels[PRIMARY_TASK], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    train_idx, val_idx, test_idx = stratified_split(dataset.strata(), cfg.val_fraction, cfg.test_fraction, cfg.seed)
     if len(val_idx) == 0 or len(train_idx) == 0:
         raise ValueError("too few images to split into training and validation sets")
 
-    heads, phase1 = train_heads(cache.embeddings, labels, task_sizes, train_idx, val_idx, cfg, cfg.seed, cfg.progress)
+    # With symmetric views, validation scores the heads on the mean over all of them while training, and the
+    # number of symmetries the saved network averages (test-time augmentation) is then chosen on validation.
+    dihedral = augmentation == "dihedral"
+    heads, phase1 = train_heads(
+        cache.embeddings,
+        labels,
+        task_sizes,
+        train_idx,
+        val_idx,
+        cfg,
+        cfg.seed,
+        cfg.progress,
+        val_views=plan.views if dihedral else 1,
+    )
     set_heads(model, heads)
+    tta, tta_scores = choose_tta(heads, cache.embeddings, labels[PRIMARY_TASK], val_idx, plan.views if dihedral else 1)
+    model.tta_views = tta
     timings["phase1_heads"] = phase1.seconds
     timings["phase1_total_with_features"] = cache.seconds + phase1.seconds
     log(
         cfg.progress,
-        f"phase 1: validation balanced accuracy {phase1.val_balanced_accuracy:.4f} "
+        f"phase 1: validation balanced accuracy {tta_scores[tta]:.4f} with {tta} view(s) averaged "
         f"(epoch {phase1.best_epoch}, {phase1.seconds:.1f} s + {cache.seconds:.1f} s features)",
     )
-    phase, model, phase2, reason = _choose_phase(model, phase1, cache, labels, train_idx, val_idx, cfg)
+    phase, model, phase2, reason = _choose_phase(
+        model, tta_scores[tta], cache, labels, train_idx, val_idx, cfg, plan, tta
+    )
     if phase2 is not None:
         timings["phase2"] = phase2.seconds
     model.eval()
 
     t_cal = time.perf_counter()
-    final_emb = _final_embeddings(model, cache, phase)
+    final_emb = _final_embeddings(model, cache, phase, tta)
     bank, bank_labels, calibration = _calibrate(card, model, final_emb, labels, train_idx, val_idx, cfg)
     timings["calibration"] = time.perf_counter() - t_cal
 
     repeated = None
-    if cfg.repeats > 0:
+    if plan.repeats > 0:
         t_rep = time.perf_counter()
-        repeated = repeated_split_scores(cache.embeddings, labels, task_sizes, cfg)
+        repeated = repeated_split_scores(cache.embeddings, labels, task_sizes, cfg, dataset.strata())
         timings["repeated_splits"] = time.perf_counter() - t_rep
 
     card.raw = training_card(
@@ -241,7 +318,22 @@ def train(
         command=command,
         citation=citation,
         unreadable=unreadable,
+        choices={
+            "augmentation": {"chosen": augmentation, "why": augmentation_reason, "views": plan.views},
+            "test_time_augmentation": {
+                "chosen_views": tta,
+                "rule": "the number of symmetries (visionqc.model.network.DIHEDRAL) averaged at prediction with "
+                "the best validation balanced accuracy of the phase-1 defect head; ties to fewer (faster)",
+                "validation_balanced_accuracy": {str(n): round(v, 4) for n, v in tta_scores.items()},
+            },
+            "budget": plan.to_json(),
+        },
     )
+    if tta > 1:
+        card.raw["architecture"]["test_time_augmentation"] = {
+            "views": tta,
+            "symmetries": "the first n of visionqc.model.network.DIHEDRAL; the embedding is their mean",
+        }
     out_dir = Path(out_dir)
     save_checkpoint(out_dir, model, card, bank, bank_labels)
 
@@ -250,6 +342,13 @@ def train(
         test_report = evaluate_predictor(Predictor(out_dir), dataset, test_idx.tolist(), cfg.progress)
         test_report["split"] = "test"
         card.raw["metrics"]["test"] = test_report
+        seconds = time.perf_counter() - t_eval
+        card.raw["metrics"]["inference_speed"] = {
+            "images_per_second": round(len(test_idx) / seconds, 1),
+            "runtime": "torch",
+            "measured": "the test evaluation above: decode, preprocess and the network (with its test-time "
+            "augmentation), batch 16, on this machine while training (see machine.load_average_*)",
+        }
     timings["test_evaluation"] = time.perf_counter() - t_eval
     timings["total"] = time.perf_counter() - t0
     card.raw["training"]["timings_seconds"] = {k: round(v, 1) for k, v in timings.items()}

@@ -1,0 +1,113 @@
+"""The time budget (``train --time-budget``): what a training run can afford on this machine, decided before it starts.
+
+The trainer times the network on a small batch at the run's input size (the same fused, channels-last copy that
+extracts the features, so the load of the machine right now is in the number) and estimates each step of the
+recipe from it (:func:`estimate`). When the estimate exceeds the budget it leaves out, in this order, what costs
+most for the least accuracy: the card's repeated splits (they change nothing in the model), then phase 2 (ten
+epochs cost about as much as five more cached views, and it rarely beats phase 1: see docs/MODEL_RESULTS.md),
+then cached views (halved until the run fits, down to one). The smallest run is made even when it does not fit.
+The plan, the measured speed and what was left out are written to the card (``training.budget``).
+
+The coefficients are rough and meant to over- rather than under-estimate: they come from the elpv and
+magnetic-tile runs recorded in docs/MODEL_RESULTS.md (feature extraction is about 1.2 network passes per view,
+decoding included; a phase-2 epoch about 0.5 network passes per training image; the ONNX export about a minute
+plus its parity passes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+FEATURE_PASS = 1.2  # seconds per view = FEATURE_PASS x one network pass (decode and augmentation included)
+PHASE2_PASS = 0.5  # a phase-2 epoch: this many network passes per training image (the tail only, fwd + bwd)
+PHASE1_SECONDS = 30.0
+REPEAT_SECONDS = 8.0
+EXPORT_SECONDS = 60.0
+EXPORT_PASSES = 3.0  # parity: torch, fp32 graph and int8 graph on every test image
+
+
+@dataclass
+class Plan:
+    """What the run will do and what it is expected to cost."""
+
+    views: int
+    phase2: bool
+    repeats: int
+    seconds_per_pass: float  # one image through the network, measured on this machine at the start
+    estimated_seconds: float
+    budget_seconds: float | None
+    left_out: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["seconds_per_pass"] = round(self.seconds_per_pass, 4)
+        out["estimated_seconds"] = round(self.estimated_seconds, 1)
+        return out
+
+
+@torch.inference_mode()
+def seconds_per_pass(network: torch.nn.Module, input_size: int, batch: int = 8) -> float:
+    """Seconds for one image through ``network`` (eval mode), timed on a batch after a warm-up pass."""
+    x = torch.zeros(batch, 3, input_size, input_size).to(memory_format=torch.channels_last)
+    network.feature_map(x)  # warm-up: the first pass of a shape sets up its kernels
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        network.feature_map(x)
+        times.append(time.perf_counter() - start)
+    return min(times) / batch
+
+
+def estimate(
+    spp: float,
+    *,
+    images: int,
+    views: int,
+    phase2: bool,
+    phase2_epochs: int,
+    repeats: int,
+    export: bool,
+    train_share: float,
+    test_share: float,
+    tta: int,
+) -> float:
+    """Expected seconds of a whole run (features, phases, evaluation, export) from the measured pass time."""
+    seconds = images * views * spp * FEATURE_PASS + PHASE1_SECONDS + repeats * REPEAT_SECONDS
+    if phase2:
+        seconds += phase2_epochs * images * train_share * spp * PHASE2_PASS
+    test_passes = images * test_share * tta * spp
+    seconds += test_passes * FEATURE_PASS
+    if export:
+        seconds += EXPORT_SECONDS + test_passes * EXPORT_PASSES
+    return seconds
+
+
+def plan_run(
+    spp: float, budget: float | None, *, views: int, phase2: bool, repeats: int, tta: int, **fixed: Any
+) -> Plan:
+    """The richest run that fits ``budget`` seconds (None: everything asked for); see the module docstring.
+
+    ``tta``: the most symmetries test-time augmentation may average (capped by the cached views); ``fixed``: the
+    rest of :func:`estimate`'s arguments (images, phase2_epochs, export, train_share, test_share).
+    """
+
+    def cost(v: int, p2: bool, r: int) -> float:  # test-time augmentation can use at most the cached views
+        return estimate(spp, views=v, phase2=p2, repeats=r, tta=min(tta, v), **fixed)
+
+    left_out: list[str] = []
+    if budget is not None and cost(views, phase2, repeats) > budget and repeats:
+        left_out.append(f"the card's {repeats} repeated splits")
+        repeats = 0
+    if budget is not None and cost(views, phase2, repeats) > budget and phase2:
+        left_out.append("phase 2")
+        phase2 = False
+    asked = views
+    while budget is not None and cost(views, phase2, repeats) > budget and views > 1:
+        views = max(1, views // 2)
+    if views < asked:
+        left_out.append(f"cached views {asked} -> {views}")
+    return Plan(views, phase2, repeats, spp, cost(views, phase2, repeats), budget, left_out)
