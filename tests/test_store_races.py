@@ -2,18 +2,21 @@
 reads and what it writes from that (on PostgreSQL, read committed, writers run side by side; on DuckDB the file
 lock keeps other processes out, so the tests force the interleaving in-process). The write must see the other
 side's change and decide again: a worker claiming the oldest queued job while a lead cancels it or another worker
-claims it; a new version of a dataset while another station stores the same version number."""
+claims it; a new version of a dataset while another station stores the same version number; an account while
+another admin adds the same name."""
 
 from __future__ import annotations
 
 import pytest
 
+from visionqc.accounts import AccountError
 from visionqc.datasets.archive import import_dataset
 from visionqc.store import Store
 
 pytestmark = pytest.mark.usefixtures("backend")  # on DuckDB and on PostgreSQL
 PICK = "SELECT job_id FROM jobs WHERE status = 'queued'"
 NEXT_VERSION = "SELECT coalesce(max(version), 0) + 1 FROM datasets"
+TAKEN = "SELECT count(*) FROM users WHERE lower(username)"
 
 
 class Meanwhile:
@@ -71,3 +74,15 @@ def test_a_dataset_version_taken_meanwhile_makes_the_next_one(tmp_path, monkeypa
     assert not change, "the other station never stored its version"
     assert (row["dataset_id"], row["created_by"]) == ("line-2@2", "ana")
     assert elsewhere.dataset("line-2@1")["created_by"] == "ben" and len(elsewhere.datasets()) == 2
+
+
+def test_an_account_added_meanwhile_under_the_same_name_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """Two admins add "lea" at once: the second is told the name is taken (on PostgreSQL: a raw unique-key error)."""
+    admin, other = Store(tmp_path / "home"), Store(tmp_path / "home")
+    change = [lambda: other.add_user("lea", "lead", "hash-of-the-other-admin")]
+    opening = admin._open
+    monkeypatch.setattr(admin, "_open", lambda read_only: Meanwhile(opening(read_only), TAKEN, change))
+    with pytest.raises(AccountError, match="there is already an account named 'lea'"):
+        admin.add_user("lea", "operator", "hash-of-this-admin")
+    assert not change, "the other admin never added the account"
+    assert (other.user("lea")["role"], len(other.users())) == ("lead", 1)
