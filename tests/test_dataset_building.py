@@ -1,6 +1,10 @@
 """Datasets on real images and a real store: importing labelled folders and zips (and refusing what cannot be
 trained on, storing nothing), building from reviewed inspections ("not a part" left out or kept as a reject
-class), merging, versioning, and exporting as a folder `train` reads back label for label."""
+class), merging, versioning, and exporting as a folder `train` reads back label for label.
+
+The tests that write and read dataset rows run on both backends (``backend``, or ``BOTH_BACKENDS`` over the
+module's reviewed store: PostgreSQL second); the refusals that store nothing run on DuckDB only but one, whose
+refused import must leave no row on PostgreSQL either."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from apptest import BOTH_BACKENDS
 
 from visionqc.actions import NOT_A_PART_CLASS
 from visionqc.datasets.archive import import_dataset
@@ -41,6 +46,7 @@ def store(tmp_path) -> Store:
     return Store(tmp_path / "home")
 
 
+@pytest.mark.usefixtures("backend")
 def test_importing_class_folders_keeps_every_image_and_warns_about_small_classes(store, tmp_path, labelled_folder):
     folder = labelled_folder(tmp_path / "tiles", 3, ["crack", "free", "uneven"])
     row, warnings = import_dataset(store, "tiles", folder, by="ana")
@@ -57,6 +63,7 @@ def test_importing_class_folders_keeps_every_image_and_warns_about_small_classes
     assert store.dataset("tiles")["dataset_id"] == "tiles@2" and store.dataset("tiles@1")["created_by"] == "ana"
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_zip_imports_like_its_folder_and_masks_give_severity_and_location(store, tmp_path, magnetic_tile):
     root = tmp_path / "mt"
     for cls in ("crack", "free"):
@@ -98,6 +105,7 @@ def test_unusable_data_is_refused_with_the_reason_and_nothing_is_stored(
     assert stored_files(store.home) == before
 
 
+@pytest.mark.usefixtures("backend")
 def test_unreadable_files_are_listed_and_refused_unless_asked_to_skip(store, tmp_path, labelled_folder):
     root = labelled_folder(tmp_path / "data", 3, ["crack", "free"])
     (root / "crack" / "truncated.jpg").write_bytes(
@@ -123,6 +131,7 @@ def test_an_empty_zip_is_refused(store, tmp_path):
     assert store.datasets().empty
 
 
+@pytest.mark.usefixtures("backend")
 def test_export_writes_what_train_reads_back_label_for_label(store, tmp_path, labelled_folder):
     folder = labelled_folder(tmp_path / "parts", 2, ["crack", "free", "uneven"])
     # A no-defect class that no name gives away: exported datasets say which class it is.
@@ -146,7 +155,7 @@ def test_export_writes_what_train_reads_back_label_for_label(store, tmp_path, la
 
 
 @pytest.fixture(scope="module")
-def reviewed_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
+def seeded_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
     """Twelve real tile photos inspected by the shipped model: 4 crack, 4 free, 4 uneven."""
     home = tmp_path_factory.mktemp("reviews") / "visionqc-data"
     files = [
@@ -161,8 +170,9 @@ def reviewed_home(tmp_path_factory, magnetic_tile, default_model_dir) -> Path:
 
 
 @pytest.fixture
-def review_store(reviewed_home, private_home) -> Store:
-    store = Store(private_home(reviewed_home))
+def review_store(home) -> Store:
+    """A private copy of the reviewed store (``home``: on PostgreSQL too where a test asks ``BOTH_BACKENDS``)."""
+    store = Store(home)
     rows, _ = store.search(InspectionFilter(), sort="inspection_id", descending=False, page_size=0)
     by_class = {
         cls: rows[rows["file_name"].str.startswith(cls)]["inspection_id"].tolist()
@@ -176,6 +186,7 @@ def review_store(reviewed_home, private_home) -> Store:
     return store
 
 
+@BOTH_BACKENDS
 def test_a_dataset_from_reviews_takes_the_effective_labels_of_reviewed_inspections(review_store):
     row, _ = create_from_reviews(review_store, "line-2", InspectionFilter(reviewed=True), by="ana")
     items = review_store.dataset_items(row["dataset_id"])
@@ -197,6 +208,7 @@ def test_not_a_part_photos_can_become_an_explicit_reject_class(review_store):
     assert rejected["file_name"].str.startswith("uneven").all() and rejected["severity"].isna().all()
 
 
+@BOTH_BACKENDS
 def test_reviews_merge_with_a_stored_dataset_and_win_where_both_hold_an_image(review_store, tmp_path, magnetic_tile):
     folder = tmp_path / "original"
     for cls in ("crack", "free"):
@@ -229,6 +241,7 @@ def test_reviews_merge_with_a_stored_dataset_and_win_where_both_hold_an_image(re
         merge_datasets(review_store, "one", ["original"], by="ben")
 
 
+@BOTH_BACKENDS
 def test_filters_that_match_nothing_say_so(review_store):
     with pytest.raises(DatasetProblem, match="no inspections match"):
         create_from_reviews(review_store, "none", InspectionFilter(reviewed=True, batches=("nope",)), by="ana")

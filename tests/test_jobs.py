@@ -1,6 +1,11 @@
 """Training jobs for real: a worker process trains on real images and registers the model; jobs queue one at a
 time; cancelling works queued and running; a kill -9 leaves the registry and the store consistent and the job
-failed with its reason; progress is stored and moves."""
+failed with its reason; progress is stored and moves.
+
+The job queue's rows (claiming, cancelling, finishing a dead worker's job) and a training job run start to end by a
+worker process are tested on both backends (the ``backend`` fixture: PostgreSQL second, the worker process gets
+its URL) by the cancel, kill -9 and reconcile tests; the others, whose rows those cover, on DuckDB only (each
+training job takes a minute on the shared cores)."""
 
 from __future__ import annotations
 
@@ -90,6 +95,7 @@ def test_jobs_run_one_at_a_time_in_their_own_process_and_register_their_models(h
     assert not (job_dir(home, first) / "work").exists()  # the exported data and the staging model are gone
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_queued_job_cancels_at_once_and_a_running_one_at_its_next_step(home):
     store = Store(home)
     running, queued = submit(store), submit(store)
@@ -103,6 +109,7 @@ def test_a_queued_job_cancels_at_once_and_a_running_one_at_its_next_step(home):
     assert queue.cancel(store, running) == "cancelled"  # cancelling again says what it is
 
 
+@pytest.mark.usefixtures("backend")
 def test_kill_9_of_a_running_job_leaves_registry_and_store_consistent_and_the_job_failed(home):
     store = Store(home)
     killed, behind = submit(store), submit(store)  # a second worker waits for the first one's lock
@@ -119,6 +126,7 @@ def test_kill_9_of_a_running_job_leaves_registry_and_store_consistent_and_the_jo
     assert Store(home).dataset("tiles")["images"] == 24  # the store opens and reads as before
 
 
+@pytest.mark.usefixtures("backend")
 def test_reconcile_finishes_a_job_whose_worker_is_gone(home):
     """No worker holds the lock but a job is marked running (its process died): the app's refresh fails it, and
     a queued job with no worker gets one."""

@@ -1,11 +1,17 @@
 """Sign-in and roles in the app (AppTest through streamlit_app.py): the form, the pages each role may open,
-actions refused on the server, the signed-in name in the audit trail, expiry and disabled accounts."""
+actions refused on the server, the signed-in name in the audit trail, expiry and disabled accounts.
+
+The tests that write or read account, sign-in and review rows run on both backends (``BOTH_BACKENDS``: a private
+PostgreSQL clone of the module's seeded store second); the ones about one machine without accounts run on the
+DuckDB file only, and a shared store's own rule (sign-in always asked) has its test."""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from apptest import BOTH_BACKENDS
 from records import seed_inspections
 from streamlit.testing.v1 import AppTest
 
@@ -20,14 +26,13 @@ PASSWORDS = {"olga": "operator secret 1", "lea": "lead secret 22", "ada": "admin
 ROLES = {"olga": "operator", "lea": "lead", "ada": "admin"}
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch, default_model_dir):
-    home = tmp_path / "visionqc-data"
+@pytest.fixture(scope="module")
+def seeded_home(tmp_path_factory) -> Path:
+    """40 inspections and the three accounts; each test gets a private copy through ``home`` (tests/conftest.py)."""
+    home = tmp_path_factory.mktemp("sign-in") / "visionqc-data"
     store = seed_inspections(home, 40, days=5)
     for name, password in PASSWORDS.items():
         store.add_user(name, ROLES[name], hash_password(password))
-    monkeypatch.setenv("VISIONQC_HOME", str(home))
-    monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
     return home
 
 
@@ -58,6 +63,7 @@ def reachable(at: AppTest, page: str) -> bool:
     return True
 
 
+@pytest.mark.duckdb_only("one machine without accounts: a shared store always asks for sign-in (last test)")
 def test_without_accounts_nobody_signs_in_and_names_are_typed(tmp_path, monkeypatch, default_model_dir):
     monkeypatch.setenv("VISIONQC_HOME", str(tmp_path / "empty"))
     monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))
@@ -67,6 +73,7 @@ def test_without_accounts_nobody_signs_in_and_names_are_typed(tmp_path, monkeypa
     assert reachable(at, "pages/5_Review_queue.py") and reachable(at, "pages/7_Users.py")
 
 
+@BOTH_BACKENDS
 def test_with_accounts_only_the_sign_in_form_shows(home):
     at = open_app()
     assert [t.value for t in at.title] == ["VisionQC"] and [s.value for s in at.subheader] == ["Sign in"]
@@ -96,6 +103,7 @@ def tick(at: AppTest, rows: list[int]) -> None:
     assert not at.exception, at.exception
 
 
+@BOTH_BACKENDS
 def test_a_role_taken_away_counts_at_the_very_next_click(home):
     """The check runs on the server when the click arrives, not only when the page drew the button."""
     at = sign_in(open_app(), "lea")
@@ -108,6 +116,7 @@ def test_a_role_taken_away_counts_at_the_very_next_click(home):
     assert Store(home).count() == 40
 
 
+@BOTH_BACKENDS
 def test_a_lead_reviews_and_the_audit_trail_names_the_signed_in_user(home):
     at = sign_in(open_app(), "lea")
     assert not reachable(at, "pages/7_Users.py") and reachable(at, "pages/5_Review_queue.py")
@@ -120,6 +129,7 @@ def test_a_lead_reviews_and_the_audit_trail_names_the_signed_in_user(home):
     assert list(trail["reviewer"]) == ["lea"] and list(trail["kind"]) == ["confirm"]
 
 
+@BOTH_BACKENDS
 def test_an_admin_adds_an_account_that_can_then_sign_in(home):
     at = sign_in(open_app(), "ada")
     assert reachable(at, "pages/7_Users.py")
@@ -131,6 +141,7 @@ def test_an_admin_adds_an_account_that_can_then_sign_in(home):
     assert Store(home).authenticate("otto", "otto's password").role == "operator"
 
 
+@BOTH_BACKENDS
 def test_an_idle_session_expires_and_a_disabled_account_is_signed_out(home, monkeypatch):
     at = sign_in(open_app(), "lea")
     at.session_state[auth.USER]["last_seen"] -= timedelta(hours=2)
@@ -144,6 +155,7 @@ def test_an_idle_session_expires_and_a_disabled_account_is_signed_out(home, monk
     assert [s.value for s in at.subheader] == ["Sign in"] and any("disabled" in i.value for i in at.info)
 
 
+@pytest.mark.duckdb_only("one machine without accounts: a shared store always asks for sign-in (last test)")
 def test_sign_in_can_be_required_before_any_account_exists(tmp_path, monkeypatch, default_model_dir):
     monkeypatch.setenv("VISIONQC_HOME", str(tmp_path / "plant"))
     monkeypatch.setenv("VISIONQC_MODEL", str(default_model_dir))

@@ -1,7 +1,10 @@
 """Re-inspection as a job, for real: the worker process re-inspects exactly the inspections the lead had selected
 (ids fixed when they pressed the button) with the shipped model, writes a new batch and the image-by-image
 comparison; a cancel mid-way leaves whole chunks and says which batch holds them; the Models page queues the job
-from a batch or from History's filters and shows its result after it ends, whatever reruns happened meanwhile."""
+from a batch or from History's filters and shows its result after it ends, whatever reruns happened meanwhile.
+
+The tests that write the job's rows (the worker process, a cancel mid-way, the page queueing a History selection)
+run on both backends (the ``backend`` fixture: PostgreSQL second); the others on DuckDB only (the suite's time)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from apptest import as_reviewer, open_app
 from streamlit.testing.v1 import AppTest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.filters import InspectionFilter
 from visionqc.intake.uploads import UploadFile
 from visionqc.jobs import queue, reinspect_job
@@ -22,7 +25,6 @@ from visionqc.registry import ModelRegistry
 from visionqc.store import Store
 from visionqc.store.ingest import CHUNK_SIZE, run_batch
 
-APP = str(PROJECT_ROOT / "streamlit_app.py")
 WAIT_S = 300
 
 
@@ -48,9 +50,13 @@ def wait_for(store: Store, job_id: str, *states: str) -> dict:
     return job
 
 
-def test_the_worker_reinspects_exactly_the_ids_it_was_given(home, tile_photos):
+@pytest.mark.usefixtures("backend")
+def test_the_worker_reinspects_exactly_the_ids_it_was_given(home, tile_photos, monkeypatch):
     store = Store(home)
     batch = inspect_tiles(home, tile_photos(8))
+    # The worker reads the jobs where the store that queued them lives: its PostgreSQL URL reaches the worker
+    # process even when this process's environment no longer names it.
+    monkeypatch.delenv("VISIONQC_DATABASE_URL", raising=False)
     chosen = sorted(batch.inspection_ids)[1:6]  # five of the eight: the others must stay out
     version = ModelRegistry(home).get("magnetic-tile", "1")
     params = reinspect_job.params(chosen, version, "five tiles")
@@ -85,6 +91,7 @@ def test_bad_requests_are_refused_with_the_reason(home):
     assert "there is no registered model 'nope'" in store.job(job_id)["error"]
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_cancel_mid_way_keeps_whole_chunks_and_names_their_batch(home, tile_photos, monkeypatch):
     store = Store(home)
     batch = inspect_tiles(home, tile_photos(CHUNK_SIZE + 8))
@@ -118,10 +125,9 @@ def test_a_cancel_mid_way_keeps_whole_chunks_and_names_their_batch(home, tile_ph
 
 
 def open_models(reviewer: str = "Ana") -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.run()
-    at.switch_page("pages/6_Models.py").run()
-    at.text_input(key="sidebar_reviewer").set_value(reviewer).run()
+    """The Models page, the lead ``reviewer`` queueing: typed in the sidebar, or signed in on a shared store."""
+    at = open_app("pages/6_Models.py", reviewer=reviewer, timeout=240)
+    as_reviewer(at, reviewer).run()
     assert not at.exception, at.exception
     return at
 
@@ -146,6 +152,7 @@ def test_the_page_queues_a_batch_and_shows_the_result_once_the_job_ends(home, ti
     assert any("Nothing changed" in c.value for c in at.caption)
 
 
+@pytest.mark.usefixtures("backend")
 def test_a_history_selection_is_fixed_when_the_lead_presses_the_button(home, tile_photos):
     store = Store(home)
     inspect_tiles(home, tile_photos(12))

@@ -46,12 +46,16 @@ def _reap() -> None:
             _SPAWNED.remove(process)
 
 
-def start_worker(home: Path) -> subprocess.Popen:
-    """A worker process for ``home``, detached from the caller (its own session)."""
+def start_worker(store: Store) -> subprocess.Popen:
+    """A worker process for the store's data folder and database (its PostgreSQL URL, when it has one, even if
+    ``VISIONQC_DATABASE_URL`` is not set here), detached from the caller (its own session)."""
     _reap()
+    home = store.home
     (home / JOBS_DIR).mkdir(parents=True, exist_ok=True)
     log = (home / JOBS_DIR / "worker.log").open("ab")
     env = {**os.environ, "VISIONQC_HOME": str(home)}
+    if store.url is not None:  # the worker reads the jobs where they were queued, never the data folder's file
+        env["VISIONQC_DATABASE_URL"] = store.url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(config.PROJECT_ROOT), env.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "visionqc.jobs.worker", str(home)],
@@ -80,7 +84,7 @@ def submit(
     if kind not in JOB_KINDS:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(JOB_KINDS)}")
     job_id = store.add_job(kind, params, created_by=by, dataset_id=dataset_id, model_name=model_name)
-    start_worker(store.home)
+    start_worker(store)
     return job_id
 
 
@@ -123,7 +127,7 @@ def reconcile(store: Store) -> None:
         return
     finish_orphans(store)
     if store.count_jobs("queued"):
-        start_worker(store.home)
+        start_worker(store)
 
 
 def jobs_with_progress(store: Store, limit: int = 20, kinds: tuple[str, ...] | None = None) -> pd.DataFrame:

@@ -383,7 +383,8 @@ def _retryable(url: str | None) -> tuple[type[BaseException], ...]:
     """The errors after which a write transaction runs again: another transaction won a race.
 
     DuckDB reports a key that a concurrent transaction committed as a constraint error; PostgreSQL waits for
-    the other transaction instead, and aborts one of two that wait for each other (a deadlock)."""
+    the other transaction instead, and aborts one of two that wait for each other (a deadlock), or reports the key
+    the other committed as a unique violation once it has."""
     if url is None:
         return (duckdb.TransactionException, duckdb.ConstraintException)
     from visionqc.store.postgres import RETRYABLE

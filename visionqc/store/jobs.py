@@ -49,16 +49,25 @@ class JobsMixin:
         """The oldest queued job, now marked running by process ``pid``; ``None`` when nothing is queued."""
 
         def work(con: duckdb.DuckDBPyConnection) -> str | None:
-            row = con.execute(
-                "SELECT job_id FROM jobs WHERE status = 'queued' ORDER BY created_at, job_id LIMIT 1"
-            ).fetchone()
-            if row is None:
-                return None
-            con.execute(
-                "UPDATE jobs SET status = 'running', started_at = ?, pid = ? WHERE job_id = ?",
-                [utc_now(), pid, row[0]],
-            )
-            return row[0]
+            taken: list[str] = []  # by another transaction meanwhile: never picked twice, so this ends
+            while True:
+                row = con.execute(
+                    "SELECT job_id FROM jobs WHERE status = 'queued' "
+                    "AND job_id NOT IN (SELECT unnest(?::VARCHAR[])) ORDER BY created_at, job_id LIMIT 1",
+                    [taken],
+                ).fetchone()
+                if row is None:
+                    return None
+                # Still queued when marked: PostgreSQL (read committed) lets another transaction cancel or claim
+                # the job between the two statements, and re-checks this condition against what it committed.
+                claimed = con.execute(
+                    "UPDATE jobs SET status = 'running', started_at = ?, pid = ? "
+                    "WHERE job_id = ? AND status = 'queued' RETURNING job_id",
+                    [utc_now(), pid, row[0]],
+                ).fetchall()
+                if claimed:
+                    return row[0]
+                taken.append(row[0])
 
         job_id = self._write(work)
         return None if job_id is None else self.job(job_id)

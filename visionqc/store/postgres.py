@@ -28,8 +28,10 @@ from psycopg import errors as pg_errors
 from psycopg.types.json import set_json_loads
 from psycopg.types.numeric import FloatLoader
 
-# Errors after which the whole transaction is run again (another transaction won a race; it decides anew).
-RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected)
+# Errors after which the whole transaction is run again (another transaction won a race; it decides anew). A key
+# another transaction committed after this one read that it was free is one too, as on DuckDB: the next version
+# number of a dataset two stations store at once (the retry reads the other's row and takes the next).
+RETRYABLE = (pg_errors.SerializationFailure, pg_errors.DeadlockDetected, pg_errors.UniqueViolation)
 Error = psycopg.Error
 
 _ARROW_TYPES = {
