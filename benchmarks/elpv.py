@@ -51,9 +51,10 @@ from visionqc.model.card import PRIMARY_TASK  # noqa: E402
 from visionqc.model.network import DefectNet, load_imagenet_backbone  # noqa: E402
 from visionqc.training import trainer  # noqa: E402
 from visionqc.training.config import TrainConfig  # noqa: E402
-from visionqc.training.datasets import default_test_fraction, load_dataset, stratified_split  # noqa: E402
+from visionqc.training.datasets import load_dataset, stratified_split  # noqa: E402
 from visionqc.training.features import FeatureCache, extract_features  # noqa: E402
 from visionqc.training.metrics import balanced_accuracy  # noqa: E402
+from visionqc.training.probability_labels import default_test_fraction  # noqa: E402
 from visionqc.training.trainer import base_card, in_memory_predictor, train  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "elpv.jsonl"

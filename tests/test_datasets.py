@@ -17,11 +17,11 @@ from visionqc.training.datasets import (
     DatasetError,
     boxes_mask,
     load_dataset,
-    read_voc_boxes,
     region_labels,
     severity_from_share,
     stratified_split,
 )
+from visionqc.training.voc import read_voc_boxes
 
 
 def _real_images(root: Path, cls: str, n: int) -> list[Path]:

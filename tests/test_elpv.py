@@ -19,14 +19,9 @@ from visionqc.model.checkpoint import load_checkpoint, write_card
 from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
 from visionqc.training.budget import estimate, plan_run
-from visionqc.training.datasets import (
-    PROBABILITY_TEST_FRACTION,
-    DatasetError,
-    default_test_fraction,
-    load_dataset,
-    stratified_split,
-)
+from visionqc.training.datasets import DatasetError, load_dataset, stratified_split
 from visionqc.training.export import export_model
+from visionqc.training.probability_labels import PROBABILITY_TEST_FRACTION, default_test_fraction
 from visionqc.training.trainer import limit_per_class
 
 LEVELS = ["functional", "defective_33", "defective_67", "defective_100"]

@@ -52,8 +52,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     import shlex
 
     from visionqc.training.config import TrainConfig
-    from visionqc.training.datasets import default_test_fraction
     from visionqc.training.evaluation import format_report
+    from visionqc.training.probability_labels import default_test_fraction
     from visionqc.training.trainer import train
 
     if args.anomaly:

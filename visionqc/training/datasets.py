@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import json
-import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,154 +450,6 @@ def read_mask_folders(
     return _finish(root, "masks", samples, no_defect_class, severity_thresholds)
 
 
-def read_voc_boxes(box_path: Path) -> tuple[int, int, list[tuple[float, float, float, float]]]:
-    """(width, height, boxes) from a Pascal VOC XML file; width/height are 0 if the file omits them."""
-    try:
-        tree = ET.parse(box_path)
-    except (OSError, ET.ParseError) as exc:
-        raise DatasetError(f"cannot read VOC file {box_path}: {exc}") from None
-    root = tree.getroot()
-    width = int(float(root.findtext("size/width") or 0))
-    height = int(float(root.findtext("size/height") or 0))
-    boxes = []
-    for obj in root.iter("object"):
-        box = obj.find("bndbox")
-        if box is None:
-            continue
-        try:
-            # VOC coordinates are 1-based and inclusive: pixel xmin..xmax covers xmax - xmin + 1 columns.
-            xmin, ymin = float(box.findtext("xmin")) - 1, float(box.findtext("ymin")) - 1
-            xmax, ymax = float(box.findtext("xmax")), float(box.findtext("ymax"))
-        except (TypeError, ValueError):
-            raise DatasetError(f"{box_path}: a bounding box has a missing or non-numeric coordinate") from None
-        boxes.append((xmin, ymin, xmax, ymax))
-    return width, height, boxes
-
-
-def read_voc_folders(
-    root: str | Path,
-    no_defect_class: str | None = None,
-    severity_thresholds: tuple[float, float] = DEFAULT_SEVERITY_THRESHOLDS,
-) -> Dataset:
-    """``<root>/images/<defect>/x.jpg`` with Pascal VOC boxes ``<root>/boxes/<defect>/x.xml``."""
-    root = Path(root)
-    box_root = root / "boxes" if (root / "boxes").is_dir() else root / "annotations"
-    samples = []
-    for class_dir in _class_dirs(root / "images"):
-        for path in _images_in(class_dir):
-            box_path = box_root / class_dir.name / (path.stem + ".xml")
-            severity = location = share = None
-            if box_path.is_file():
-                width, height, boxes = read_voc_boxes(box_path)
-                if not width or not height:
-                    width, height = _image_size(path)
-                if boxes:
-                    severity, location, share = region_labels(boxes_mask(boxes, width, height), severity_thresholds)
-            samples.append(Sample(path, class_dir.name, severity, location, share))
-    return _finish(root, "voc", samples, no_defect_class, severity_thresholds)
-
-
-# --- defect-probability labels (elpv) ---------------------------------------------------------------
-
-# The expert's defect probability -> the defect class. "functional" is the paper's own word for a cell with
-# probability 0 and is the no-defect class; each defective level carries its probability in percent, so the
-# name says what the expert said, the levels read in order of certainty, and the names never depend on which
-# levels a subset happens to contain (stable across splits, exports and cards). Plain ASCII with no separator
-# that a file system or a CSV could mangle, so an exported dataset keeps them as folder names.
-DEFECT_PROBABILITY_LEVELS: tuple[tuple[float, str], ...] = (
-    (0.0, "functional"),
-    (1 / 3, "defective_33"),
-    (2 / 3, "defective_67"),
-    (1.0, "defective_100"),
-)
-PROBABILITY_COLUMNS = ("image", "defect_probability", "type")
-PROBABILITY_TOLERANCE = 0.005  # 0.3333 and 0.333 are both 1/3; nothing else is within this of a level
-# The paper's protocol for such a set: 25 % held out for testing (Deitsch et al. 2019).
-PROBABILITY_TEST_FRACTION = 0.25
-
-
-def _is_probability_csv(csv_path: Path) -> bool:
-    """Whether ``csv_path`` is meant as defect-probability labels: its header names ``defect_probability`` or
-    ``type``, or it sits beside a lone ``images/`` folder (elpv's layout) without the class-folder CSV's
-    ``severity``/``location``. A damaged one is then read by :func:`read_defect_probability_csv`, whose
-    message names what is missing, instead of being mistaken for class folders."""
-    try:
-        with csv_path.open(newline="", encoding="utf-8-sig") as fh:
-            header = {h.strip().lower() for h in next(csv.reader(fh), [])}
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return False
-    if header & {"defect_probability", "type"}:
-        return True
-    root = csv_path.parent
-    lone_images = [p.name for p in _class_dirs(root)] == ["images"]
-    return lone_images and not header & {"severity", "location", "defect"}
-
-
-def _probability_level(text: str, where: str) -> str:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    for level, name in DEFECT_PROBABILITY_LEVELS:
-        if abs(value - level) <= PROBABILITY_TOLERANCE:
-            return name
-    known = ", ".join(f"{level:.4f}" for level, _ in DEFECT_PROBABILITY_LEVELS)
-    raise DatasetError(f"{where}: defect_probability {text!r} is not one of the four levels ({known})")
-
-
-def read_defect_probability_csv(csv_path: str | Path) -> Dataset:
-    """A ``labels.csv`` with ``image`` (relative to the CSV's folder), ``defect_probability`` and ``type``.
-
-    This is how the elpv solar-cell set ships. The defect task gets four ordered classes, one per expert
-    probability (:data:`DEFECT_PROBABILITY_LEVELS`): ``functional`` (0, the no-defect class),
-    ``defective_33``, ``defective_67`` and ``defective_100``. Four levels rather than defect yes/no plus a
-    severity, because the four levels are what the published results score (four-class accuracy), and
-    functional-vs-defective is read off them. ``type`` (mono/poly crystalline) becomes each sample's group:
-    splits are stratified by level *and* type, as in the paper. The dataset is marked ``symmetric``: cells
-    are square and cracks have no preferred direction, so a mirrored cell is as real as the original; a
-    quarter turn also lays the busbars the other way, which training accepts as augmentation, and the number
-    of symmetries averaged at prediction (identity, + half turn, + mirrors, + quarter turns) is chosen on
-    validation. Every row must name an existing image, once, with one of the four probabilities and a type;
-    otherwise :class:`DatasetError` names the line.
-    """
-    csv_path = Path(csv_path)
-    rows = _read_csv(csv_path, required=PROBABILITY_COLUMNS)
-    root = csv_path.parent.resolve()
-    samples, seen = [], {}
-    for n, row in enumerate(rows, start=2):
-        where = f"{csv_path.name} line {n}"
-        image, probability, kind = (row[c].strip() for c in PROBABILITY_COLUMNS)
-        if not image or not probability or not kind:
-            empty = [c for c, v in zip(PROBABILITY_COLUMNS, (image, probability, kind), strict=True) if not v]
-            raise DatasetError(f"{where}: {', '.join(repr(c) for c in empty)} must not be empty")
-        defect = _probability_level(probability, where)
-        path = (root / image).resolve()
-        if not path.is_relative_to(root):
-            raise DatasetError(f"{where}: image {image!r} is outside the dataset folder")
-        if not path.is_file():
-            raise DatasetError(f"{where}: image not found: {image}")
-        if path in seen:
-            raise DatasetError(f"{where}: image {image} is listed twice (first on line {seen[path]})")
-        seen[path] = n
-        samples.append(Sample(path, defect, group=kind))
-    if not samples:
-        raise DatasetError(f"{csv_path} lists no images")
-    return Dataset(
-        root=root,
-        format="defect-probability",
-        samples=samples,
-        defect_classes=[name for _, name in DEFECT_PROBABILITY_LEVELS],
-        no_defect_class=DEFECT_PROBABILITY_LEVELS[0][1],
-        group_by="type",
-        symmetric=True,
-    )
-
-
-def default_test_fraction(dataset: Dataset) -> float:
-    """The held-out share ``train`` uses unless told: the paper's 25 % for a defect-probability set, else 15 %."""
-    return PROBABILITY_TEST_FRACTION if dataset.format == "defect-probability" else 0.15
-
-
 def load_dataset(
     path: str | Path,
     *,
@@ -607,11 +458,14 @@ def load_dataset(
     severity_thresholds: tuple[float, float] = DEFAULT_SEVERITY_THRESHOLDS,
 ) -> Dataset:
     """Read any accepted layout, recognised from ``path`` (see the module docstring)."""
+    from visionqc.training.probability_labels import is_probability_csv, read_defect_probability_csv
+    from visionqc.training.voc import read_voc_folders
+
     path = Path(path)
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            if _is_probability_csv(path):
+            if is_probability_csv(path):
                 return read_defect_probability_csv(path)
             return read_csv_manifest(path, no_defect_class)
         if suffix == ".json":
@@ -619,7 +473,7 @@ def load_dataset(
         raise DatasetError(f"{path.name}: a dataset file must be a CSV manifest (.csv) or COCO JSON (.json)")
     if not path.is_dir():
         raise DatasetError(f"dataset not found: {path}")
-    if (path / LABELS_CSV).is_file() and _is_probability_csv(path / LABELS_CSV) and labels_csv is None:
+    if (path / LABELS_CSV).is_file() and is_probability_csv(path / LABELS_CSV) and labels_csv is None:
         return read_defect_probability_csv(path / LABELS_CSV)
     if (path / "images").is_dir() and (path / "masks").is_dir():
         return read_mask_folders(path, no_defect_class, severity_thresholds)
