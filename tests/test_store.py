@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from datetime import date, datetime, timedelta
 
 import duckdb
@@ -20,7 +19,6 @@ import pandas as pd
 import psycopg
 import pytest
 
-from visionqc.config import PROJECT_ROOT
 from visionqc.csvfile import UTF8_BOM
 from visionqc.filters import InspectionFilter
 from visionqc.store import DuplicateRecord, FailureRecord, InspectionRecord, Store, StoreBusyError, StoreError
@@ -658,77 +656,6 @@ def test_two_spellings_of_one_data_folder_share_this_process_s_lock(seeded, tmp_
     through_link = Store(link, lock_timeout=1)
     with store.connect():
         assert through_link.count() == store.count() == 10
-
-
-GREEDY_HOLDER = textwrap.dedent(
-    """
-    import sys, time
-    from pathlib import Path
-    from visionqc.store import filelock
-    db, until = Path(sys.argv[1]), time.monotonic() + float(sys.argv[2])
-    print("started", flush=True)
-    while time.monotonic() < until:  # as a tight writer does: let go, take it again at once
-        if filelock.try_acquire(db, shared=False):
-            time.sleep(0.01)
-            filelock.release(db)
-    """
-)
-
-
-@pytest.mark.duckdb_only("the lock file")
-def test_a_waiting_process_gets_its_turn_from_one_that_takes_the_lock_again_and_again(seeded):
-    """flock is not fair: a process that lets go and takes the lock again at once would keep a waiting one out
-    until its timeout. The waiting process holds the turn (filelock), so the greedy one waits for it."""
-    store, _, _ = seeded
-    patient = Store(store.home, lock_timeout=8)
-    greedy = subprocess.Popen(
-        [sys.executable, "-c", GREEDY_HOLDER, str(store.db_path), "20"],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert greedy.stdout.readline().strip() == "started"
-        time.sleep(0.5)
-        for turn in range(3):  # every time, not once by luck
-            assert patient.add_tags([2], [f"turn-{turn}"]) == 1
-    finally:
-        greedy.kill()
-        greedy.wait(timeout=30)
-    assert ids_of(store, InspectionFilter(tags_all=("turn-0", "turn-1", "turn-2"))) == [2]
-
-
-TAKE_TURNS = textwrap.dedent(
-    """
-    import sys
-    from visionqc.store import Store
-    store = Store(sys.argv[1])
-    for i in range(int(sys.argv[3])):
-        with store.connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            con.execute("INSERT INTO tags VALUES (1, ?, now())", [f"{sys.argv[2]}-{i}"])
-            con.execute("COMMIT")
-    """
-)
-
-
-@pytest.mark.slow
-@pytest.mark.duckdb_only("the file handover between processes")
-def test_two_processes_taking_turns_on_the_file_lose_no_commit(seeded):
-    """duckdb 2.0.1 alone loses an occasional committed transaction when two processes take turns opening,
-    writing and closing one file (measured: 5-10 of 15,000 rows in 4 of 6 runs of this pattern); the lock file
-    held from open to close keeps every one."""
-    store, _, _ = seeded
-    turns = 1000
-    writers = [
-        subprocess.Popen([sys.executable, "-c", TAKE_TURNS, str(store.home), name, str(turns)], cwd=PROJECT_ROOT)
-        for name in ("a", "b")
-    ]
-    for writer in writers:
-        assert writer.wait(timeout=600) == 0
-    with store.connect() as con:
-        counts = dict(con.execute("SELECT left(tag, 1), count(*) FROM tags GROUP BY 1").fetchall())
-    assert counts == {"a": turns, "b": turns}
 
 
 def test_review_rows_are_json_for_the_audit_trail(seeded):
