@@ -191,9 +191,10 @@ class Database:
                     f"{self.lock_timeout:.0f} s; try again when the other import has finished"
                 ) from busy
             # Jittered exponential back-off: two waiting processes do not retry in lock-step. The process whose turn
-            # it is (filelock) goes next and nobody else may take the lock meanwhile: it polls often.
+            # it is (filelock) goes next and nobody else may take the lock meanwhile: it polls often; the others
+            # at most every 20 ms (a connection is held for milliseconds; a longer sleep only idles the file).
             time.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 0.004 if filelock.has_turn(self.db_path) else 0.25)
+            delay = min(delay * 2, 0.004 if filelock.has_turn(self.db_path) else 0.02)
 
     def _open_server(self):
         """A connection to the PostgreSQL server (it has no file lock to wait for: writers run side by side)."""
