@@ -31,12 +31,17 @@ _PER_IMAGE_S, _LOAD_S = 0.08, 3.0
 def params(ids: list[int], version, described: str) -> dict[str, Any]:
     """The job's parameters: the inspections (ids, fixed when the lead pressed the button), the version to use
     (``{"name", "version"}`` as the registry names it) and what was selected, in words."""
+    return {"ids": _checked(ids), "model": version.ref(), "described": described}
+
+
+def _checked(ids) -> list[int]:
+    """The inspection ids, sorted and once each: at least one, at most :data:`MAX_IMAGES`."""
     ids = sorted({int(i) for i in ids})
     if not ids:
         raise ValueError("nothing to re-inspect: the selection holds no inspections")
     if len(ids) > MAX_IMAGES:
         raise ValueError(f"{len(ids):,} inspections selected; re-inspect at most {MAX_IMAGES:,} at a time")
-    return {"ids": ids, "model": version.ref(), "described": described}
+    return ids
 
 
 def plan(images: int) -> list[Stage]:
@@ -51,10 +56,8 @@ def run(ctx) -> dict[str, Any]:
     from visionqc.model.predict import open_predictor
 
     job_params = ctx.job["params"]
-    ids = [int(i) for i in job_params.get("ids") or []]
+    ids = _checked(job_params.get("ids") or [])  # the job's row is read back: checked as when it was queued
     model = job_params.get("model") or {}
-    if not ids or len(ids) > MAX_IMAGES:
-        raise ValueError(f"a re-inspection job needs 1 to {MAX_IMAGES:,} inspection ids, not {len(ids):,}")
     version = ModelRegistry(ctx.home).get(str(model.get("name")), str(model.get("version")))
     progress = ProgressFile(ctx.home, ctx.job_id, plan(len(ids)), extra={"model": version.ref()})
     ctx.progress = progress

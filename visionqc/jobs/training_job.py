@@ -166,11 +166,7 @@ def run(ctx) -> dict[str, Any]:
 
 
 def describe(params: dict[str, Any]) -> str:
-    """One line for the job list (an anomaly job's too: the list shows every kind)."""
-    if params.get("good_photos"):
-        from visionqc.jobs.anomaly_job import describe as describe_anomaly
-
-        return describe_anomaly(params)
+    """One line for the job list (each kind describes its own: :func:`visionqc.jobs.queue.describe`)."""
     options = TrainingOptions.from_json(params.get("options"))
     parts = [f"{options.views} view(s)", f"phase 2 {'on' if options.phase2 else 'off'}"]
     if options.repeats:
