@@ -306,10 +306,17 @@ def drop_second_opinions(con) -> None:
     con.execute("ALTER TABLE inspections DROP COLUMN second_opinion")
 
 
-def drop_speed_indexes(con) -> None:
-    """Undo migration 12 (PostgreSQL-only indexes)."""
-    con.execute("DROP INDEX IF EXISTS inspections_defect_time")
-    con.execute("DROP INDEX IF EXISTS inspection_counts_unusable")
+def undo_migrations_12_13(con) -> None:
+    """Undo migrations 12 and 13 (indexes; most of them PostgreSQL only)."""
+    for index in (
+        "inspections_defect_time",
+        "inspection_counts_unusable",
+        "users_folded_name",
+        "tags_by_tag",
+        "inspections_deleted",
+        "inspections_file_name",
+    ):
+        con.execute(f"DROP INDEX IF EXISTS {index}")
 
 
 def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
@@ -324,7 +331,7 @@ def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
         drop_second_opinions(con)
         con.execute(f"DROP TABLE {TABLE}")
         con.execute("DROP INDEX IF EXISTS inspections_newest")  # migration 10 (PostgreSQL only)
-        drop_speed_indexes(con)
+        undo_migrations_12_13(con)
         con.execute("DELETE FROM schema_version WHERE version > 8")
     assert Store(home, url=store.url).schema_version() == SCHEMA_VERSION
     assert_counts_match(store)
@@ -351,7 +358,7 @@ def test_migration_marks_the_second_opinions_written_before_it(tmp_path):
             pred_action, needs_review, false, false, 1 FROM inspection_view"""
         )
         con.execute("DROP VIEW inspection_view")
-        drop_speed_indexes(con)
+        undo_migrations_12_13(con)
         con.execute("DELETE FROM schema_version WHERE version > 10")
     assert Store(tmp_path / "home", url=store.url).schema_version() == SCHEMA_VERSION
     second = store.search(InspectionFilter(batches=(batch,)), page_size=0)[0]

@@ -153,6 +153,10 @@ def test_new_store_is_migrated_to_the_latest_schema_once(tmp_path, backend):
         Store(tmp_path / "home")  # no write transaction on the server either
         assert store.data_version() == before
         assert not (tmp_path / "home" / "visionqc.duckdb").exists()  # the folder keeps only the images
+        with store.connect() as con:  # the indexes PostgreSQL's planner needs (the file-name one from pg_trgm)
+            indexes = {r[0] for r in con.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()").fetchall()}  # fmt: skip
+        assert {"inspections_newest", "inspections_defect_time", "tags_by_tag", "inspections_file_name"} <= indexes
     with store.connect() as con:
         versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
         listed = con.execute(
@@ -351,6 +355,9 @@ def test_each_filter_on_its_own(seeded):
     assert ids_of(store, f(file_name="TILE_0")) == [1, 2, 3, 4, 6]  # case-insensitive substring
     assert ids_of(store, f(file_name="100%")) == [5]  # % is a character, not a wildcard
     assert ids_of(store, f(file_name="prüf")) == [7]
+    assert ids_of(store, f(file_name="b_")) == [8, 9, 10]  # _ is a character, not "any one character"
+    assert ids_of(store, f(file_name="e_0")) == [1, 2, 3, 4, 6]
+    assert ids_of(store, f(file_name="%")) == [5] and ids_of(store, f(file_name="\\")) == []
     assert ids_of(store, f(ids=[9, 2, 99])) == [2, 9]
     # date range: inclusive calendar days in the given time zone
     assert ids_of(store, f(date_from=date(2026, 3, 11), date_to=date(2026, 3, 12))) == [3, 4]
@@ -388,6 +395,15 @@ def test_tag_filters_all_any_none(seeded):
     assert ids_of(store, f(tags_any=("A",))) == []  # case-sensitive
     rows, _ = store.search(f(ids=[1]))
     assert list(rows.iloc[0]["tags"]) == ["a", "b"]
+    # Totals counted from the tags (not the rows) leave deleted inspections out, or keep only them, as asked.
+    store.soft_delete([2, 4], "Ana")
+    assert ids_of(store, f(tags_any=("a", "c"))) == [1, 5]
+    assert ids_of(store, f(tags_none=("b",))) == [5, 6, 7, 8, 9, 10]
+    assert ids_of(store, f(tags_all=("a",), deleted="only")) == [2]
+    assert ids_of(store, f(tags_none=("a",), deleted="only")) == [4]
+    assert ids_of(store, f(tags_any=("a", "b"), tags_none=("b",), deleted="all")) == [2]
+    rows, total = store.search(f(tags_any=("a", "b", "c")), page_size=2)
+    assert (rows["inspection_id"].tolist(), total) == ([5, 3], 3)  # newest first, one page of the three
     assert store.remove_tags([1, 2, 3], ["a"]) == 2
     assert ids_of(store, f(tags_any=("a",))) == []
     assert store.distinct_values("tag") == ["b", "c"]

@@ -76,13 +76,15 @@ def test_a_dataset_version_taken_meanwhile_makes_the_next_one(tmp_path, monkeypa
     assert elsewhere.dataset("line-2@1")["created_by"] == "ben" and len(elsewhere.datasets()) == 2
 
 
-def test_an_account_added_meanwhile_under_the_same_name_is_refused_with_the_reason(tmp_path, monkeypatch):
-    """Two admins add "lea" at once: the second is told the name is taken (on PostgreSQL: a raw unique-key error)."""
+@pytest.mark.parametrize("theirs", ["lea", "Lea"])
+def test_an_account_added_meanwhile_under_the_same_name_is_refused_with_the_reason(tmp_path, monkeypatch, theirs):
+    """Two admins add "lea" at once: the second is told the name is taken (on PostgreSQL: a raw unique-key error).
+    Names differing only in case are the same name (on PostgreSQL both were stored, until migration 13)."""
     admin, other = Store(tmp_path / "home"), Store(tmp_path / "home")
-    change = [lambda: other.add_user("lea", "lead", "hash-of-the-other-admin")]
+    change = [lambda: other.add_user(theirs, "lead", "hash-of-the-other-admin")]
     opening = admin._open
     monkeypatch.setattr(admin, "_open", lambda read_only: Meanwhile(opening(read_only), TAKEN, change))
     with pytest.raises(AccountError, match="there is already an account named 'lea'"):
         admin.add_user("lea", "operator", "hash-of-this-admin")
     assert not change, "the other admin never added the account"
-    assert (other.user("lea")["role"], len(other.users())) == ("lead", 1)
+    assert (other.user(theirs)["role"], len(other.users())) == ("lead", 1)

@@ -15,7 +15,7 @@ from visionqc.csvfile import write_csv
 from visionqc.filters import InspectionFilter
 from visionqc.labels import is_missing
 from visionqc.store import counts
-from visionqc.store.query import DISTINCT_COLUMNS, EXPORT_COLUMNS, build_where, order_by, rows_sql
+from visionqc.store.query import DISTINCT_COLUMNS, EXPORT_COLUMNS, build_where, clean_tags, order_by, rows_sql
 
 EXPORT_CHUNK_ROWS = 50_000
 
@@ -48,7 +48,7 @@ class InspectionsMixin:
         order = order_by(sort, descending)
         row_order = order_by(sort, descending, prefix="v.")
         with self.connect() as con:
-            total = _rollup_total(con, f)
+            total = _known_total(con, f)
             page_sql = f"SELECT inspection_id FROM inspection_view_all WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
             postgres = getattr(con, "engine", "duckdb") == "postgresql"
             if total is None and page_size > 0 and postgres and not _plain(f) and not f.defects:
@@ -316,9 +316,54 @@ def _rollup_total(con, f: InspectionFilter) -> int | None:
     )
 
 
-def _total(con, f: InspectionFilter, where: str, params: list) -> int:
-    """How many inspections match ``f`` (``where``, ``params``: its clause): the roll-up's count when it answers."""
+TAG_FIELDS = {"tags_all", "tags_any", "tags_none"}
+DELETED_IDS = "(SELECT inspection_id FROM inspections WHERE deleted_at IS NOT NULL)"
+
+
+def _tag_total(con, f: InspectionFilter) -> int | None:
+    """How many inspections match ``f`` when it narrows by tags alone, counted from the tags and the few
+    soft-deleted inspections (indexes of their own on PostgreSQL, migration 13); else None. A count over the rows
+    would read every matching inspection for its ``deleted_at`` (half a second for 50,000 tagged ones of a million
+    on PostgreSQL)."""
+    changed = set(f.changed_fields())
+    if not changed & TAG_FIELDS or not changed <= TAG_FIELDS | {"deleted", "timezone"}:
+        return None
+    every, some, none = clean_tags(f.tags_all), clean_tags(f.tags_any), clean_tags(f.tags_none)
+    kept = {"hide": f"NOT IN {DELETED_IDS}", "only": f"IN {DELETED_IDS}", "all": None}[f.deleted]
+    shown = f" AND inspection_id {kept}" if kept else ""
+    if not every and not some:  # "none of" alone: every shown inspection but those carrying one of the tags
+        rest = _rollup_total(con, InspectionFilter(deleted=f.deleted, timezone=f.timezone))
+        if rest is None:
+            return None
+        carrying = con.execute(
+            f"SELECT count(DISTINCT inspection_id) FROM tags WHERE tag = ANY(?::VARCHAR[]){shown}", [none]
+        ).fetchall()[0][0]
+        return rest - int(carrying)
+    having, params = [], [every + some]
+    if every:
+        having.append("count(*) FILTER (WHERE tag = ANY(?::VARCHAR[])) = ?")
+        params += [every, len(every)]
+    if some:
+        having.append("count(*) FILTER (WHERE tag = ANY(?::VARCHAR[])) > 0")
+        params.append(some)
+    without = " AND inspection_id NOT IN (SELECT inspection_id FROM tags WHERE tag = ANY(?::VARCHAR[]))" if none else ""
+    params += [none] if none else []
+    sql = (
+        "SELECT count(*) FROM (SELECT inspection_id FROM tags WHERE tag = ANY(?::VARCHAR[]) GROUP BY inspection_id "
+        f"HAVING {' AND '.join(having)}) matches WHERE TRUE{shown}{without}"
+    )
+    return int(con.execute(sql, params).fetchall()[0][0])
+
+
+def _known_total(con, f: InspectionFilter) -> int | None:
+    """How many inspections match ``f`` without counting its rows: from the roll-up or the tags; else None."""
     total = _rollup_total(con, f)
+    return _tag_total(con, f) if total is None else total
+
+
+def _total(con, f: InspectionFilter, where: str, params: list) -> int:
+    """How many inspections match ``f`` (``where``, ``params``: its clause): without counting rows when possible."""
+    total = _known_total(con, f)
     return _count(con, where, params) if total is None else total
 
 

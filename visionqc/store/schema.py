@@ -14,6 +14,23 @@ DB_FILE = "visionqc.duckdb"
 # A statement starting with this runs on PostgreSQL only (indexes for its planner: DuckDB scans with zone maps,
 # and its ART indexes would only slow its writes).
 POSTGRES_ONLY = "-- PostgreSQL only\n"
+# The trigram index of file names (migration 13), made with pg_trgm wherever the database has it (another schema's
+# store may have created it: an extension belongs to one schema per database), else created here. A block of its
+# own: when the server cannot give it, the block's work is undone and the migration goes on without the index.
+TRIGRAM_INDEX = """DO $$
+DECLARE home text;
+BEGIN
+    SELECT n.nspname INTO home FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+    WHERE e.extname = 'pg_trgm';
+    IF home IS NULL THEN
+        CREATE EXTENSION pg_trgm;
+        home := current_schema();
+    END IF;
+    EXECUTE format('CREATE INDEX inspections_file_name ON inspections USING gin (lower(file_name) %I.gin_trgm_ops)',
+        home);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'VisionQC: the file-name search has no trigram index (pg_trgm: %)', SQLERRM;
+END $$"""
 
 # released migration: add a new one. Views are derived and recreated after every migration run.
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -198,6 +215,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             # a scan of the whole roll-up for a figure that is usually 0).
             POSTGRES_ONLY
             + f"CREATE INDEX inspection_counts_unusable ON {counts.TABLE} (hour) WHERE unusable AND n > 0",
+        ],
+    ),
+    (
+        13,
+        [
+            # Account names are unique whatever their case, in the database itself: two admins adding "Lea" and "lea"
+            # at once on PostgreSQL both passed the check before either committed. (The app has always refused such
+            # a pair; only that race could have stored one, which would stop this migration with the names.)
+            "CREATE UNIQUE INDEX users_folded_name ON users (lower(username))",
+            # History's tag filters on PostgreSQL: the inspections carrying a tag, from the tags alone (a rare tag
+            # no longer walks a million rows), and the few soft-deleted ones, so a tag filter's total is counted
+            # from the tags without reading every inspection (visionqc.store.inspections._tag_total).
+            POSTGRES_ONLY + "CREATE INDEX tags_by_tag ON tags (tag, inspection_id)",
+            POSTGRES_ONLY
+            + "CREATE INDEX inspections_deleted ON inspections (inspection_id) WHERE deleted_at IS NOT NULL",
+            # History's file-name search on PostgreSQL: a trigram index serves ``lower(file_name) LIKE '%text%'``.
+            # pg_trgm ships with PostgreSQL (contrib) and is a trusted extension, but a server may lack it or refuse
+            # to create it: then the search works without the index (a scan), and the server's log says why.
+            POSTGRES_ONLY + TRIGRAM_INDEX,
         ],
     ),
 ]
