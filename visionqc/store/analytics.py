@@ -274,7 +274,9 @@ def _sql(
         {tally(f"in_prev7 AND {all_but(None)} AND is_defect")} AS prev7_defects,
         min(day) FILTER (WHERE in_period) AS first_day,
         max(day) FILTER (WHERE in_period) AS last_day,
-        array_agg(DISTINCT no_defect_label) FILTER (WHERE no_defect_label IS NOT NULL) AS no_defect_labels
+        -- Once, over the grouped rows (an aggregate with DISTINCT in the grouping sets made PostgreSQL sort the
+        -- rows for every set instead of hashing them: a third of the whole history's time).
+        (SELECT array_agg(DISTINCT no_defect_label) FROM grouped WHERE no_defect_label IS NOT NULL) AS no_defect_labels
     FROM flagged
     GROUP BY GROUPING SETS ((defect, is_defect, sev), (sev), (loc), (act), (day), ())
     """
