@@ -306,8 +306,8 @@ def drop_second_opinions(con) -> None:
     con.execute("ALTER TABLE inspections DROP COLUMN second_opinion")
 
 
-def undo_migrations_12_13(con) -> None:
-    """Undo migrations 12 and 13 (indexes; most of them PostgreSQL only)."""
+def undo_migrations_12_to_14(con) -> None:
+    """Undo migrations 12 to 14 (indexes, most of them PostgreSQL only, and the jobs' heartbeat columns)."""
     for index in (
         "inspections_defect_time",
         "inspection_counts_unusable",
@@ -317,6 +317,8 @@ def undo_migrations_12_13(con) -> None:
         "inspections_file_name",
     ):
         con.execute(f"DROP INDEX IF EXISTS {index}")
+    for column in ("host", "heartbeat_at"):
+        con.execute(f"ALTER TABLE jobs DROP COLUMN IF EXISTS {column}")
 
 
 def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
@@ -331,7 +333,7 @@ def test_migration_fills_the_roll_up_from_the_rows(tmp_path):
         drop_second_opinions(con)
         con.execute(f"DROP TABLE {TABLE}")
         con.execute("DROP INDEX IF EXISTS inspections_newest")  # migration 10 (PostgreSQL only)
-        undo_migrations_12_13(con)
+        undo_migrations_12_to_14(con)
         con.execute("DELETE FROM schema_version WHERE version > 8")
     assert Store(home, url=store.url).schema_version() == SCHEMA_VERSION
     assert_counts_match(store)
@@ -358,7 +360,7 @@ def test_migration_marks_the_second_opinions_written_before_it(tmp_path):
             pred_action, needs_review, false, false, 1 FROM inspection_view"""
         )
         con.execute("DROP VIEW inspection_view")
-        undo_migrations_12_13(con)
+        undo_migrations_12_to_14(con)
         con.execute("DELETE FROM schema_version WHERE version > 10")
     assert Store(tmp_path / "home", url=store.url).schema_version() == SCHEMA_VERSION
     second = store.search(InspectionFilter(batches=(batch,)), page_size=0)[0]

@@ -21,9 +21,10 @@ import pandas as pd
 
 from visionqc import config
 from visionqc.jobs.progress import JOBS_DIR, job_dir, read_progress, request_cancel
-from visionqc.jobs.worker import JOB_KINDS, died, lock_path
+from visionqc.jobs.worker import JOB_KINDS, SILENT_SECONDS, died, lock_path
 from visionqc.registry import ModelRegistry
 from visionqc.store import Store
+from visionqc.store.jobs import this_host
 
 _SPAWNED: list[subprocess.Popen] = []  # reaped on the next call, so finished workers leave no zombies
 
@@ -104,12 +105,15 @@ def cancel(store: Store, job_id: str) -> str:
 
 def finish_orphans(store: Store) -> list[str]:
     """Finish the jobs marked running whose worker is gone (call only while holding the worker lock or after
-    seeing it free). A job whose model did reach the registry succeeded; any other failed, with the reason."""
+    seeing it free): this machine's, and another machine's once its heartbeat is :data:`SILENT_SECONDS` old. A job
+    whose model did reach the registry succeeded; any other failed, with the reason."""
+    gone = store.jobs_without_worker(this_host(), SILENT_SECONDS)
+    if not gone:
+        return []
     registry = ModelRegistry(store.home)
     registered = {v.job_id: v for v in registry.versions() if v.job_id}
     finished = []
-    running = store.jobs(limit=1000).query("status == 'running'")
-    for job_id, kind in zip(running["job_id"], running["kind"], strict=True):
+    for job_id, kind in gone:
         if job_id in registered:
             version = registered[job_id]
             store.finish_job(job_id, "succeeded", result={"model": version.ref(), "metrics": version.metrics})

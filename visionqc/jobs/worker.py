@@ -4,8 +4,13 @@
 ``HOME/jobs/worker.lock``: at most one worker runs jobs, any others wait their turn), then claims queued jobs
 oldest first until none is left, and exits. It runs at a lower CPU priority (``nice``) so the app stays
 responsive. The lock also tells everyone else whether a worker is alive: the kernel releases it when the process
-dies, even by ``kill -9``, so a job still marked running while the lock is free belongs to a dead worker
-(:func:`visionqc.jobs.queue.reconcile`).
+dies, even by ``kill -9``, so a job this machine runs, still marked running while the lock is free, belongs to a
+dead worker (:func:`visionqc.jobs.queue.reconcile`).
+
+On a plant's shared store the data folder is a shared mount, where a lock may not reach other machines (many
+SMB mounts). So a worker also writes a heartbeat on its running job every :data:`HEARTBEAT_SECONDS` (the
+database's clock), and a job another machine runs counts as dead only once its heartbeat is
+:data:`SILENT_SECONDS` old.
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import os
 import resource
 import shutil
 import sys
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,8 @@ from visionqc.store import Store
 
 LOCK_FILE = "worker.lock"
 NICENESS = 10
+HEARTBEAT_SECONDS = 15.0
+SILENT_SECONDS = 120  # eight beats missed: the worker is gone (a loaded machine delays a beat by seconds, not minutes)
 # Job kinds and the function that runs each, imported only when a job of that kind runs. Each takes a
 # JobContext and returns the result to record; it reports progress through ctx.progress (a ProgressFile).
 JOB_KINDS: dict[str, str] = {
@@ -81,6 +91,29 @@ def handler(kind: str):
     return getattr(importlib.import_module(module), function)
 
 
+@contextmanager
+def heartbeat(store: Store, job_id: str, every: float | None = None) -> Iterator[None]:
+    """Beat on ``job_id`` every ``every`` seconds (default :data:`HEARTBEAT_SECONDS`) from a thread of its own, while
+    the block runs. A beat that fails (the server away for a moment) is tried again at the next one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS if every is None else every):
+            try:
+                if not store.beat_job(job_id):
+                    return  # finished or cancelled meanwhile: nothing left to keep alive
+            except Exception as exc:
+                print(f"heartbeat of job {job_id} not written: {exc}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=beat, name=f"heartbeat {job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_one(home: Path, store: Store, job: dict[str, Any]) -> str:
     """Run a claimed job to its end and record how it ended; returns the final status."""
     ctx = JobContext(home, store, job)
@@ -90,7 +123,8 @@ def run_one(home: Path, store: Store, job: dict[str, Any]) -> str:
         if cancel_requested(home, ctx.job_id):
             raise JobCancelled()
         # CPU time beside wall time: on a shared machine it says what the job would take on idle cores.
-        result = {**handler(job["kind"])(ctx), "cpu_seconds": round(_cpu_seconds() - cpu_before, 1)}
+        with heartbeat(store, ctx.job_id):
+            result = {**handler(job["kind"])(ctx), "cpu_seconds": round(_cpu_seconds() - cpu_before, 1)}
         status = "succeeded"
     except JobCancelled:
         status, error = "cancelled", "cancelled on request"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,13 @@ from visionqc.store.records import utc_now
 
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
+# The database's own clock in UTC: heartbeats written and compared by one clock, whichever machine's they are.
+DATABASE_NOW = "(now() AT TIME ZONE 'UTC')"
+
+
+def this_host() -> str:
+    """The name a worker records on the jobs it runs (``VISIONQC_HOST``, else the machine's host name)."""
+    return os.environ.get("VISIONQC_HOST") or socket.gethostname()
 
 
 class JobsMixin:
@@ -45,8 +53,10 @@ class JobsMixin:
         )
         return job_id
 
-    def claim_next_job(self, pid: int) -> dict[str, Any] | None:
-        """The oldest queued job, now marked running by process ``pid``; ``None`` when nothing is queued."""
+    def claim_next_job(self, pid: int, host: str | None = None) -> dict[str, Any] | None:
+        """The oldest queued job, now marked running by process ``pid`` on ``host`` (default: this machine), its
+        first heartbeat written; ``None`` when nothing is queued."""
+        host = host or this_host()
 
         def work(con: duckdb.DuckDBPyConnection) -> str | None:
             taken: list[str] = []  # by another transaction meanwhile: never picked twice, so this ends
@@ -61,9 +71,9 @@ class JobsMixin:
                 # Still queued when marked: PostgreSQL (read committed) lets another transaction cancel or claim
                 # the job between the two statements, and re-checks this condition against what it committed.
                 claimed = con.execute(
-                    "UPDATE jobs SET status = 'running', started_at = ?, pid = ? "
-                    "WHERE job_id = ? AND status = 'queued' RETURNING job_id",
-                    [utc_now(), pid, row[0]],
+                    "UPDATE jobs SET status = 'running', started_at = ?, pid = ?, host = ?, "
+                    f"heartbeat_at = {DATABASE_NOW} WHERE job_id = ? AND status = 'queued' RETURNING job_id",
+                    [utc_now(), pid, host, row[0]],
                 ).fetchall()
                 if claimed:
                     return row[0]
@@ -71,6 +81,33 @@ class JobsMixin:
 
         job_id = self._write(work)
         return None if job_id is None else self.job(job_id)
+
+    def beat_job(self, job_id: str) -> bool:
+        """The running job's worker is alive (now, by the database's clock); ``False`` when it is no longer running."""
+        return self._write(
+            lambda con: bool(
+                con.execute(
+                    f"UPDATE jobs SET heartbeat_at = {DATABASE_NOW} WHERE job_id = ? AND status = 'running' "
+                    "RETURNING job_id",
+                    [job_id],
+                ).fetchall()
+            )
+        )
+
+    def jobs_without_worker(self, host: str, silent_for: int) -> list[tuple[str, str]]:
+        """``(job_id, kind)`` of the running jobs whose worker is gone, asked on ``host`` while no worker of this
+        data folder runs here (its lock is free): those this machine ran (or that name no machine: claimed before
+        migration 14), and those of any machine whose worker has not beaten for ``silent_for`` seconds."""
+        with self.connect() as con:
+            return [
+                (r[0], r[1])
+                for r in con.execute(
+                    "SELECT job_id, kind FROM jobs WHERE status = 'running' AND (host IS NULL OR host = ? "
+                    f"OR heartbeat_at IS NULL OR heartbeat_at < {DATABASE_NOW} - INTERVAL '{int(silent_for)} seconds') "
+                    "ORDER BY job_id",
+                    [host],
+                ).fetchall()
+            ]
 
     def set_job_model(self, job_id: str, model_name: str, model_version: str) -> None:
         self._write(
@@ -135,7 +172,7 @@ class JobsMixin:
 def _job_dict(row: dict[str, Any]) -> dict[str, Any]:
     row["params"] = json.loads(row["params"]) if isinstance(row.get("params"), str) else {}
     row["result"] = json.loads(row["result"]) if isinstance(row.get("result"), str) else None
-    for key in ("error", "model_name", "model_version", "dataset_id", "created_by"):
+    for key in ("error", "model_name", "model_version", "dataset_id", "created_by", "host"):
         if isinstance(row.get(key), float):  # NaN from pandas for NULL
             row[key] = None
     if row.get("pid") is not None and row["pid"] == row["pid"]:

@@ -236,6 +236,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             POSTGRES_ONLY + TRIGRAM_INDEX,
         ],
     ),
+    (
+        14,
+        [
+            # Which machine runs a job, and when its worker last said it is alive (the database's clock): on a plant's
+            # shared store, a worker on another station is not seen through this machine's worker lock.
+            "ALTER TABLE jobs ADD COLUMN host VARCHAR",
+            "ALTER TABLE jobs ADD COLUMN heartbeat_at TIMESTAMP",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
