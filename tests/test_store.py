@@ -22,7 +22,7 @@ import pytest
 from visionqc.csvfile import UTF8_BOM
 from visionqc.filters import InspectionFilter
 from visionqc.store import DuplicateRecord, FailureRecord, InspectionRecord, Store, StoreBusyError, StoreError
-from visionqc.store.query import build_where
+from visionqc.store.query import DISTINCT_COLUMNS, build_where
 from visionqc.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 pytestmark = pytest.mark.usefixtures("backend")  # every test on DuckDB and on PostgreSQL
@@ -492,6 +492,32 @@ def test_distinct_values_for_filter_options(seeded):
     assert store.distinct_values("model_name") == ["magnetic-tile", "other-model"]
     with pytest.raises(ValueError):
         store.distinct_values("probabilities; DROP TABLE tags")
+
+
+def test_filter_values_follow_reviews_deletions_and_second_opinions(seeded):
+    """The inspections' filter options come from the roll-up plus the second opinions: the same as the rows say
+    after a correction brings a new label, a deletion takes away the last of one, and a re-inspection by another
+    model version adds its own."""
+    store, _, _ = seeded
+    store.review([3], "Ana", "correct", defect="dent", severity="low", location="center")
+    store.soft_delete([10], "Ana")  # the only "break" (and the only "corner" but 4's)
+    again = store.create_batch(station="Line 1", operator="Ana", note="re-inspection of batch x with m v9",
+                               source="app", model_name="magnetic-tile", model_version="9")  # fmt: skip
+    second = record(0, "tile_01.jpg", "scratch", "low", "center")
+    second.model_version = "9"
+    [second.inspection_id] = store.reserve_inspection_ids(1)
+    store.write_chunk(again, [second], second_opinion=True)
+    values = store.filter_values()
+    assert set(values) == set(DISTINCT_COLUMNS)
+    with store.connect() as con:
+        for column, (name, table) in DISTINCT_COLUMNS.items():
+            rows = con.execute(f"SELECT DISTINCT {name} FROM {table} WHERE {name} IS NOT NULL").fetchall()
+            assert values[column] == sorted(r[0] for r in rows), column
+    assert "dent" in values["defect"] and "scratch" in values["defect"] and "break" not in values["defect"]
+    assert values["model_version"] == ["magnetic-tile v1.0", "magnetic-tile v9", "other-model v1.0"]
+    assert store.filter_values(("tag", "defect")) == {"tag": [], "defect": values["defect"]}
+    with pytest.raises(ValueError, match="no filter options"):
+        store.filter_values(("defect", "pred_defect_conf"))
 
 
 def test_embeddings_live_in_their_own_table(seeded):

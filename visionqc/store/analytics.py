@@ -535,8 +535,5 @@ def _daily(part: pd.DataFrame, first_day: date | None, last_day: date) -> pd.Dat
 
 def filter_options(store: Store) -> dict[str, list[str]]:
     """Values for the model, station and operator pickers."""
-    return {
-        "models": store.distinct_values("model_name"),
-        "stations": store.distinct_values("station"),
-        "operators": store.distinct_values("operator"),
-    }
+    values = store.filter_values(("model_name", "station", "operator"))
+    return {"models": values["model_name"], "stations": values["station"], "operators": values["operator"]}

@@ -27,6 +27,7 @@ READS = frozenset(
         "batch_summary",
         "count",
         "distinct_values",
+        "filter_values",
         "has_users",
         "inspection_detail",
         "list_batches",

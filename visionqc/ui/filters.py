@@ -164,13 +164,13 @@ def _labels(store: Store, card: ModelCard | None, k: str) -> dict:
     row = st.columns(4)
     defects = row[0].multiselect(
         "Defect types",
-        _options(card_classes(card, "defect"), store.distinct_values("defect"), selected=state.get(k + "defects", [])),
+        _options(card_classes(card, "defect"), store.filter_values()["defect"], selected=state.get(k + "defects", [])),
         key=k + "defects",
     )
     severities = row[1].multiselect(
         "Severities",
         _options(
-            order_severities([*card_classes(card, "severity"), *store.distinct_values("severity")]),
+            order_severities([*card_classes(card, "severity"), *store.filter_values()["severity"]]),
             [NO_VALUE],
             selected=state.get(k + "severities", []),
         ),
@@ -181,7 +181,7 @@ def _labels(store: Store, card: ModelCard | None, k: str) -> dict:
         "Locations",
         _options(
             card_classes(card, "location"),
-            store.distinct_values("location"),
+            store.filter_values()["location"],
             [NO_VALUE],
             selected=state.get(k + "locations", []),
         ),
@@ -190,7 +190,7 @@ def _labels(store: Store, card: ModelCard | None, k: str) -> dict:
     )
     actions = row[3].multiselect(
         "Actions",
-        _options(order_actions([*ACTIONS, *store.distinct_values("action")]), selected=state.get(k + "actions", [])),
+        _options(order_actions([*ACTIONS, *store.filter_values()["action"]]), selected=state.get(k + "actions", [])),
         key=k + "actions",
     )
     return {
@@ -257,7 +257,7 @@ def _batches_stations_operators(store: Store, k: str) -> dict:
     for column, (field, label, help_text) in zip(row[1:], PICK_FIELDS, strict=True):
         picked[field] = column.multiselect(
             label,
-            _options(store.distinct_values(PICK_COLUMNS[field]), selected=state.get(k + field, [])),
+            _options(store.filter_values()[PICK_COLUMNS[field]], selected=state.get(k + field, [])),
             key=k + field,
             help=help_text,
         )
@@ -288,7 +288,7 @@ TAG_FIELDS = (
 def _tags_and_clear(store: Store, key: str) -> dict:
     """The three tag boxes and, beside them, "Clear filters"."""
     k = f"{key}_f_"
-    options = _options(store.distinct_values("tag"))
+    options = _options(store.filter_values()["tag"])
     *columns, clear_column = st.columns([3, 3, 3, 2], vertical_alignment="bottom")
     chosen = {}
     for column, (field, label) in zip(columns, TAG_FIELDS, strict=True):
