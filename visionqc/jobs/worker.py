@@ -102,7 +102,7 @@ def heartbeat(store: Store, job_id: str, every: float | None = None) -> Iterator
             try:
                 if not store.beat_job(job_id):
                     return  # finished or cancelled meanwhile: nothing left to keep alive
-            except Exception as exc:
+            except Exception as exc:  # a heartbeat must never end the job it watches
                 print(f"heartbeat of job {job_id} not written: {exc}", file=sys.stderr, flush=True)
 
     thread = threading.Thread(target=beat, name=f"heartbeat {job_id}", daemon=True)
