@@ -1,7 +1,8 @@
 """The shared PostgreSQL store under real concurrency: four ``python -m visionqc inspect --station ...`` processes
 start at once against an empty database (so they also race to migrate it), over folders that share photos,
-while a reviewer writes reviews; one station is killed with SIGKILL mid-batch and resumed. Every image is
-stored once, every file is accounted for, and the killed run left no half-written chunk."""
+while a lead signed in to the app (AppTest) confirms photos in the review queue as they arrive; one station is
+killed with SIGKILL mid-batch and resumed. Every image is stored once, every file is accounted for, the killed run
+left no half-written chunk, and every review the app wrote is in the audit trail under the lead's name."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import threading
 import time
 
 import pytest
+from apptest import open_app
 from faults import PROJECT_ROOT
 from test_exactly_once import assert_each_image_counted_once
 
-from visionqc.filters import InspectionFilter
 from visionqc.store import Store, StoreError
 from visionqc.store.schema import MIGRATIONS
 
@@ -97,23 +98,33 @@ def test_four_stations_write_at_once_and_a_killed_one_resumes(
     # No Store is opened first: the four processes race to create and migrate the schema.
     runs = {station: inspect(home, default_model_dir, folder, station) for station, folder in folders.items()}
 
-    reviews_written, stop = [], threading.Event()
+    monkeypatch.setenv("VISIONQC_HOME", str(home))  # the app's (AppTest runs the pages in this process)
+    confirmed, stop, ready, failures = [], threading.Event(), threading.Event(), []  # confirmed: when each was
 
-    def reviewer() -> None:  # a QC lead confirming whatever has arrived, while the stations write
-        store = None
-        while not stop.is_set():
-            try:
-                store = store or Store(home)
-            except Exception:  # the schema is not there yet: the stations are still starting
-                time.sleep(0.1)
-                continue
-            ids = store.search(InspectionFilter(reviewed=False), page_size=5)[0]["inspection_id"].tolist()
-            if ids:
-                reviews_written.append(store.mark_reviewed(ids, "Lead Ana"))
-            time.sleep(0.05)
+    def reviewer() -> None:  # a QC lead in the app confirming whatever arrives, while the stations write
+        try:
+            while not stop.is_set():
+                try:
+                    Store(home)
+                    break
+                except Exception:  # the schema is not there yet: the stations are still starting
+                    time.sleep(0.1)
+            at = open_app("pages/5_Review_queue.py", reviewer="Ana", timeout=120)  # signs in: a shared store
+            at.slider(key="queue_confidence").set_value(100).run()  # every unreviewed photo waits
+            ready.set()
+            while not stop.is_set():
+                confirm = [b for b in at.button if b.label == "Confirm"]
+                (confirm[0].click() if confirm else at).run()  # nothing waiting yet: look again
+                assert not at.exception, at.exception
+                if confirm and any("Confirmed" in s.value for s in at.success):
+                    confirmed.append(time.monotonic())
+                time.sleep(0.05)
+        except BaseException as exc:  # reported by the test's own thread
+            failures.append(exc)
 
     thread = threading.Thread(target=reviewer)
     thread.start()
+    resumed = None
     try:
         # Kill Line 4 once its first chunk is in, long before its 168 files are done.
         deadline = time.monotonic() + 300
@@ -134,32 +145,39 @@ def test_four_stations_write_at_once_and_a_killed_one_resumes(
             pytest.fail("Line 4 wrote nothing in 300 s")
         runs["Line 4"].send_signal(signal.SIGKILL)
         outputs = {station: run.communicate(timeout=600) for station, run in runs.items()}
+        assert runs["Line 4"].returncode == -signal.SIGKILL
+        for station in ("Line 1", "Line 2", "Line 3"):
+            assert runs[station].returncode == 0, outputs[station][1]
+            assert "Traceback" not in outputs[station][1]
+
+        # Migrated once, by one of them.
+        with store.connect() as con:
+            versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
+        assert versions == [v for v, _ in MIGRATIONS]
+
+        # The killed run: whole chunks only, the batch open; nothing half-written anywhere.
+        assert store.batch(victim_batch)["status"] == "open"
+        _, kept = written(store, "Line 4")
+        assert 0 < kept < len(shared) + len(victim_own)
+        assert_nothing_half_written(store)
+
+        # Resuming it finishes the batch, with the lead in the app confirming meanwhile (the app takes a while to
+        # open the first time: the stations may all have finished before it did).
+        assert ready.wait(300) or failures, "the app did not open the review queue in 300 s"
+        assert not failures, failures
+        resumed = inspect(home, default_model_dir, folders["Line 4"], "Line 4", "--resume", victim_batch)
+        _, err = resumed.communicate(timeout=600)
+        finished = time.monotonic()
+        assert resumed.returncode == 0, err
     finally:
         stop.set()
-        thread.join(timeout=60)
-        for run in runs.values():
-            if run.poll() is None:
+        thread.join(timeout=120)
+        for run in [*runs.values(), resumed]:
+            if run is not None and run.poll() is None:
                 run.kill()
-    assert runs["Line 4"].returncode == -signal.SIGKILL
-    for station in ("Line 1", "Line 2", "Line 3"):
-        assert runs[station].returncode == 0, outputs[station][1]
-        assert "Traceback" not in outputs[station][1]
+    assert not failures, failures
 
-    # Migrated once, by one of them.
-    with store.connect() as con:
-        versions = [r[0] for r in con.execute("SELECT version FROM schema_version ORDER BY version").fetchall()]
-    assert versions == [v for v, _ in MIGRATIONS]
-
-    # The killed run: whole chunks only, the batch open; nothing half-written anywhere.
-    assert store.batch(victim_batch)["status"] == "open"
-    _, kept = written(store, "Line 4")
-    assert 0 < kept < len(shared) + len(victim_own)
-    assert_nothing_half_written(store)
-
-    # Resuming it finishes the batch; then every file of every station is accounted for exactly once.
-    resumed = inspect(home, default_model_dir, folders["Line 4"], "Line 4", "--resume", victim_batch)
-    _, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err
+    # Every file of every station is accounted for exactly once.
     files = {f"{folder.name}/{p.name}": p.read_bytes() for folder in folders.values() for p in folder.iterdir()}
     batches = store.list_batches().set_index("station")
     sizes = {batches.loc[station, "batch_id"]: len(list(folder.iterdir())) for station, folder in folders.items()}
@@ -167,12 +185,14 @@ def test_four_stations_write_at_once_and_a_killed_one_resumes(
     assert_nothing_half_written(store)
     assert store.count() == len({data for data in files.values()})
 
-    # Every review the lead wrote while the stations ran is in the audit trail, named.
+    # The lead confirmed photos in the app while a station was writing, and every review is in the audit trail,
+    # under the signed-in lead's name.
+    assert confirmed and min(confirmed) < finished, "no review was written while the stations wrote"
     with store.connect() as con:
         reviews, named = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE reviewer = 'Lead Ana') FROM reviews"
+            "SELECT count(*), count(*) FILTER (WHERE reviewer = 'Ana' AND kind = 'confirm') FROM reviews"
         ).fetchone()
-    assert sum(reviews_written) == reviews == named > 0
+    assert len(confirmed) == reviews == named
 
 
 def test_a_server_that_cannot_be_reached_is_a_clear_message(tmp_path, monkeypatch):
