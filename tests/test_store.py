@@ -367,6 +367,8 @@ def test_each_filter_on_its_own(seeded):
     assert ids_of(store, f(date_from=datetime(2026, 3, 10, 12, 30))) == list(range(2, 11))
     # conditions combine with AND
     assert ids_of(store, f(defects=("crack",), stations=("Line 2",))) == [7]
+    # the ids alone, as a bulk action fixes its selection
+    assert store.inspection_ids(f(defects=("crack",))) == [1, 2, 7] and len(store.inspection_ids()) == 10
 
 
 def test_filters_see_effective_labels_after_a_review(seeded):

@@ -77,6 +77,16 @@ class InspectionsMixin:
             rows[column] = [None if v is None or pd.isna(v) else str(self.home / v) for v in rows[column]]
         return rows, total
 
+    def inspection_ids(self, f: InspectionFilter = InspectionFilter()) -> list[int]:
+        """The ids of every inspection matching ``f``, ascending: what a bulk action fixes as its selection (only
+        the ids leave the database, not the rows a History page shows)."""
+        where, params = build_where(f)
+        with self.connect() as con:
+            rows = con.execute(
+                f"SELECT inspection_id FROM inspection_view_all WHERE {where} ORDER BY inspection_id", params
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     def inspection_detail(self, inspection_id: int) -> dict[str, Any] | None:
         """Everything about one inspection: effective and predicted labels, probabilities per task,
         image and thumbnail paths, batch, tags, review history (oldest first) and later duplicates."""

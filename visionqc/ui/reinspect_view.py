@@ -69,9 +69,9 @@ def _selection(store: Store, source: str) -> tuple[InspectionFilter | None, str]
 def _submit(store: Store, version, selection: InspectionFilter, described: str) -> None:
     """Queue the re-inspection of exactly the inspections selected now (their ids), with ``version``."""
     by = last_reviewer()
-    ids = store.search(selection, sort="inspection_id", descending=False, page_size=0)[0]["inspection_id"]
+    ids = store.inspection_ids(selection)
     try:
-        params = reinspect_job.params(list(ids), version, described)
+        params = reinspect_job.params(ids, version, described)
     except ValueError as exc:
         st.error(str(exc), icon=":material/error:")
         return
