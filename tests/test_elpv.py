@@ -14,15 +14,17 @@ import torch
 from PIL import Image
 
 from visionqc import cli
-from visionqc.model.card import ModelLoadError, read_card
+from visionqc.model.card import EMBEDDING_DIM, ModelLoadError, read_card
 from visionqc.model.checkpoint import load_checkpoint, write_card
 from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
 from visionqc.training.budget import estimate, plan_run
+from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import DatasetError, load_dataset, stratified_split
 from visionqc.training.export import export_model
+from visionqc.training.phases import train_heads
 from visionqc.training.probability_labels import PROBABILITY_TEST_FRACTION, default_test_fraction
-from visionqc.training.trainer import limit_per_class
+from visionqc.training.trainer import SYMMETRIC_PHASE1, limit_per_class
 
 LEVELS = ["functional", "defective_33", "defective_67", "defective_100"]
 
@@ -153,6 +155,41 @@ def test_a_short_training_run_on_real_cells(small_elpv_model, elpv):
     assert card.tta_views == tta["chosen_views"]
     assert choices["budget"]["budget_seconds"] == 600 and choices["budget"]["left_out"] == []
     assert card.raw["metrics"]["inference_speed"]["images_per_second"] > 0
+
+
+def test_phase1_sampling_and_penalty_are_chosen_on_validation_accuracy(small_elpv_model):
+    """elpv says its parts are symmetric: phase 1 is run with each recipe of SYMMETRIC_PHASE1, the one with the
+    best validation accuracy (ties to the earlier) is kept, and the rest of the run and the card use it."""
+    training = read_card(small_elpv_model).raw["training"]
+    recipe = training["choices"]["phase1_recipe"]
+    tried = recipe["tried"]
+    assert [(t["balance_power"], t["head_l2"]) for t in tried] == [
+        (1.0 if power is None else power, l2) for power, l2 in SYMMETRIC_PHASE1
+    ]
+    accuracies = [t["validation_accuracy"] for t in tried]
+    first_best = tried[accuracies.index(max(accuracies))]
+    assert recipe["chosen"] == {"balance_power": first_best["balance_power"], "head_l2": first_best["head_l2"]}
+    assert training["config"]["balance_power"] == recipe["chosen"]["balance_power"]
+    assert training["config"]["head_l2"] == recipe["chosen"]["head_l2"]
+    assert training["phase1"]["best_epoch"] == first_best["best_epoch"]
+    plain = recipe["chosen"]["balance_power"] == 0
+    assert training["sampler"].startswith("plain" if plain else "class-balanced")
+
+
+def test_the_l2_penalty_shrinks_the_heads():
+    """The same phase 1 with and without ``head_l2`` on embeddings where one feature carries the class: the
+    penalised heads are smaller (the penalty is in the loss the optimiser sees)."""
+    rng = np.random.default_rng(0)
+    labels = {"defect": np.repeat(np.arange(4), 10)}
+    embeddings = torch.from_numpy(rng.normal(size=(1, 40, EMBEDDING_DIM)).astype(np.float32))
+    embeddings[0, :, 0] += torch.from_numpy(labels["defect"].astype(np.float32))  # one informative feature
+    train_idx, val_idx = np.arange(0, 40, 2), np.arange(1, 40, 2)
+    norms = []
+    for l2 in (0.0, 1.0):
+        cfg = TrainConfig(epochs=100, patience=100, lr=0.05, head_l2=l2, progress=False)
+        heads, _ = train_heads(embeddings, labels, {"defect": 4}, train_idx, val_idx, cfg, 0, progress=False)
+        norms.append(float(heads["defect"][0].norm()))
+    assert norms[1] < 0.5 * norms[0]
 
 
 def _logits_by_hand(model, x: torch.Tensor, views: int) -> torch.Tensor:

@@ -55,6 +55,10 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     assert training["config"]["loss_weights"] == {"defect": 1.0, "severity": 0.5, "location": 0.5}
     assert training["command"].startswith("python -m visionqc train ")
     assert training["phase_chosen"] in (1, 2) and training["phase_reason"]
+    # Magnetic tile does not say its parts are symmetric: the general phase-1 recipe, no choice among recipes.
+    assert "phase1_recipe" not in training["choices"]
+    assert training["config"]["balance_power"] == 1.0 and training["config"]["head_l2"] == 0.0
+    assert training["sampler"].startswith("class-balanced")
     assert training["split"]["seed"] == 3 and len(training["split"]["test_files"]) == 6
     assert card.raw["training_data"]["citation"].startswith("Source:")
     test = card.raw["metrics"]["test"]

@@ -66,7 +66,7 @@ def training_card(
             "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
             "augmentation": AUGMENTATIONS[(choices or {}).get("augmentation", {}).get("chosen", "crops")],
             "choices": choices,
-            "sampler": "class-balanced on the defect class (each class equally likely per draw)",
+            "sampler": _sampler(cfg.balance_power),
             "loss": "sum over tasks of weight x cross-entropy; severity/location masked where unknown "
             "(defect-free images)",
             "split": {
@@ -84,3 +84,11 @@ def training_card(
         },
         "metrics": {"repeated_splits": repeated},
     }
+
+
+def _sampler(power: float) -> str:
+    if power == 1:
+        return "class-balanced on the defect class (each class equally likely per draw)"
+    if power == 0:
+        return "plain: every training image equally likely per draw (the natural class mix)"
+    return f"partly class-balanced: an image of a class with n training images drawn with weight n^-{power:g}"

@@ -45,6 +45,9 @@ class TrainConfig:
     batch_size: int = 64
     balance_power: float = 1.0  # class-balanced sampling strength (see balanced_draws)
     dropout: float = 0.2  # on the embedding, before the heads (phase 1)
+    # Phase 1: L2 penalty on the heads' weights (on standardised embeddings), added to the loss; 0 = none. For a
+    # dataset whose parts are symmetric the trainer chooses it (and the sampling) on validation: SYMMETRIC_PHASE1.
+    head_l2: float = 0.0
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     repeats: int = 5  # repeated random splits for the mean/std of phase 1 (0 = skip)
     max_per_class: int | None = None  # use at most this many images per defect class (quick runs, tests)

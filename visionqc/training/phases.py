@@ -1,7 +1,7 @@
 """The two training phases.
 
 - **Phase 1, heads only**, on the cached embeddings: one linear head per task, class-balanced sampling, the
-  multi-task loss, early stopping on validation.
+  multi-task loss (plus an optional L2 penalty on the heads' weights, ``head_l2``), early stopping on validation.
 - **Phase 2, the last backbone blocks + heads**, on the cached activations entering those blocks, with
   BatchNorm kept in eval mode (frozen statistics: training-mode BN collapses on small sets) and a cosine
   learning-rate schedule.
@@ -70,6 +70,8 @@ def train_heads(
             loss = multitask_loss(
                 {t: h(x) for t, h in heads.items()}, {t: y[idx] for t, y in targets.items()}, cfg.loss_weights
             )
+            if cfg.head_l2:  # an L2 penalty in the loss (unlike AdamW's decoupled decay, it scales with the loss)
+                loss = loss + cfg.head_l2 * sum(h.weight.square().sum() for h in heads.values())
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
