@@ -107,8 +107,11 @@ def test_defective_tiles_are_flagged_and_good_ones_pass(trained, magnetic_tile):
     good_scores = [out[p].anomaly_score for p in good]
     bad_scores = [out[p].anomaly_score for p in bad]
     assert min(bad_scores) > np.median(good_scores), (good_scores, bad_scores)
-    # 16 training tiles (3 of them set the threshold) is far below a real line's few hundred: most, not all.
-    assert sum(out[p].is_defect for p in bad) >= 3 and sum(out[p].is_defect for p in good) <= 1
+    # 16 training tiles (3 of them set the threshold) is far below a real line's few hundred: most, not all. The
+    # threshold is about the highest of 3 good scores, which a new good photo passes about 1 time in 4: of 6 good
+    # tiles, 1 or 2 may be flagged (the ranking above is what the model must get right).
+    assert sum(out[p].is_defect for p in bad) >= 3 and sum(out[p].is_defect for p in good) <= 2
+    assert all(out[p].is_defect == (out[p].anomaly_score > predictor.decision.threshold) for p in good + bad)
     for p in bad:
         pred = out[p]
         assert pred.defect.label == ("anomaly" if pred.is_defect else "free")
