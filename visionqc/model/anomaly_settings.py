@@ -24,7 +24,7 @@ class AnomalySettings:
     taps: tuple[int, ...] = (6, 10, 14)  # the last blocks of the stride-8, -16 (88-d) and -16 (120-d) stages of Lite2
     size: int = 288  # input side in pixels (the photo is squashed to size x size, as the classifier does)
     pool: int = 5  # each tap averaged over its pool x pool neighbourhood (PatchCore's local aggregation)
-    sigma: float = 3.0  # Gaussian blur of the distance map, in grid cells
+    sigma: float = 4.0  # Gaussian blur of the distance map, in grid cells
     bank_size: int = 5000  # patches kept in the memory bank (greedy k-center coreset)
     candidates: int = 100_000  # a random pool of training patches the coreset is chosen from (keeps training fast)
     projection: int = 32  # random projection the coreset distances are computed in (Johnson-Lindenstrauss)
