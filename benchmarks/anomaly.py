@@ -1,7 +1,8 @@
 """The anomaly model (good photos only) measured on held-out data, with the shipped recipe end to end.
 
     python benchmarks/anomaly.py tile  [--backbone efficientnet-lite2] [--size 288] [--taps 6 10 14] [--pool 5]
-                                       [--sigma 2] [--bank-size 5000] [--reduce 128] [--top-share 0.05] [--split val]
+                                       [--sigma 2] [--bank-size 5000] [--reduce 128] [--top-share 0.05]
+                                       [--density-k 3] [--split val]
     python benchmarks/anomaly.py elpv  [same options]
 
 Every option defaults to the shipped recipe (``AnomalySettings``). tile: magnetic tile. 300 good tiles train the
@@ -208,6 +209,7 @@ def main() -> None:
     ap.add_argument("--projection", type=int, default=AnomalySettings.projection, help="the coreset's projection")
     ap.add_argument("--reduce", type=int, default=AnomalySettings.reduce, help="the stored projection (0: none)")
     ap.add_argument("--top-share", type=float, default=AnomalySettings.top_share, help="0: the map's maximum")
+    ap.add_argument("--density-k", type=int, default=AnomalySettings.density_k, help="0: raw distances")
     ap.add_argument("--split", choices=["test", "val"], default="test", help="tile: the half to evaluate on")
     ap.add_argument("--no-speed", action="store_true", help="tile: skip the throughput measurement")
     ap.add_argument("--threads", type=int, default=2)
@@ -224,6 +226,7 @@ def main() -> None:
         projection=args.projection,
         reduce=args.reduce,
         top_share=args.top_share,
+        density_k=args.density_k,
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "model"

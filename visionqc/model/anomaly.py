@@ -6,10 +6,11 @@ outputs of a few middle blocks ("taps"), each averaged over its neighbourhood an
 the same, are concatenated into one vector per position of a grid ("patch") and multiplied by a fixed random
 matrix to fewer axes (stored with the model). Training keeps a small, well-spread set of the good photos' patches
 (the memory bank, a greedy k-center coreset: Roth et al., "Towards Total Recall in Industrial Anomaly Detection",
-2022). A new photo's patch distances to their nearest bank patch form the anomaly map (blurred a little: a defect
-covers more than one cell); the image's anomaly score is the mean of the map's hottest cells (the maximum for the
-first models), and the heatmap and its box come from the same map. The card's ``anomaly.settings`` say which;
-the measurements behind each choice are in docs/MODEL_RESULTS.md.
+2022). A new photo's patch distances to their nearest bank patch, each divided by how spread out the bank is
+around that patch (its mean distance to its few nearest bank neighbours; not for models trained before), form
+the anomaly map (blurred a little: a defect covers more than one cell); the image's anomaly score is the mean of
+the map's hottest cells (the maximum for the first models), and the heatmap and its box come from the same map.
+The card's ``anomaly.settings`` say which; the measurements behind each choice are in docs/MODEL_RESULTS.md.
 
 The directory format is the classifier's: ``model.json`` (a valid model card, ``kind: "anomaly"``, whose defect
 task has the classes ``[no-defect label, "anomaly"]`` so History, Dashboard, review and reports need nothing new)
@@ -112,14 +113,40 @@ def patch_vectors(
     return (out @ projection if projection is not None else out).contiguous()
 
 
-def nearest_distance(query: torch.Tensor, bank: torch.Tensor, bank_sq: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
-    """Euclidean distance of each query row [N, D] to its nearest bank row (chunked matrix products)."""
+def nearest_distance(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_sq: torch.Tensor,
+    density: torch.Tensor | None = None,
+    chunk: int = 8192,
+) -> torch.Tensor:
+    """Euclidean distance of each query row [N, D] to its nearest bank row (chunked matrix products), divided by
+    that bank row's ``density`` when given (:func:`bank_density`)."""
     out = []
     for start in range(0, len(query), chunk):
         q = query[start : start + chunk]
-        d2 = torch.addmm(bank_sq, q, bank.T, alpha=-2.0) + q.pow(2).sum(1, keepdim=True)
-        out.append(d2.min(dim=1).values.clamp_min_(0.0).sqrt_())
+        nearest, idx = torch.addmm(bank_sq, q, bank.T, alpha=-2.0).min(dim=1)  # |q|^2 is the same for every row
+        dist = (nearest + q.pow(2).sum(1)).clamp_min_(0.0).sqrt_()
+        out.append(dist if density is None else dist / density[idx])
     return torch.cat(out)
+
+
+def bank_density(bank: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
+    """Each bank row's mean distance to its ``k`` nearest other rows: how spread out the good patches are there
+    (a coreset keeps one patch per region, so a wide gap means a varied texture). Floored at a thousandth of the
+    median, so a duplicated row never divides by zero."""
+    k = min(k, len(bank) - 1)
+    if k < 1:
+        return torch.ones(len(bank))
+    sq = bank.pow(2).sum(1)
+    out = []
+    for start in range(0, len(bank), chunk):
+        rows = bank[start : start + chunk]
+        d2 = torch.addmm(sq, rows, bank.T, alpha=-2.0) + rows.pow(2).sum(1, keepdim=True)
+        d2[torch.arange(len(rows)), torch.arange(start, start + len(rows))] = float("inf")  # not its own neighbour
+        out.append(d2.topk(k, dim=1, largest=False).values.clamp_min_(0.0).sqrt_().mean(1))
+    density = torch.cat(out)
+    return density.clamp_min(1e-3 * float(density.median())).contiguous()
 
 
 def image_scores(maps: torch.Tensor, top_share: float) -> torch.Tensor:
@@ -161,8 +188,11 @@ class PatchScorer:
         self.set_bank(bank)
 
     def set_bank(self, bank: torch.Tensor | None) -> None:
+        """The memory bank, its rows' squared norms and (when the settings normalise by it) its density."""
         self.bank = bank
         self.bank_sq = None if bank is None else bank.pow(2).sum(1)
+        k = self.settings.density_k
+        self.density = None if bank is None or not k else bank_density(bank, k)
 
     @torch.inference_mode()
     def patches(self, arrays: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,7 +206,7 @@ class PatchScorer:
         """(blurred anomaly maps [B, h, w], embeddings [B, 1280])."""
         vectors, embedding = self.patches(arrays)
         b, h, w, d = vectors.shape
-        dist = nearest_distance(vectors.reshape(-1, d), self.bank, self.bank_sq).reshape(b, h, w)
+        dist = nearest_distance(vectors.reshape(-1, d), self.bank, self.bank_sq, self.density).reshape(b, h, w)
         return blur(dist, self.settings.sigma), embedding
 
     def scores(self, maps: torch.Tensor) -> torch.Tensor:

@@ -44,6 +44,8 @@ class ScoringGraph(nn.Module):
         self.register_buffer("scales", scorer.scales.clone())
         self.register_buffer("bank_t", scorer.bank.T.contiguous().clone())
         self.register_buffer("bank_sq", scorer.bank_sq.clone())
+        density = scorer.density
+        self.register_buffer("density", None if density is None else density.clone())
         projection = scorer.projection
         self.register_buffer("projection", None if projection is None else projection.clone())
 
@@ -54,8 +56,12 @@ class ScoringGraph(nn.Module):
         vectors = patch_vectors(tapped, self.settings.pool, self.scales, self.projection)
         b, h, w, d = vectors.shape
         q = vectors.reshape(b * h * w, d)
-        d2 = torch.addmm(self.bank_sq, q, self.bank_t, alpha=-2.0) + q.pow(2).sum(1, keepdim=True)
-        dist = d2.min(dim=1).values.clamp_min(0.0).sqrt().reshape(b, h, w)
+        # |q|^2 is added after the minimum: it is the same for every bank row (saves a pass over [cells, bank])
+        nearest, idx = torch.addmm(self.bank_sq, q, self.bank_t, alpha=-2.0).min(dim=1)
+        dist = (nearest + q.pow(2).sum(1)).clamp_min(0.0).sqrt()
+        if self.density is not None:
+            dist = dist / self.density[idx]
+        dist = dist.reshape(b, h, w)
         return blur(dist, self.settings.sigma), embedding
 
 

@@ -24,12 +24,16 @@ class AnomalySettings:
     taps: tuple[int, ...] = (6, 10, 14)  # the last blocks of the stride-8, -16 (88-d) and -16 (120-d) stages of Lite2
     size: int = 288  # input side in pixels (the photo is squashed to size x size, as the classifier does)
     pool: int = 5  # each tap averaged over its pool x pool neighbourhood (PatchCore's local aggregation)
-    sigma: float = 2.0  # Gaussian blur of the distance map, in grid cells
+    sigma: float = 4.0  # Gaussian blur of the distance map, in grid cells
     bank_size: int = 5000  # patches kept in the memory bank (greedy k-center coreset)
     candidates: int = 100_000  # a random pool of training patches the coreset is chosen from (keeps training fast)
     projection: int = 32  # random projection the coreset distances are computed in (Johnson-Lindenstrauss)
     reduce: int = 128  # every patch vector is multiplied by a fixed random matrix to this many axes (0: none)
     top_share: float = 0.05  # image score = mean of the hottest share of the map's cells (0: the maximum)
+    # Each patch's distance is divided by how spread out the bank is where it landed: its nearest bank patch's mean
+    # distance to its density_k nearest bank neighbours (0: raw distances). A patch as far from a sparse, varied
+    # region of good texture is less unusual than one as far from a dense, uniform region.
+    density_k: int = 3
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -40,7 +44,7 @@ class AnomalySettings:
     @classmethod
     def from_json(cls, data: Any) -> AnomalySettings:
         """The card's settings; a key a card written before it existed lacks reads as what that card meant
-        (:data:`LEGACY_SETTINGS`: Lite0, no stored projection, the map's maximum as the score)."""
+        (:data:`LEGACY_SETTINGS`: Lite0, no stored projection, the map's maximum as the score, raw distances)."""
 
         def need(cond: bool, message: str) -> None:
             if not cond:
@@ -66,6 +70,7 @@ class AnomalySettings:
             "candidates": (1, 10**7),
             "projection": (0, 4096),
             "reduce": (0, 4096),
+            "density_k": (0, 64),
             "seed": (0, 2**31),
         }
         for key, (lo, hi) in ints.items():
@@ -90,6 +95,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "projection": 32,
     "reduce": 0,
     "top_share": 0.0,
+    "density_k": 0,  # also what a Lite2 card written before the density normalisation meant
     "seed": 0,
 }
 
