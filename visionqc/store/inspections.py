@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -370,35 +371,25 @@ def _tag_total(con, f: InspectionFilter) -> int | None:
     """How many inspections match ``f`` when it narrows by tags alone, counted from the tags and the few
     soft-deleted inspections (indexes of their own on PostgreSQL, migration 13); else None. A count over the rows
     would read every matching inspection for its ``deleted_at`` (half a second for 50,000 tagged ones of a million
-    on PostgreSQL)."""
+    on PostgreSQL). The tag conditions are History's own (:func:`build_where`), applied to the ids from the tags."""
     changed = set(f.changed_fields())
     if not changed & TAG_FIELDS or not changed <= TAG_FIELDS | {"deleted", "timezone"}:
         return None
-    every, some, none = clean_tags(f.tags_all), clean_tags(f.tags_any), clean_tags(f.tags_none)
-    kept = {"hide": f"NOT IN {DELETED_IDS}", "only": f"IN {DELETED_IDS}", "all": None}[f.deleted]
-    shown = f" AND inspection_id {kept}" if kept else ""
-    if not every and not some:  # "none of" alone: every shown inspection but those carrying one of the tags
-        rest = _rollup_total(con, InspectionFilter(deleted=f.deleted, timezone=f.timezone))
-        if rest is None:
-            return None
-        carrying = con.execute(
-            f"SELECT count(DISTINCT inspection_id) FROM tags WHERE tag = ANY(?::VARCHAR[]){shown}", [none]
-        ).fetchall()[0][0]
-        return rest - int(carrying)
-    having, params = [], [every + some]
-    if every:
-        having.append("count(*) FILTER (WHERE tag = ANY(?::VARCHAR[])) = ?")
-        params += [every, len(every)]
-    if some:
-        having.append("count(*) FILTER (WHERE tag = ANY(?::VARCHAR[])) > 0")
-        params.append(some)
-    without = " AND inspection_id NOT IN (SELECT inspection_id FROM tags WHERE tag = ANY(?::VARCHAR[]))" if none else ""
-    params += [none] if none else []
-    sql = (
-        "SELECT count(*) FROM (SELECT inspection_id FROM tags WHERE tag = ANY(?::VARCHAR[]) GROUP BY inspection_id "
-        f"HAVING {' AND '.join(having)}) matches WHERE TRUE{shown}{without}"
-    )
-    return int(con.execute(sql, params).fetchall()[0][0])
+    shown = {"hide": f" AND inspection_id NOT IN {DELETED_IDS}", "only": f" AND inspection_id IN {DELETED_IDS}"}
+
+    def carrying(tags: list[str], where: str = "TRUE", params: Sequence[Any] = ()) -> int:
+        """How many inspections ``f`` shows carry one of ``tags`` and meet ``where``."""
+        sql = (
+            "SELECT count(*) FROM (SELECT DISTINCT inspection_id FROM tags WHERE tag = ANY(?::VARCHAR[])) c "
+            f"WHERE {where}{shown.get(f.deleted, '')}"
+        )
+        return int(con.execute(sql, [tags, *params]).fetchall()[0][0])
+
+    if tags := clean_tags([*f.tags_all, *f.tags_any]):  # every match carries one of these
+        return carrying(tags, *build_where(replace(f, deleted="all")))  # deleted="all": the tag conditions alone
+    # "None of" alone: every shown inspection but those carrying one of the tags.
+    rest = _rollup_total(con, InspectionFilter(deleted=f.deleted, timezone=f.timezone))
+    return None if rest is None else rest - carrying(clean_tags(f.tags_none))
 
 
 def _known_total(con, f: InspectionFilter) -> int | None:
