@@ -92,13 +92,13 @@ def handler(kind: str):
 
 
 @contextmanager
-def heartbeat(store: Store, job_id: str, every: float | None = None) -> Iterator[None]:
-    """Beat on ``job_id`` every ``every`` seconds (default :data:`HEARTBEAT_SECONDS`) from a thread of its own, while
-    the block runs. A beat that fails (the server away for a moment) is tried again at the next one."""
+def heartbeat(store: Store, job_id: str) -> Iterator[None]:
+    """Beat on ``job_id`` every :data:`HEARTBEAT_SECONDS` from a thread of its own, while the block runs. A beat
+    that fails (the server away for a moment) is tried again at the next one."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS if every is None else every):
+        while not stop.wait(HEARTBEAT_SECONDS):
             try:
                 if not store.beat_job(job_id):
                     return  # finished or cancelled meanwhile: nothing left to keep alive
