@@ -178,22 +178,21 @@ def choose_phase1_recipe(
     embedding of the first ``val_views`` views; ties to the earlier candidate). Returns the config with the
     chosen sampling and penalty (the rest of the run uses it), its heads, its phase result and what was tried."""
     y_val = labels[PRIMARY_TASK][val_idx]
-    val = torch.from_numpy(val_idx)
     tried, best = [], None
     for power, l2 in SYMMETRIC_PHASE1:
         candidate = dataclasses.replace(cfg, balance_power=cfg.balance_power if power is None else power, head_l2=l2)
         heads, result = train_heads(
             embeddings, labels, task_sizes, train_idx, val_idx, candidate, cfg.seed, cfg.progress, val_views
         )
-        w, b = heads[PRIMARY_TASK]
-        pred = (embeddings[:val_views, val].mean(0) @ w.T + b).argmax(1).numpy()
+        pred = defect_predictions(heads, embeddings, val_idx, val_views)
+        classes = len(heads[PRIMARY_TASK][1])
         accuracy = float((pred == y_val).mean())
         tried.append(
             {
                 "balance_power": candidate.balance_power,
                 "head_l2": l2,
                 "validation_accuracy": round(accuracy, 4),
-                "validation_balanced_accuracy": round(balanced_accuracy(y_val, pred, len(b)), 4),
+                "validation_balanced_accuracy": round(balanced_accuracy(y_val, pred, classes), 4),
                 "best_epoch": result.best_epoch,
             }
         )
@@ -210,6 +209,15 @@ def choose_phase1_recipe(
     return chosen, heads, result, record
 
 
+def defect_predictions(
+    heads: dict[str, tuple[torch.Tensor, torch.Tensor]], embeddings: torch.Tensor, idx: np.ndarray, views: int
+) -> np.ndarray:
+    """The defect class the phase-1 head gives images ``idx``, on the mean embedding of their first ``views``
+    cached views (test-time augmentation over ``views`` symmetries; 1 = none)."""
+    w, b = heads[PRIMARY_TASK]
+    return (embeddings[:views, torch.from_numpy(idx)].mean(0) @ w.T + b).argmax(1).numpy()
+
+
 def choose_tta(
     heads: dict[str, tuple[torch.Tensor, torch.Tensor]],
     embeddings: torch.Tensor,
@@ -219,12 +227,10 @@ def choose_tta(
 ) -> tuple[int, dict[int, float]]:
     """The test-time augmentation (symmetries averaged) with the best validation balanced accuracy of the
     phase-1 defect head; ties go to fewer views (faster). Returns (views, balanced accuracy per candidate)."""
-    w, b = heads[PRIMARY_TASK]
-    val = torch.from_numpy(val_idx)
+    classes = len(heads[PRIMARY_TASK][1])
     scores = {}
     for n in (v for v in TTA_VIEWS if v <= views):
-        pred = (embeddings[:n, val].mean(0) @ w.T + b).argmax(1).numpy()
-        scores[n] = balanced_accuracy(labels[val_idx], pred, len(b))
+        scores[n] = balanced_accuracy(labels[val_idx], defect_predictions(heads, embeddings, val_idx, n), classes)
     best = max(scores, key=lambda n: (round(scores[n], 6), -n))
     return best, scores
 
