@@ -235,12 +235,18 @@ def main() -> None:
         else:
             measured = run_elpv(settings, workdir)
         result = {"dataset": args.dataset, "settings": settings.to_json(), **measured}
+    record(result, "anomaly")
+
+
+def record(result: dict, script: str) -> None:
+    """``result`` with the load average and the command that made it: printed, and appended to
+    ``benchmarks/results/<script>.jsonl`` (``script``: the name of the running script, without ``.py``)."""
     result["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    result["command"] = "python benchmarks/anomaly.py " + " ".join(sys.argv[1:])
+    result["command"] = f"python benchmarks/{script}.py " + " ".join(sys.argv[1:])
     print(json.dumps(result, indent=2))
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)
-    with (out / "anomaly.jsonl").open("a") as fh:
+    with (out / f"{script}.jsonl").open("a") as fh:
         fh.write(json.dumps(result) + "\n")
 
 

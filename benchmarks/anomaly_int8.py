@@ -14,8 +14,6 @@ Appends to benchmarks/results/anomaly_int8.jsonl.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from anomaly import tile_split  # noqa: E402
+from anomaly import record, tile_split  # noqa: E402
 
 from visionqc.model.anomaly import image_scores  # noqa: E402
 from visionqc.model.anomaly_graph import GRAPH_FILE, MAX_SCORE_DIFF  # noqa: E402
@@ -117,13 +115,7 @@ def main() -> None:
             "same_verdicts": round(same, 4),
             "passed": bool(diff <= MAX_SCORE_DIFF and same == 1.0),
         }
-    out["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    out["command"] = "python benchmarks/anomaly_int8.py " + " ".join(sys.argv[1:])
-    print(json.dumps(out, indent=1))
-    folder = ROOT / "benchmarks" / "results"
-    folder.mkdir(exist_ok=True)
-    with (folder / "anomaly_int8.jsonl").open("a") as fh:
-        fh.write(json.dumps(out) + "\n")
+    record(out, "anomaly_int8")
 
 
 if __name__ == "__main__":

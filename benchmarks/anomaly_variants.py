@@ -20,8 +20,6 @@ benchmarks/results/anomaly_variants.jsonl. The shipped recipe end to end is meas
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from anomaly import CLASSES, tile_split  # noqa: E402
+from anomaly import CLASSES, record, tile_split  # noqa: E402
 
 from visionqc.model.anomaly import AnomalySettings, bank_density, blur, image_scores, load_anomaly  # noqa: E402
 from visionqc.training.anomaly import MEAN, STD, PhotoSet, fit_anomaly  # noqa: E402
@@ -137,14 +135,8 @@ def main() -> None:
         "geometry": {"turn": args.turn, "width": args.width, "height": args.height},
         "train_seconds": round(train_s, 1),
         "results": results,
-        "load_average": [round(v, 2) for v in os.getloadavg()],
-        "command": "python benchmarks/anomaly_variants.py " + " ".join(sys.argv[1:]),
     }
-    print(json.dumps(out, indent=1))
-    folder = ROOT / "benchmarks" / "results"
-    folder.mkdir(exist_ok=True)
-    with (folder / "anomaly_variants.jsonl").open("a") as fh:
-        fh.write(json.dumps(out) + "\n")
+    record(out, "anomaly_variants")
 
 
 if __name__ == "__main__":
