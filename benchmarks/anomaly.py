@@ -2,7 +2,7 @@
 
     python benchmarks/anomaly.py tile  [--backbone efficientnet-lite2] [--size 288] [--taps 6 10 14] [--pool 5]
                                        [--sigma 2] [--bank-size 5000] [--reduce 128] [--top-share 0.05]
-                                       [--density-k 3] [--split val]
+                                       [--density-k 3] [--image-weight 0.5] [--search-stride 2] [--split val]
     python benchmarks/anomaly.py elpv  [same options]
 
 Every option defaults to the shipped recipe (``AnomalySettings``). tile: magnetic tile. 300 good tiles train the
@@ -83,8 +83,8 @@ def score(predictor, paths: list[Path], masks: bool = False) -> tuple[np.ndarray
     for start in range(0, len(paths), 16):
         chunk = paths[start : start + 16]
         images = [predictor.decode(p.read_bytes()).image for p in chunk]
-        maps, _ = predictor.scorer.maps(np.stack([predictor.preprocess(im) for im in images]))
-        scores += predictor.scorer.scores(maps).tolist()
+        maps, embeddings = predictor.scorer.maps(np.stack([predictor.preprocess(im) for im in images]))
+        scores += predictor.scorer.scores(maps, embeddings).tolist()
         if masks:
             for p, im, m in zip(chunk, images, maps, strict=True):
                 w, h = im.size
@@ -210,6 +210,8 @@ def main() -> None:
     ap.add_argument("--reduce", type=int, default=AnomalySettings.reduce, help="the stored projection (0: none)")
     ap.add_argument("--top-share", type=float, default=AnomalySettings.top_share, help="0: the map's maximum")
     ap.add_argument("--density-k", type=int, default=AnomalySettings.density_k, help="0: raw distances")
+    ap.add_argument("--image-weight", type=float, default=AnomalySettings.image_weight, help="0: patch score alone")
+    ap.add_argument("--search-stride", type=int, default=AnomalySettings.search_stride, help="1: every cell")
     ap.add_argument("--split", choices=["test", "val"], default="test", help="tile: the half to evaluate on")
     ap.add_argument("--no-speed", action="store_true", help="tile: skip the throughput measurement")
     ap.add_argument("--threads", type=int, default=2)
@@ -227,6 +229,8 @@ def main() -> None:
         reduce=args.reduce,
         top_share=args.top_share,
         density_k=args.density_k,
+        image_weight=args.image_weight,
+        search_stride=args.search_stride,
     )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp) / "model"

@@ -27,6 +27,7 @@ from visionqc.jobs import compare, queue
 from visionqc.jobs.anomaly_job import KIND, save_uploads
 from visionqc.model.anomaly import (
     BANK_TENSOR,
+    IMAGE_BANK_TENSOR,
     PROJECTION_TENSOR,
     AnomalyPredictor,
     blur,
@@ -236,6 +237,18 @@ def test_hostile_or_damaged_anomaly_models_are_refused_with_the_reason(trained, 
             "'architecture.backbone' must be one of",
         ),
         "projection": (None, lambda t: t.pop(PROJECTION_TENSOR), "lacks tensors an anomaly model needs"),
+        "no image bank": (None, lambda t: t.pop(IMAGE_BANK_TENSOR), "lacks tensors an anomaly model needs"),
+        "image bank": (None, lambda t: t.update({IMAGE_BANK_TENSOR: torch.zeros(5, 7)}), "need [1-20000, 1280]"),
+        "gain": (
+            lambda c: c["anomaly"]["image_distance"].update(gain=-1),
+            None,
+            "'anomaly.image_distance.gain' must be a non-negative number",
+        ),
+        "map": (
+            lambda c: c["anomaly"]["decision"].update(map_threshold=c["anomaly"]["decision"]["threshold"] * 2),
+            None,
+            "patch_level < map_threshold <= threshold",
+        ),
         "rule": (lambda c: c["anomaly"].pop("decision"), None, "'anomaly.decision' needs"),
         "classes": (lambda c: c["tasks"][0].update(classes=["free", "crack"]), None, "one task, 'defect'"),
     }
@@ -266,7 +279,7 @@ LITE0_CARD_SETTINGS = {
 def test_a_lite0_model_written_before_lite2_still_loads_and_predicts(magnetic_tile, tmp_path):
     legacy = AnomalySettings(
         backbone="efficientnet-lite0", taps=(3, 5, 10), size=224, pool=3, sigma=4.0, bank_size=2000, reduce=0,
-        top_share=0.0, density_k=0,
+        top_share=0.0, density_k=0, image_weight=0.0, search_stride=1,
     )  # fmt: skip
     model = tmp_path / "lite0"
     fit_anomaly(read_photos(good_tiles(magnetic_tile, 0, 12), 224), model, name="old", version="1", settings=legacy)
@@ -290,34 +303,67 @@ def test_a_lite0_model_written_before_lite2_still_loads_and_predicts(magnetic_ti
     assert predictor.input_heatmap(decode_image(bad[0].read_bytes()).image)[0].shape == (224, 224)
 
 
-def test_distances_are_divided_by_the_bank_density_and_older_cards_keep_raw_distances(magnetic_tile, tmp_path):
+def test_the_score_adds_the_image_distance_to_the_density_normalised_map_and_older_cards_keep_theirs(
+    magnetic_tile, tmp_path
+):
     model = tmp_path / "dense"
     fit_anomaly(read_photos(good_tiles(magnetic_tile, 0, 12), 288), model, name="d", version="1", export=False)
-    card, settings, _, scorer = load_anomaly(model)
-    assert settings.density_k == 3 and card.raw["anomaly"]["settings"]["density_k"] == 3
+    card, settings, decision, scorer = load_anomaly(model)
+    assert (settings.density_k, settings.search_stride, settings.image_weight) == (3, 2, 0.25)
+    entry = card.raw["anomaly"]["image_distance"]
+    assert entry["rows"] == 12 and tuple(scorer.image_bank.shape) == (12, 1280) and entry["gain"] > 0
     photos = good_tiles(magnetic_tile, 30, 2) + tiles(magnetic_tile, "crack", 0, 2)
     predictor = open_predictor(model)
     batch = np.stack([predictor.preprocess(decode_image(p.read_bytes()).image) for p in photos])
-    vectors, _ = scorer.patches(batch)
-    # By brute force: every patch's distance to every bank row, and every bank row's 3 nearest other rows.
-    dist = torch.cdist(vectors.reshape(-1, vectors.shape[-1]).double(), scorer.bank.double())
+    vectors, embeddings = scorer.patches(batch)
+
+    # By brute force: the nearest bank row of every 2nd cell each way, divided by that row's mean distance to its
+    # 3 nearest other rows, interpolated back to the whole grid, blurred.
+    searched = vectors[:, ::2, ::2]
+    dist = torch.cdist(searched.reshape(-1, searched.shape[-1]).double(), scorer.bank.double())
     among = torch.cdist(scorer.bank.double(), scorer.bank.double()).fill_diagonal_(float("inf"))
     density = among.topk(3, dim=1, largest=False).values.mean(1)
     nearest, idx = dist.min(1)
-    normalised = blur((nearest / density[idx]).float().reshape(vectors.shape[:3]), settings.sigma)
+
+    def whole_grid(d):
+        coarse = d.float().reshape(searched.shape[:3])[:, None]
+        return torch.nn.functional.interpolate(coarse, size=vectors.shape[1:3], mode="bilinear")[:, 0]
+
+    normalised = blur(whole_grid(nearest / density[idx]), settings.sigma)
     maps, _ = scorer.maps(batch)
     assert torch.allclose(maps, normalised, rtol=1e-3, atol=1e-4)
+    # The image score adds the distance to the nearest good training photo's embedding, on the map's scale.
+    image_distance = torch.cdist(embeddings.double(), scorer.image_bank.double()).min(1).values.float()
+    expected = image_scores(normalised, settings.top_share) + 0.25 * entry["gain"] * image_distance
     scores = [p.anomaly_score for p in predictor.predict_images([decode_image(p.read_bytes()).image for p in photos])]
-    assert np.allclose(scores, image_scores(normalised, settings.top_share), rtol=1e-3)
+    assert np.allclose(scores, expected, rtol=1e-3)
+    assert max(scores[2:]) > max(scores[:2])
+    # The heatmap is as hot as a flagged photo's where the map reaches the threshold less a typical good photo's
+    # image term.
+    typical = 0.25 * entry["gain"] * entry["good_median"]
+    assert decision.map_threshold == pytest.approx(decision.threshold - typical, rel=1e-3, abs=1e-4)
 
-    # A card written before the normalisation has no density_k: it reads as raw distances, as that model meant.
+    # A card written before these settings lacks them: raw distances, every cell searched, the map's score alone,
+    # the heatmap's threshold the image threshold, as that model meant.
     raw = json.loads((model / "model.json").read_text())
-    del raw["anomaly"]["settings"]["density_k"]
+    for key in ("density_k", "image_weight", "search_stride"):
+        del raw["anomaly"]["settings"][key]
+    del raw["anomaly"]["image_distance"], raw["anomaly"]["decision"]["map_threshold"]
     (model / "model.json").write_text(json.dumps(raw))
-    _, settings, _, scorer = load_anomaly(model)
-    assert settings.density_k == 0 and scorer.density is None
+    tensors = load_file(str(model / "model.safetensors"))
+    del tensors[IMAGE_BANK_TENSOR]
+    save_file(tensors, str(model / "model.safetensors"))
+    _, settings, decision, scorer = load_anomaly(model)
+    assert (settings.density_k, settings.search_stride, settings.image_weight) == (0, 1, 0.0)
+    assert scorer.density is None and scorer.image_bank is None and decision.map_threshold == decision.threshold
+    every = torch.cdist(vectors.reshape(-1, vectors.shape[-1]).double(), scorer.bank.double()).min(1).values
     maps, _ = scorer.maps(batch)
-    assert torch.allclose(maps, blur(nearest.float().reshape(vectors.shape[:3]), settings.sigma), rtol=1e-3, atol=1e-4)
+    assert torch.allclose(maps, blur(every.float().reshape(vectors.shape[:3]), settings.sigma), rtol=1e-3, atol=1e-4)
+    scores = [
+        p.anomaly_score
+        for p in open_predictor(model).predict_images([decode_image(p.read_bytes()).image for p in photos])
+    ]
+    assert np.allclose(scores, image_scores(maps, settings.top_share), rtol=1e-3)
 
 
 def test_the_cli_threshold_is_the_chosen_share_of_good_parts_flagged(magnetic_tile, tmp_path, capsys):
@@ -333,7 +379,15 @@ def test_the_cli_threshold_is_the_chosen_share_of_good_parts_flagged(magnetic_ti
     assert code == 0 and "about 1 in 10 good parts is flagged by mistake" in capsys.readouterr().out
     card = json.loads((out / "model.json").read_text())
     assert card["anomaly"]["good_percentile"] == 90.0 and "90th percentile" in card["anomaly"]["threshold_rule"]
-    held = [decode_image((folder / f).read_bytes()).image for f in card["training"]["split"]["held_out_files"]]
+    # The held-out photos' scores as training measured them: each one's image distance to the other good photos
+    # (the image bank holds every good photo, in the order they were read).
+    photos = read_photos([folder], 288)
+    names = [Path(n).name for n in photos.names]
+    rows = torch.tensor([names.index(f) for f in card["training"]["split"]["held_out_files"]])
     predictor = open_predictor(out)
-    scores = [p.anomaly_score for p in predictor.predict_images(held)]
+    maps, embeddings = predictor.scorer.maps(np.stack([photos.arrays[i] for i in rows]))
+    scores = predictor.scorer.scores(maps, embeddings, rows).numpy()
     assert card["anomaly"]["decision"]["threshold"] == pytest.approx(np.percentile(scores, 90), rel=1e-3)
+    # Given to the model again, a photo it was trained on is its own nearest good photo: no image term.
+    again = predictor.predict_images([decode_image((folder / names[i]).read_bytes()).image for i in rows])
+    assert np.allclose([p.anomaly_score for p in again], image_scores(maps, 0.05), rtol=1e-3, atol=1e-3)

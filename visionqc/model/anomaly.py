@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from visionqc.actions import ActionPolicy
 from visionqc.model.anomaly_graph import AnomalyGraph
 from visionqc.model.anomaly_settings import MAX_BANK_ROWS, AnomalySettings, Decision
-from visionqc.model.card import CARD_FILE, PRIMARY_TASK, ModelCard, ModelLoadError, read_card
+from visionqc.model.card import CARD_FILE, EMBEDDING_DIM, PRIMARY_TASK, ModelCard, ModelLoadError, read_card
 from visionqc.model.network import DefectNet, fuse_batchnorm_for_inference
 from visionqc.model.predict import Prediction, Predictor, TaskResult
 from visionqc.model.weights import MAX_WEIGHTS_BYTES, WEIGHTS_FILE
@@ -43,6 +43,8 @@ ANOMALY_CLASS = "anomaly"
 BANK_TENSOR = "anomaly.bank"
 SCALES_TENSOR = "anomaly.tap_scales"
 PROJECTION_TENSOR = "anomaly.projection"
+IMAGE_BANK_TENSOR = "anomaly.image_bank"  # the good training photos' whole-image embeddings [N, 1280]
+MAX_IMAGE_BANK_ROWS = 20_000
 BACKBONE_PREFIX = "backbone."
 # The heatmap shows this value where the map reaches the image threshold, so a photo past it turns orange to red
 # and a good photo stays cool (the overlay's opacity follows the heat).
@@ -149,6 +151,18 @@ def bank_density(bank: torch.Tensor, k: int, chunk: int = 2048) -> torch.Tensor:
     return density.clamp_min(1e-3 * float(density.median())).contiguous()
 
 
+def searched_cells(vectors: torch.Tensor, stride: int) -> torch.Tensor:
+    """The [B, h, w, D] patch vectors the nearest-neighbour search runs on: every ``stride``-th cell."""
+    return vectors if stride <= 1 else vectors[:, ::stride, ::stride].contiguous()
+
+
+def full_grid(dist: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A [B, h', w'] distance map of the searched cells interpolated back to the [B, h, w] grid (bilinear)."""
+    if tuple(dist.shape[-2:]) == tuple(size):
+        return dist
+    return F.interpolate(dist[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
 def image_scores(maps: torch.Tensor, top_share: float) -> torch.Tensor:
     """Each map's image score: the mean of its hottest ``top_share`` of cells (at least one), or its maximum when
     ``top_share`` is 0. A mean over a few cells is steadier than one cell, and a defect covers more than one."""
@@ -183,8 +197,11 @@ class PatchScorer:
         scales: torch.Tensor | None,
         bank: torch.Tensor | None,
         projection: torch.Tensor | None = None,
+        image_bank: torch.Tensor | None = None,
+        image_gain: float = 0.0,
     ):
         self.net, self.settings, self.scales, self.projection = net, settings, scales, projection
+        self.image_bank, self.image_gain = image_bank, image_gain
         self.set_bank(bank)
 
     def set_bank(self, bank: torch.Tensor | None) -> None:
@@ -205,12 +222,33 @@ class PatchScorer:
     def maps(self, arrays: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(blurred anomaly maps [B, h, w], embeddings [B, 1280])."""
         vectors, embedding = self.patches(arrays)
-        b, h, w, d = vectors.shape
-        dist = nearest_distance(vectors.reshape(-1, d), self.bank, self.bank_sq, self.density).reshape(b, h, w)
-        return blur(dist, self.settings.sigma), embedding
+        searched = searched_cells(vectors, self.settings.search_stride)
+        b, h, w, d = searched.shape
+        dist = nearest_distance(searched.reshape(-1, d), self.bank, self.bank_sq, self.density).reshape(b, h, w)
+        return blur(full_grid(dist, vectors.shape[1:3]), self.settings.sigma), embedding
 
-    def scores(self, maps: torch.Tensor) -> torch.Tensor:
-        return image_scores(maps, self.settings.top_share)
+    def image_distances(self, embeddings: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        """Each embedding's distance to the nearest good training photo's; ``leave_out[i]`` is a row of the bank
+        that embedding ``i`` must not be matched with (its own photo, for the held-out photos during training; -1:
+        none)."""
+        d = torch.cdist(embeddings.float(), self.image_bank)
+        if leave_out is not None:
+            rows = leave_out >= 0  # -1: the photo is not in the bank
+            d[torch.arange(len(d))[rows], leave_out[rows]] = float("inf")
+        return d.min(dim=1).values
+
+    def scores(
+        self, maps: torch.Tensor, embeddings: torch.Tensor | None = None, leave_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image scores: the patch score of each map, plus the weighted image distance when the model has one
+        (then ``embeddings`` are required)."""
+        patch = image_scores(maps, self.settings.top_share)
+        if not self.settings.image_weight:
+            return patch
+        if embeddings is None:
+            raise ValueError("this model's score needs the photos' embeddings")
+        gain = self.settings.image_weight * self.image_gain
+        return patch + gain * self.image_distances(embeddings, leave_out)
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -257,24 +295,21 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
     dim = sum(tap_channels(net, settings.taps))
     if settings.reduce:
         expected[PROJECTION_TENSOR] = (dim, settings.reduce)
-    missing = sorted(set(expected) - set(tensors) - {BANK_TENSOR})
-    unknown = sorted(set(tensors) - set(expected) - {BANK_TENSOR})
-    if missing or BANK_TENSOR not in tensors:
-        raise ModelLoadError(
-            f"{WEIGHTS_FILE} lacks tensors an anomaly model needs, e.g. {(missing or [BANK_TENSOR])[:3]}"
-        )
+    banks = [BANK_TENSOR] + ([IMAGE_BANK_TENSOR] if settings.image_weight else [])  # rows vary: checked below
+    missing = sorted(set(expected) - set(tensors)) + [b for b in banks if b not in tensors]
+    unknown = sorted(set(tensors) - set(expected) - set(banks))
+    if missing:
+        raise ModelLoadError(f"{WEIGHTS_FILE} lacks tensors an anomaly model needs, e.g. {missing[:3]}")
     if unknown:
         raise ModelLoadError(f"{WEIGHTS_FILE} has tensors the card does not describe, e.g. {unknown[:3]}")
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise ModelLoadError(f"tensor {key} has shape {list(tensors[key].shape)}, the model needs {list(shape)}")
+    image_gain = _image_gain(section) if settings.image_weight else 0.0
+    if settings.image_weight:
+        _check_rows(tensors[IMAGE_BANK_TENSOR], IMAGE_BANK_TENSOR, MAX_IMAGE_BANK_ROWS, EMBEDDING_DIM, "the embedding")
     bank = tensors[BANK_TENSOR]
-    dim = settings.reduce or dim
-    if bank.ndim != 2 or bank.shape[1] != dim or not 1 <= bank.shape[0] <= MAX_BANK_ROWS:
-        raise ModelLoadError(
-            f"tensor {BANK_TENSOR} has shape {list(bank.shape)}; "
-            f"the taps {list(settings.taps)} need [1-{MAX_BANK_ROWS}, {dim}]"
-        )
+    _check_rows(bank, BANK_TENSOR, MAX_BANK_ROWS, settings.reduce or dim, f"the taps {list(settings.taps)}")
     for key, tensor in tensors.items():
         if key.endswith("num_batches_tracked"):
             continue  # BatchNorm's step counter (an integer), unused at inference
@@ -284,10 +319,35 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
         {k[len(BACKBONE_PREFIX) :]: tensors[k] for k in expected if k.startswith(BACKBONE_PREFIX)}
     )
     projection = tensors[PROJECTION_TENSOR].float() if settings.reduce else None
+    image_bank = tensors[IMAGE_BANK_TENSOR].float().contiguous() if settings.image_weight else None
     scorer = PatchScorer(
-        inference_network(net), settings, tensors[SCALES_TENSOR].float(), bank.float().contiguous(), projection
+        inference_network(net),
+        settings,
+        tensors[SCALES_TENSOR].float(),
+        bank.float().contiguous(),
+        projection,
+        image_bank,
+        image_gain,
     )
     return card, settings, decision, scorer
+
+
+def _check_rows(tensor: torch.Tensor, key: str, max_rows: int, dim: int, what: str) -> None:
+    """A bank: [1..max_rows, dim]."""
+    if tensor.ndim != 2 or tensor.shape[1] != dim or not 1 <= tensor.shape[0] <= max_rows:
+        raise ModelLoadError(f"tensor {key} has shape {list(tensor.shape)}; {what} need [1-{max_rows}, {dim}]")
+
+
+def _image_gain(section: dict) -> float:
+    """The card's ``anomaly.image_distance.gain``: what puts the image distance on the patch score's scale."""
+    entry = section.get("image_distance")
+    gain = entry.get("gain") if isinstance(entry, dict) else None
+    if not isinstance(gain, int | float) or isinstance(gain, bool) or not math.isfinite(gain) or gain < 0:
+        raise ModelLoadError(
+            f"{CARD_FILE}: 'anomaly.image_distance.gain' must be a non-negative number when the settings weigh the "
+            "image distance"
+        )
+    return float(gain)
 
 
 def backbone_tensors(net: DefectNet) -> dict[str, torch.Tensor]:
@@ -360,7 +420,7 @@ class AnomalyPredictor(Predictor):
     def forward_arrays(self, arrays: list[np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Preprocessed images -> ({"anomaly_score": [B]}, embeddings [B, 1280])."""
         maps, embedding = self._maps(np.stack(arrays))
-        scores = self.scorer.scores(maps)
+        scores = self.scorer.scores(maps, embedding)
         return {"anomaly_score": scores.numpy()}, embedding.numpy()
 
     def _maps(self, batch: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -406,10 +466,11 @@ class AnomalyPredictor(Predictor):
 
     def input_heatmap(self, image: Image.Image) -> tuple[np.ndarray, str]:
         """The heatmap at the input size (0..1) and its label: the patch distances, cool up to a good photo's
-        typical patch and :data:`HEAT_AT_THRESHOLD` where they reach the image threshold (comparable between
-        photos, unlike a map stretched to its own maximum)."""
+        typical patch and :data:`HEAT_AT_THRESHOLD` where they reach the map's threshold (the image threshold less a
+        typical good photo's image-distance term; comparable between photos, unlike a map stretched to its own
+        maximum)."""
         amap = torch.from_numpy(self.anomaly_map(image))[None, None]
         up = F.interpolate(amap, size=self._size[::-1], mode="bilinear", align_corners=False)[0, 0].numpy()
-        low, cut = self.decision.patch_level, self.decision.threshold
+        low, cut = self.decision.patch_level, self.decision.map_threshold
         heat = np.clip((up - low) / max(cut - low, 1e-9) * HEAT_AT_THRESHOLD, 0.0, 1.0)
         return heat.astype(np.float32), ANOMALY_CLASS

@@ -50,18 +50,19 @@ class ScoringGraph(nn.Module):
         self.register_buffer("projection", None if projection is None else projection.clone())
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from visionqc.model.anomaly import blur, network_taps, patch_vectors
+        from visionqc.model.anomaly import blur, full_grid, network_taps, patch_vectors, searched_cells
 
         tapped, embedding = network_taps(self.net, images.permute(0, 3, 1, 2), self.settings.taps)
         vectors = patch_vectors(tapped, self.settings.pool, self.scales, self.projection)
-        b, h, w, d = vectors.shape
-        q = vectors.reshape(b * h * w, d)
+        searched = searched_cells(vectors, self.settings.search_stride)
+        b, h, w, d = searched.shape
+        q = searched.reshape(b * h * w, d)
         # |q|^2 is added after the minimum: it is the same for every bank row (saves a pass over [cells, bank])
         nearest, idx = torch.addmm(self.bank_sq, q, self.bank_t, alpha=-2.0).min(dim=1)
         dist = (nearest + q.pow(2).sum(1)).clamp_min(0.0).sqrt()
         if self.density is not None:
             dist = dist / self.density[idx]
-        dist = dist.reshape(b, h, w)
+        dist = full_grid(dist.reshape(b, h, w), vectors.shape[1:3])
         return blur(dist, self.settings.sigma), embedding
 
 
@@ -85,10 +86,16 @@ def export_graph(scorer, path: Path) -> None:
 
 
 def export_and_check(
-    scorer, directory: Path, arrays: list[np.ndarray], torch_scores: np.ndarray, threshold: float
+    scorer,
+    directory: Path,
+    arrays: list[np.ndarray],
+    torch_scores: np.ndarray,
+    threshold: float,
+    leave_out: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Export the graph into ``directory`` (whose weights file is already written), score ``arrays`` with it and
-    return the card's ``anomaly.graph`` entry (with the parity against ``torch_scores``)."""
+    """Export the graph into ``directory`` (whose weights file is already written), score ``arrays`` with it (and
+    the scorer's image distance, ``leave_out`` as in :meth:`PatchScorer.image_distances`) and return the card's
+    ``anomaly.graph`` entry (with the parity against ``torch_scores``)."""
     path = directory / GRAPH_FILE
     export_graph(scorer, path)
     data = path.read_bytes()
@@ -100,7 +107,12 @@ def export_and_check(
         "opset": ONNX_OPSET,
     }
     graph = AnomalyGraph.from_bytes(data, scorer.settings, GRAPH_FILE)
-    scores = np.concatenate([graph.scores(np.stack(arrays[i : i + 8])) for i in range(0, len(arrays), 8)])
+    maps, embeddings = zip(*(graph.maps(np.stack(arrays[i : i + 8])) for i in range(0, len(arrays), 8)), strict=True)
+    scores = scorer.scores(
+        torch.from_numpy(np.concatenate(maps)),
+        torch.from_numpy(np.concatenate(embeddings)),
+        None if leave_out is None else torch.from_numpy(leave_out),
+    ).numpy()
     diff = float(np.abs(scores - torch_scores).max()) if len(scores) else 0.0
     same = float(((scores > threshold) == (torch_scores > threshold)).mean()) if len(scores) else 1.0
     passed = len(scores) > 0 and diff <= MAX_SCORE_DIFF * threshold and same == 1.0
@@ -163,8 +175,3 @@ class AnomalyGraph:
         """NHWC float32 batch -> (blurred anomaly maps [B, h, w], embeddings [B, 1280])."""
         maps, embedding = self.session.run([MAP_OUTPUT, EMBEDDING_OUTPUT], {INPUT_NAME: np.ascontiguousarray(batch)})
         return maps, embedding
-
-    def scores(self, batch: np.ndarray) -> np.ndarray:
-        from visionqc.model.anomaly import image_scores
-
-        return image_scores(torch.from_numpy(self.maps(batch)[0]), self.settings.top_share).numpy()

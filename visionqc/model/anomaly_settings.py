@@ -34,6 +34,16 @@ class AnomalySettings:
     # distance to its density_k nearest bank neighbours (0: raw distances). A patch as far from a sparse, varied
     # region of good texture is less unusual than one as far from a dense, uniform region.
     density_k: int = 3
+    # The image score adds the photo's distance to the nearest good training photo in the whole-image embedding
+    # (the one Explore maps), times this weight, on the patch score's scale (the card's ``anomaly.image_distance``
+    # stores the gain that puts it there). A tile that is unusual as a whole (uneven, frayed) without one hot
+    # spot scores higher; 0: the patch score alone.
+    image_weight: float = 0.25
+    # The nearest-neighbour search runs on every search_stride-th cell of the grid in each direction and the
+    # distance map is interpolated back to the full grid before the blur (1: every cell). The patch vectors are
+    # already averaged over pool x pool cells, so a stride of 2 samples them densely enough, for a quarter of the
+    # search's work.
+    search_stride: int = 2
     seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
@@ -71,12 +81,13 @@ class AnomalySettings:
             "projection": (0, 4096),
             "reduce": (0, 4096),
             "density_k": (0, 64),
+            "search_stride": (1, 4),
             "seed": (0, 2**31),
         }
         for key, (lo, hi) in ints.items():
             value = data[key]
             need(isinstance(value, int) and lo <= value <= hi, f"'{key}' must be an integer {lo}-{hi}")
-        for key, hi in (("sigma", 10), ("top_share", 1)):
+        for key, hi in (("sigma", 10), ("top_share", 1), ("image_weight", 10)):
             value = data[key]
             need(isinstance(value, int | float) and 0 <= value <= hi, f"'{key}' must be a number 0-{hi}")
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
@@ -96,6 +107,8 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "reduce": 0,
     "top_share": 0.0,
     "density_k": 0,  # also what a Lite2 card written before the density normalisation meant
+    "image_weight": 0.0,  # and before the image distance and the strided search (the patch score alone,
+    "search_stride": 1,  # every cell searched)
     "seed": 0,
 }
 
@@ -103,25 +116,33 @@ LEGACY_SETTINGS: dict[str, Any] = {
 @dataclass(frozen=True)
 class Decision:
     """The card's rule from anomaly score to verdict: defect above ``threshold``; needs review between
-    ``review_low`` and ``review_high``; ``good_level`` is a typical good photo's score (the heatmap's cool end)."""
+    ``review_low`` and ``review_high``; ``good_level`` is a typical good photo's score."""
 
     threshold: float
     review_low: float
     review_high: float
     good_level: float
     patch_level: float  # a typical patch distance on good photos: where the heatmap starts to warm
+    # Where the map is as hot as a flagged photo's (the heatmap's HEAT_AT_THRESHOLD): the threshold less a typical
+    # good photo's image-distance term; the threshold itself for a card without one (the patch score alone).
+    map_threshold: float
 
     @classmethod
     def from_json(cls, data: Any) -> Decision:
         fields = ("threshold", "review_low", "review_high", "good_level", "patch_level")
+        if isinstance(data, dict) and "map_threshold" not in data:
+            data = {**data, "map_threshold": data.get("threshold")}
         ok = isinstance(data, dict) and all(
-            isinstance(data.get(k), int | float) and math.isfinite(data[k]) and data[k] >= 0 for k in fields
+            isinstance(data.get(k), int | float) and math.isfinite(data[k]) and data[k] >= 0
+            for k in (*fields, "map_threshold")
         )
         if not ok:
             raise ModelLoadError(f"{CARD_FILE}: 'anomaly.decision' needs the non-negative numbers {', '.join(fields)}")
-        out = cls(**{k: float(data[k]) for k in fields})
-        if not out.review_low <= out.threshold <= out.review_high or out.patch_level >= out.threshold:
+        out = cls(**{k: float(data[k]) for k in (*fields, "map_threshold")})
+        if not out.review_low <= out.threshold <= out.review_high:
             raise ModelLoadError(f"{CARD_FILE}: 'anomaly.decision' must have review_low <= threshold <= review_high")
+        if not out.patch_level < out.map_threshold <= out.threshold:
+            raise ModelLoadError(f"{CARD_FILE}: 'anomaly.decision' must have patch_level < map_threshold <= threshold")
         return out
 
     def probability(self, score: float) -> float:

@@ -29,11 +29,14 @@ from visionqc.model.anomaly import (
     ANOMALY_CLASS,
     ANOMALY_KIND,
     BANK_TENSOR,
+    IMAGE_BANK_TENSOR,
+    MAX_IMAGE_BANK_ROWS,
     PROJECTION_TENSOR,
     SCALES_TENSOR,
     AnomalySettings,
     PatchScorer,
     backbone_tensors,
+    image_scores,
     imagenet_network,
     inference_network,
     random_projection,
@@ -139,16 +142,31 @@ def _patches(scorer: PatchScorer, arrays: list[np.ndarray], desc: str) -> tuple[
     return torch.cat(vectors), torch.cat(embeddings)
 
 
-def _scores(scorer: PatchScorer, arrays: list[np.ndarray], desc: str) -> tuple[np.ndarray, np.ndarray]:
-    """(image scores [N], every map value) of preprocessed photos."""
-    scores, values = [], []
+def _maps(scorer: PatchScorer, arrays: list[np.ndarray], desc: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(blurred anomaly maps [N, h, w], embeddings [N, 1280]) of preprocessed photos."""
+    maps, embeddings = [], []
     for start in progress_bar(range(0, len(arrays), BATCH), desc=desc, disable=None):
-        maps, _ = scorer.maps(np.stack(arrays[start : start + BATCH]))
-        scores.append(scorer.scores(maps).numpy())
-        values.append(maps.flatten().numpy())
-    if not scores:
-        return np.zeros(0), np.zeros(0)
-    return np.concatenate(scores), np.concatenate(values)
+        m, e = scorer.maps(np.stack(arrays[start : start + BATCH]))
+        maps.append(m)
+        embeddings.append(e)
+    if not maps:
+        return torch.zeros(0, 1, 1), torch.zeros(0, EMBEDDING_DIM)
+    return torch.cat(maps), torch.cat(embeddings)
+
+
+def image_bank_rows(n: int, seed: int) -> np.ndarray:
+    """Which of ``n`` good photos the image bank keeps: all, or a seeded sample of :data:`MAX_IMAGE_BANK_ROWS`."""
+    if n <= MAX_IMAGE_BANK_ROWS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAX_IMAGE_BANK_ROWS, replace=False))
+
+
+def image_gain(patch: np.ndarray, distance: np.ndarray) -> float:
+    """What puts the image distance on the patch score's scale: a typical held-out good photo's patch score over
+    its image distance (medians: steady with the few photos a small set holds out, where a ratio of spreads
+    measured on 3 photos swung 25-fold; 0 when no distance is above 0)."""
+    typical = float(np.median(distance))
+    return float(np.median(patch)) / typical if typical > 1e-9 else 0.0
 
 
 def tap_scales(vectors: torch.Tensor, channels: list[int]) -> torch.Tensor:
@@ -216,7 +234,7 @@ def fit_anomaly(
     net = imagenet_network(settings.backbone)
     tensors = backbone_tensors(net)  # the unfused weights are what the file stores
     scorer = PatchScorer(inference_network(net), settings, None, None)
-    vectors, _ = _patches(scorer, [good.arrays[i] for i in fit_idx], "features")
+    vectors, fit_embeddings = _patches(scorer, [good.arrays[i] for i in fit_idx], "features")
     channels = tap_channels(net, settings.taps)
     scales = tap_scales(vectors, channels)
     projection = random_projection(sum(channels), settings.reduce, settings.seed) if settings.reduce else None
@@ -237,16 +255,48 @@ def fit_anomaly(
     ]
     scorer.set_bank(bank.contiguous())
     seconds_bank = time.perf_counter() - started - seconds_features
-    good_scores, good_values = _scores(scorer, [good.arrays[i] for i in held], "held-out good")
-    defect_scores, _ = _scores(scorer, defects.arrays, "labelled defects")
+    held_maps, held_embeddings = _maps(scorer, [good.arrays[i] for i in held], "held-out good")
+    defect_maps, defect_embeddings = _maps(scorer, defects.arrays, "labelled defects")
+    good_patch = image_scores(held_maps, settings.top_share).numpy()
+    image_entry, leave_out = None, None
+    if settings.image_weight:
+        # The image bank: every good photo's embedding (the held-out ones too, each matched against the others
+        # only, as a new photo is), in the photos' order.
+        every = torch.zeros(len(good), EMBEDDING_DIM)
+        every[torch.tensor(fit_idx)], every[torch.tensor(held)] = fit_embeddings, held_embeddings
+        rows = image_bank_rows(len(good), settings.seed)
+        position = np.full(len(good), -1)
+        position[rows] = np.arange(len(rows))
+        leave_out = position[held]
+        scorer.image_bank = every[torch.from_numpy(rows)].contiguous()
+        distance = scorer.image_distances(held_embeddings, torch.from_numpy(leave_out)).numpy()
+        scorer.image_gain = image_gain(good_patch, distance)
+        image_entry = {
+            "gain": round(scorer.image_gain, 6),
+            "rows": len(rows),
+            "good_median": round(float(np.median(distance)), 5),
+            "rule": "image score = patch score + weight x gain x the distance of the photo's embedding to the nearest "
+            "good photo's; gain = a typical (median) held-out good photo's patch score over its distance (each "
+            "held-out photo matched against the other good photos)",
+        }
+        tensors[IMAGE_BANK_TENSOR] = scorer.image_bank
+    good_scores = scorer.scores(held_maps, held_embeddings, None if leave_out is None else torch.from_numpy(leave_out))
+    good_scores = good_scores.numpy()
+    defect_scores = scorer.scores(defect_maps, defect_embeddings).numpy() if len(defects) else np.zeros(0)
     threshold, rule = choose_threshold(good_scores, defect_scores, percentile)
     spread = max(float(good_scores.std()), 0.02 * threshold)
+    # The heatmap is as hot as a flagged photo's where the map reaches the threshold less a typical good photo's
+    # image-distance term (the map shows the patches only).
+    typical_image_term = float(np.median(good_scores - good_patch))
+    map_threshold = min(max(threshold - typical_image_term, 1e-3 * threshold), threshold)
+    values = held_maps.flatten().numpy()
     decision = {
         "threshold": round(threshold, 5),
         "review_low": round(max(threshold - 0.5 * spread, 0.0), 5),
         "review_high": round(threshold + 0.5 * spread, 5),
         "good_level": round(float(np.median(good_scores)), 5),
-        "patch_level": round(min(float(np.median(good_values)), 0.9 * threshold), 5),
+        "patch_level": round(min(float(np.median(values)), 0.9 * map_threshold), 5),
+        "map_threshold": round(map_threshold, 5),
     }
     validation = _validation(good_scores, defect_scores, decision)
     tensors[BANK_TENSOR] = bank.contiguous()
@@ -283,6 +333,7 @@ def fit_anomaly(
             "review_rule": "a second look when the score is within half a standard deviation of the held-out good "
             "scores around the threshold",
             "bank": {"rows": int(bank.shape[0]), "dim": int(bank.shape[1]), "from_patches": len(candidates)},
+            **({"image_distance": image_entry} if image_entry else {}),
         },
         "training_data": {
             "images": len(good) + len(defects),
@@ -313,7 +364,9 @@ def fit_anomaly(
     if export:
         exported = time.perf_counter()
         arrays = [good.arrays[i] for i in held] + defects.arrays
-        card["anomaly"]["graph"] = _graph_entry(scorer, out_dir, arrays, np.r_[good_scores, defect_scores], threshold)
+        leave = None if leave_out is None else np.r_[leave_out, np.full(len(defects), -1)]
+        scores = np.r_[good_scores, defect_scores]
+        card["anomaly"]["graph"] = _graph_entry(scorer, out_dir, arrays, scores, threshold, leave)
         card["training"]["timings_seconds"]["export"] = round(time.perf_counter() - exported, 1)
         card["training"]["timings_seconds"]["total"] = round(time.perf_counter() - started, 1)
     _write_card(out_dir, card)
@@ -336,14 +389,21 @@ def _validation(good: np.ndarray, defects: np.ndarray, decision: dict[str, float
     return out
 
 
-def _graph_entry(scorer: PatchScorer, out_dir: Path, arrays: list[np.ndarray], scores: np.ndarray, threshold: float):
+def _graph_entry(
+    scorer: PatchScorer,
+    out_dir: Path,
+    arrays: list[np.ndarray],
+    scores: np.ndarray,
+    threshold: float,
+    leave_out: np.ndarray | None,
+):
     """The card's ``anomaly.graph``: the ONNX scoring graph and its parity, or why there is none (the model then
     scores in PyTorch; an export failure never loses the trained model)."""
     from visionqc.model.anomaly_graph import GRAPH_FILE, export_and_check
 
     with elapsed_bar("export", EXPORT_SECONDS):
         try:
-            return export_and_check(scorer, out_dir, arrays, scores, threshold)
+            return export_and_check(scorer, out_dir, arrays, scores, threshold, leave_out)
         except Exception as exc:  # the exporter and ONNX Runtime raise many types; the reason goes in the card
             (out_dir / GRAPH_FILE).unlink(missing_ok=True)
             return {"refused": f"the ONNX export failed: {type(exc).__name__}: {exc}"[:500]}
