@@ -100,12 +100,15 @@ def auroc(good: np.ndarray, bad: np.ndarray) -> float:
 
 
 def throughput(paths: list[Path], model_dir: Path) -> dict[str, float]:
-    """Images per second (decode + model) of the shipped classifier (default runtime) and the anomaly model."""
+    """Images per second (decode + model) of the shipped classifier (default runtime) and the anomaly model (as it
+    ships, then its scoring graph on one and on two threads)."""
     data = [(p.name, p.read_bytes()) for p in paths]
     out = {}
     for name, make in (
         ("classifier", lambda: Predictor(config.DEFAULT_MODEL_DIR)),
         ("anomaly", lambda: open_predictor(model_dir)),
+        ("anomaly_graph_threads_1", lambda: open_predictor(model_dir, threads=1)),
+        ("anomaly_graph_threads_2", lambda: open_predictor(model_dir, threads=2)),
         ("classifier_again", lambda: Predictor(config.DEFAULT_MODEL_DIR)),
     ):
         predictor = make()
@@ -116,6 +119,8 @@ def throughput(paths: list[Path], model_dir: Path) -> dict[str, float]:
     classifier = (out["classifier"] + out.pop("classifier_again")) / 2
     out["classifier"] = round(classifier, 2)
     out["anomaly_over_classifier"] = round(out["anomaly"] / classifier, 3)
+    for threads in (1, 2):
+        out[f"graph_threads_{threads}_over_classifier"] = round(out[f"anomaly_graph_threads_{threads}"] / classifier, 3)
     return out
 
 

@@ -372,20 +372,25 @@ class AnomalyPredictor(Predictor):
         policy: ActionPolicy | None = None,
         batch_size: int | None = None,
         runtime: str | None = None,
+        threads: int | None = None,
+        decode_workers: int | None = None,
         **_options,
     ):
         self.directory = Path(model_dir)
         self.card, self.settings, self.decision, self.scorer = load_anomaly(self.directory)
-        self.graph, self.runtime, self.runtime_warning = self._choose_graph(runtime)
+        self.graph, self.runtime, self.runtime_warning = self._choose_graph(runtime, threads)
         self.policy = policy or ActionPolicy()
         self.batch_size = batch_size or 8
-        self.decode_workers = 2 if self.graph is not None else 1  # one core runs the graph, the other decodes
+        # one core runs the graph, the other decodes
+        self.decode_workers = decode_workers or (2 if self.graph is not None else 1)
         self._size = (self.settings.size, self.settings.size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.card.std, dtype=np.float32)
         self._bank = self._bank_raw = None
 
-    def _choose_graph(self, requested: str | None) -> tuple[AnomalyGraph | None, str, str | None]:
+    def _choose_graph(
+        self, requested: str | None, threads: int | None = None
+    ) -> tuple[AnomalyGraph | None, str, str | None]:
         """(the ONNX scoring graph or ``None``, the runtime used, a warning): the graph by default when its
         recorded parity passed (see :mod:`visionqc.model.anomaly_graph`); PyTorch when asked for or without one."""
         entry = (self.card.raw.get("anomaly") or {}).get("graph")
@@ -400,7 +405,7 @@ class AnomalyPredictor(Predictor):
         if not passed and requested != "onnx":
             return None, "torch", None
         warning = None if passed else "the ONNX graph of this anomaly model failed its parity check with PyTorch"
-        return AnomalyGraph.load(self.directory, entry, self.settings), "onnx", warning
+        return AnomalyGraph.load(self.directory, entry, self.settings, threads), "onnx", warning
 
     @property
     def checkpoint(self):
