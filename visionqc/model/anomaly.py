@@ -46,8 +46,14 @@ PROJECTION_TENSOR = "anomaly.projection"
 IMAGE_BANK_TENSOR = "anomaly.image_bank"  # the good training photos' whole-image embeddings [N, 1280]
 MAX_IMAGE_BANK_ROWS = 20_000
 BACKBONE_PREFIX = "backbone."
-# The heatmap shows this value where the map reaches the image threshold, so a photo past it turns orange to red
-# and a good photo stays cool (the overlay's opacity follows the heat).
+# ONNX Runtime threads of the scoring graph when the caller names none. Unlike the classifier's (one thread: its
+# graph and the JPEG decoder keep a core each busy), this graph takes three times as long as decoding a photo, so
+# the decoder's core idles unless the graph shares it: measured on the 2-core machine, quiet (load 1.4-1.9), 200
+# tile photos: 26-28 images/s on one thread, 42-44 on two (benchmarks/anomaly.py tile). On a machine whose cores
+# are already busy two threads gain nothing (18.9 against 23.6 images/s at load 5.6): pass ``threads=1`` there.
+GRAPH_THREADS = 2
+# The heatmap shows this value where the map reaches the decision's map_threshold, so a photo past it turns orange
+# to red and a good photo stays cool (the overlay's opacity follows the heat).
 HEAT_AT_THRESHOLD = 0.7
 
 
@@ -405,7 +411,7 @@ class AnomalyPredictor(Predictor):
         if not passed and requested != "onnx":
             return None, "torch", None
         warning = None if passed else "the ONNX graph of this anomaly model failed its parity check with PyTorch"
-        return AnomalyGraph.load(self.directory, entry, self.settings, threads), "onnx", warning
+        return AnomalyGraph.load(self.directory, entry, self.settings, threads or GRAPH_THREADS), "onnx", warning
 
     @property
     def checkpoint(self):
