@@ -159,7 +159,8 @@ def test_a_short_training_run_on_real_cells(small_elpv_model, elpv):
 
 def test_phase1_sampling_and_penalty_are_chosen_on_validation_accuracy(small_elpv_model):
     """elpv says its parts are symmetric: phase 1 is run with each recipe of SYMMETRIC_PHASE1, the one with the
-    best validation accuracy (ties to the earlier) is kept, and the rest of the run and the card use it."""
+    best validation accuracy (ties to the earlier) is kept, and the rest of the run and the card use it; phase 2
+    is chosen on validation accuracy too."""
     training = read_card(small_elpv_model).raw["training"]
     recipe = training["choices"]["phase1_recipe"]
     tried = recipe["tried"]
@@ -174,6 +175,14 @@ def test_phase1_sampling_and_penalty_are_chosen_on_validation_accuracy(small_elp
     assert training["phase1"]["best_epoch"] == first_best["best_epoch"]
     plain = recipe["chosen"]["balance_power"] == 0
     assert training["sampler"].startswith("plain" if plain else "class-balanced")
+    # Phase 2 keeps its epoch on, and is compared with phase 1 on, the same metric: validation accuracy.
+    assert training["config"]["phase2_select_on"] == "accuracy"
+    phase2 = training["phase2"]
+    assert all("val_accuracy" in epoch for epoch in phase2["history"])
+    kept = "beat" if training["phase_chosen"] == 2 else "did not beat"
+    assert training["phase_reason"].startswith(f"phase 2 {kept} phase 1 on validation accuracy (")
+    best = max(phase2["history"], key=lambda e: (e["val_accuracy"], -e["val_loss"]))
+    assert phase2["best_epoch"] == best["epoch"] and phase2["val_accuracy"] == best["val_accuracy"]
 
 
 def test_the_l2_penalty_shrinks_the_heads():

@@ -14,13 +14,15 @@ from visionqc.cli.training import parse_loss_weights
 from visionqc.jobs.progress import nested_fraction
 from visionqc.model.card import read_card
 from visionqc.model.checkpoint import load_checkpoint
+from visionqc.model.network import DefectNet
 from visionqc.model.predict import Predictor
 from visionqc.training.calibration import calibrate_confidence_threshold, calibrate_miss_threshold
 from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import load_dataset
 from visionqc.training.evaluation import evaluate_model_dir
 from visionqc.training.features import augment
-from visionqc.training.loop import balanced_draws, multitask_loss
+from visionqc.training.loop import balanced_draws, better, multitask_loss
+from visionqc.training.phases import phase2_parameter_groups, warmup_cosine
 from visionqc.training.pipeline import Step, reporting_to
 
 
@@ -128,6 +130,55 @@ def test_multitask_loss_masks_unknown_labels_and_weights_tasks():
     # nothing known for a task: that task adds nothing (and no NaN)
     got = multitask_loss(logits, {"defect": targets["defect"], "severity": torch.tensor([-1, -1])}, {})
     assert got.item() == pytest.approx(ce(logits["defect"], targets["defect"]).item())
+
+
+def test_label_smoothing_is_cross_entropys_own():
+    logits = {"defect": torch.tensor([[2.0, 0.0, -1.0], [0.0, 2.0, 1.0]])}
+    targets = {"defect": torch.tensor([0, 2])}
+    ce = torch.nn.functional.cross_entropy(logits["defect"], targets["defect"], label_smoothing=0.1)
+    assert multitask_loss(logits, targets, {}, label_smoothing=0.1).item() == pytest.approx(ce.item())
+    assert multitask_loss(logits, targets, {}, label_smoothing=0.1).item() != pytest.approx(
+        multitask_loss(logits, targets, {}).item()
+    )
+
+
+def test_warmup_then_cosine_and_without_warmup_exactly_the_cosine():
+    factor = warmup_cosine(3, 10)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]  # linear rise, then the cosine from 1
+    assert factor(10) == pytest.approx(0.0) and factor(6) < factor(5) < 1.0
+    # No warm-up: the factors CosineAnnealingLR gives (the plain phase 2 of before).
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.SGD([param], lr=1.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=10)
+    plain = warmup_cosine(0, 10)
+    for step in range(10):
+        assert optimiser.param_groups[0]["lr"] == pytest.approx(plain(step), abs=1e-9)
+        optimiser.step()
+        schedule.step()
+
+
+def test_phase2_learning_rates_fall_block_by_block_and_frozen_heads_stay_out():
+    model = DefectNet({"defect": 4})
+    groups = phase2_parameter_groups(model, 13, 1e-3, 0.5, 0.1)
+    blocks = model.backbone_blocks()
+    by_id = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert by_id[id(model.backbone._conv_head.weight)] == pytest.approx(1e-3)
+    assert by_id[id(model.heads["defect"].weight)] == pytest.approx(1e-4)
+    assert [by_id[id(next(blocks[i].parameters()))] for i in (15, 14, 13)] == pytest.approx([5e-4, 2.5e-4, 1.25e-4])
+    assert (
+        not any(p.requires_grad for p in blocks[12].parameters()) and id(blocks[12]._project_conv.weight) not in by_id
+    )
+    assert all(p.requires_grad for p in blocks[13].parameters())
+    model = DefectNet({"defect": 4})
+    frozen = phase2_parameter_groups(model, 14, 1e-3, 1.0, 0.0)  # heads left out: phase 1's heads are kept as they are
+    trained = {id(p) for g in frozen for p in g["params"]}
+    assert not any(id(p) in trained or p.requires_grad for p in model.heads.parameters())
+
+
+def test_selection_on_accuracy_compares_accuracy_then_loss():
+    assert better((0.4, 0.9, 0.80), (0.5, 0.5, 0.75), "accuracy")  # more accurate, though worse on the rest
+    assert better((0.5, 0.4, 0.75), (0.5, 0.5, 0.75), "accuracy")  # a tie: the lower loss
+    assert not better((0.9, 0.1, 0.70), (0.5, 0.5, 0.75), "accuracy")
 
 
 def test_balanced_draws_give_each_class_an_equal_share():

@@ -36,6 +36,17 @@ class TrainConfig:
     phase2_epochs: int = 10
     phase2_lr: float = 2e-4
     phase2_patience: int = 4
+    # Phase 2's refinements (defaults = the plain recipe: one learning rate, no warm-up, no smoothing; tried on
+    # elpv by benchmarks/elpv_phase2.py, none beat phase 1 there): each unfrozen block's learning rate is
+    # phase2_lr times phase2_lr_decay per block below the last (the head convolution gets phase2_lr, the heads
+    # phase2_lr x phase2_head_lr_scale); the rate rises linearly over the first phase2_warmup epochs, then
+    # follows the cosine; label smoothing on every task's cross-entropy; AdamW's decay (None = weight_decay).
+    phase2_lr_decay: float = 1.0
+    phase2_head_lr_scale: float = 1.0  # the heads' learning rate = phase2_lr x this (0 = the heads stay as phase 1)
+    phase2_warmup: float = 0.0
+    phase2_label_smoothing: float = 0.0
+    phase2_weight_decay: float | None = None
+    phase2_select_on: str | None = None  # None = select_on; "accuracy" keeps the epoch of best validation accuracy
     # Which epoch to keep: lowest validation loss. Validation balanced accuracy moves in steps of 1/5 for a
     # class with 5 validation images; selecting on it stopped too early (6 repeated splits on Magnetic-tile:
     # test balanced accuracy 0.921 +- 0.052 selecting on it, 0.941 +- 0.033 selecting on the loss).

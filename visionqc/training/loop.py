@@ -19,16 +19,22 @@ from visionqc.training.pipeline import progress_bar
 
 
 def multitask_loss(
-    logits: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], weights: dict[str, float]
+    logits: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
     """``sum_t w_t * CE_t``; each task's CE is averaged over the samples that have a label for it
-    (severity and location are -1, so masked, for defect-free images)."""
+    (severity and location are -1, so masked, for defect-free images), with ``label_smoothing`` as
+    :func:`torch.nn.functional.cross_entropy` takes it (0 = none)."""
     total = logits[PRIMARY_TASK].new_zeros(())
     for task, out in logits.items():
         y = targets[task]
         known = y >= 0
         if known.any():
-            total = total + weights.get(task, 1.0) * nn.functional.cross_entropy(out[known], y[known])
+            total = total + weights.get(task, 1.0) * nn.functional.cross_entropy(
+                out[known], y[known], label_smoothing=label_smoothing
+            )
     return total
 
 
@@ -62,10 +68,13 @@ def balanced_batches(
         yield draws[s : s + batch_size], view_of[s : s + batch_size]
 
 
-def better(candidate: tuple[float, float], best: tuple[float, float], select_on: str) -> bool:
-    """Compare (val balanced accuracy, val loss) pairs: by balanced accuracy then loss, or by loss alone."""
+def better(candidate: tuple[float, ...], best: tuple[float, ...], select_on: str) -> bool:
+    """Compare validation scores (balanced accuracy, loss[, accuracy]): by loss alone, by balanced accuracy then
+    loss, or (``accuracy``, the third score) by accuracy then loss."""
     if select_on == "loss":
         return candidate[1] < best[1]
+    if select_on == "accuracy":
+        return (candidate[2], -candidate[1]) > (best[2], -best[1])
     return (candidate[0], -candidate[1]) > (best[0], -best[1])
 
 
@@ -77,11 +86,12 @@ class PhaseResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, float]]
+    val_accuracy: float | None = None  # when ``validate`` scores plain accuracy too (selection on accuracy)
 
 
 def fit(
     train_epoch: Callable[[], None],
-    validate: Callable[[], tuple[float, float]],
+    validate: Callable[[], tuple[float, ...]],
     module: nn.Module,
     *,
     epochs: int,
@@ -92,11 +102,11 @@ def fit(
     score_before: bool = False,
 ) -> PhaseResult:
     """Train ``module`` by calling ``train_epoch`` up to ``epochs`` times; after each epoch ``validate`` returns
-    (validation balanced accuracy, validation loss). The best epoch (see :func:`better`) is restored at the end;
-    training stops after ``patience`` epochs without a better one. With ``score_before`` the untrained state is
-    epoch 0 and must be beaten (phase 2 starts from phase 1's heads)."""
+    (validation balanced accuracy, validation loss[, validation accuracy]). The best epoch (see :func:`better`)
+    is restored at the end; training stops after ``patience`` epochs without a better one. With ``score_before``
+    the untrained state is epoch 0 and must be beaten (phase 2 starts from phase 1's heads)."""
     start = time.perf_counter()
-    best, best_state, best_epoch, history = (-1.0, math.inf), None, 0, []
+    best, best_state, best_epoch, history = (-1.0, math.inf, -1.0), None, 0, []
     if score_before:
         best = validate()
         best_state = copy.deepcopy(module.state_dict())
@@ -114,17 +124,22 @@ def fit(
             break
     if best_state is not None:
         module.load_state_dict(best_state)
-    return PhaseResult(best[0], best[1], best_epoch, epoch, time.perf_counter() - start, history)
+    accuracy = best[2] if len(best) > 2 and best[2] >= 0 else None
+    return PhaseResult(best[0], best[1], best_epoch, epoch, time.perf_counter() - start, history, accuracy)
 
 
-def _epoch_entry(epoch: int, score: tuple[float, float]) -> dict[str, Any]:
-    return {"epoch": epoch, "val_balanced_accuracy": round(score[0], 4), "val_loss": round(score[1], 4)}
+def _epoch_entry(epoch: int, score: tuple[float, ...]) -> dict[str, Any]:
+    entry = {"epoch": epoch, "val_balanced_accuracy": round(score[0], 4), "val_loss": round(score[1], 4)}
+    if len(score) > 2:
+        entry["val_accuracy"] = round(score[2], 4)
+    return entry
 
 
 def phase_json(result: PhaseResult) -> dict[str, Any]:
     return {
         "val_balanced_accuracy": round(result.val_balanced_accuracy, 4),
         "val_loss": round(result.val_loss, 4),
+        **({"val_accuracy": round(result.val_accuracy, 4)} if result.val_accuracy is not None else {}),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "seconds": round(result.seconds, 1),

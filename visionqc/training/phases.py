@@ -124,8 +124,41 @@ def tail_embeddings(
     with torch.no_grad():
         for s in range(0, len(idx), chunk):
             part = idx[s : s + chunk]
-            out.append(torch.stack([model.tail_embedding(acts[v, part], split) for v in range(views)]).mean(0))
+            out.append(torch.stack([model.tail_embedding(acts[v, part].float(), split) for v in range(views)]).mean(0))
     return torch.cat(out) if out else torch.zeros(0, EMBEDDING_DIM)
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int):
+    """The learning-rate factor per step: linear from 1/(warmup+1) to 1 over ``warmup_steps``, then a cosine
+    from 1 to 0 at ``total_steps`` (with no warm-up, exactly ``CosineAnnealingLR``)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        span = max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(step - warmup_steps, span) / span))
+
+    return factor
+
+
+def phase2_parameter_groups(model: DefectNet, split: int, lr: float, decay: float, head_scale: float) -> list[dict]:
+    """AdamW parameter groups for phase 2: the heads at ``lr * head_scale`` (left out, so frozen, at 0), the head
+    convolution at ``lr``, the last block at ``lr * decay``, the one before it at ``lr * decay**2`` ... down to
+    block ``split``. Only these parameters keep ``requires_grad``; the rest of the network is frozen."""
+    backbone = model.backbone
+    for p in model.parameters():
+        p.requires_grad_(False)
+    top = [*backbone._conv_head.parameters(), *backbone._bn1.parameters()]
+    groups = [{"params": top, "lr": lr}]
+    if head_scale > 0:
+        groups.append({"params": list(model.heads.parameters()), "lr": lr * head_scale})
+    last = len(backbone._blocks) - 1
+    for idx in range(split, last + 1):
+        groups.append({"params": list(backbone._blocks[idx].parameters()), "lr": lr * decay ** (last - idx + 1)})
+    for group in groups:
+        for p in group["params"]:
+            p.requires_grad_(True)
+    return groups
 
 
 def finetune_last_blocks(
@@ -147,36 +180,30 @@ def finetune_last_blocks(
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
     split = cache.split_block
-    backbone = model.backbone
-    for p in model.parameters():
-        p.requires_grad_(False)
-    tail = [*backbone._blocks[split:], backbone._conv_head, backbone._bn1]
-    tail_params = [p for m in tail for p in m.parameters()]
-    for p in [*tail_params, *model.heads.parameters()]:
-        p.requires_grad_(True)
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": tail_params, "lr": cfg.phase2_lr},
-            {"params": list(model.heads.parameters()), "lr": cfg.phase2_lr},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
     steps_per_epoch = math.ceil(len(train_idx) / cfg.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=cfg.phase2_epochs * steps_per_epoch)
+    optimiser = torch.optim.AdamW(
+        phase2_parameter_groups(model, split, cfg.phase2_lr, cfg.phase2_lr_decay, cfg.phase2_head_lr_scale),
+        weight_decay=cfg.weight_decay if cfg.phase2_weight_decay is None else cfg.phase2_weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, warmup_cosine(round(cfg.phase2_warmup * steps_per_epoch), cfg.phase2_epochs * steps_per_epoch)
+    )
+    select_on = cfg.phase2_select_on or cfg.select_on
     acts = cache.activations
     views = acts.shape[0]
     targets = {t: torch.from_numpy(v) for t, v in labels.items()}
     val = torch.from_numpy(val_idx)
     n_defect = len(model.heads[PRIMARY_TASK].bias)
 
-    def validate() -> tuple[float, float]:
+    def validate() -> tuple[float, float, float]:
         model.eval()
         with torch.no_grad():
             emb = tail_embeddings(model, acts, val, split, val_views)
             logits = model.head_logits(emb)
             loss = _selection_loss(logits, targets, val, cfg)
-        ba = balanced_accuracy(labels[PRIMARY_TASK][val_idx], logits[PRIMARY_TASK].argmax(1).numpy(), n_defect)
-        return ba, loss
+        predicted = logits[PRIMARY_TASK].argmax(1).numpy()
+        truth = labels[PRIMARY_TASK][val_idx]
+        return balanced_accuracy(truth, predicted, n_defect), loss, float((predicted == truth).mean())
 
     def train_epoch() -> None:
         model.eval()  # BN statistics frozen, no drop-connect ...
@@ -184,8 +211,9 @@ def finetune_last_blocks(
         batches = balanced_batches(labels[PRIMARY_TASK], train_idx, views, cfg.batch_size, generator, cfg.balance_power)
         # A phase-2 epoch can take a minute on a busy machine: report each batch so a job's progress keeps moving.
         for idx, v in progress_bar(batches, desc="phase 2 batches", total=steps_per_epoch, unit="batch", disable=True):
-            logits = model.head_logits(model.tail_embedding(acts[v, idx], split))
-            loss = multitask_loss(logits, {t: y[idx] for t, y in targets.items()}, cfg.loss_weights)
+            logits = model.head_logits(model.tail_embedding(acts[v, idx].float(), split))
+            targets_batch = {t: y[idx] for t, y in targets.items()}
+            loss = multitask_loss(logits, targets_batch, cfg.loss_weights, cfg.phase2_label_smoothing)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -197,7 +225,7 @@ def finetune_last_blocks(
         model,
         epochs=cfg.phase2_epochs,
         patience=cfg.phase2_patience,
-        select_on=cfg.select_on,
+        select_on=select_on,
         desc="phase 2 (last blocks)",
         progress=progress,
         score_before=True,

@@ -13,7 +13,9 @@ The recipe, in the order :func:`train` runs it:
    dataset whose parts are symmetric (elpv), the sampling and an L2 penalty on the heads are chosen on
    validation accuracy among :data:`SYMMETRIC_PHASE1`.
 4. **Phase 2: the last backbone blocks + heads**, on the cached activations, BatchNorm in eval mode, a cosine
-   learning-rate schedule and early stopping. Kept only if it beats phase 1 on validation balanced accuracy.
+   learning-rate schedule and early stopping. Kept only if it beats phase 1 on validation balanced accuracy
+   (validation accuracy for a symmetric set, the metric its phase-1 recipe is chosen on; phase 2 then also
+   keeps its epoch on validation accuracy).
 5. **Calibrate** (:mod:`~visionqc.training.calibration`) the needs-review confidence threshold per task and
    the out-of-distribution cut on the validation split, and store the training embeddings as the OOD bank.
 6. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
@@ -108,7 +110,7 @@ def _without_unreadable(dataset: Dataset, cache: FeatureCache, cfg: TrainConfig)
 
 def _choose_phase(
     model: DefectNet,
-    phase1_score: float,
+    phase1_scores: tuple[float, float],
     cache: FeatureCache,
     labels: dict[str, np.ndarray],
     train_idx: np.ndarray,
@@ -117,23 +119,28 @@ def _choose_phase(
     plan: Plan,
     tta: int,
 ) -> tuple[int, DefectNet, PhaseResult | None, str]:
-    """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation balanced accuracy
-    (both scored with the chosen test-time augmentation)."""
+    """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation (both scored with the
+    chosen test-time augmentation). ``phase1_scores``: phase 1's validation (balanced accuracy, accuracy); the
+    metric compared is accuracy when phase 2 selects its epoch on accuracy (a symmetric set), else balanced
+    accuracy."""
     if not cfg.phase2:
         return 1, model, None, "phase 2 disabled (--no-phase2)"
     if not plan.phase2:
         return 1, model, None, f"phase 2 left out to fit the time budget of {plan.budget_seconds:.0f} s"
     candidate = copy.deepcopy(model)
     phase2 = finetune_last_blocks(candidate, cache, labels, train_idx, val_idx, cfg, cfg.progress, val_views=tta)
+    on_accuracy = (cfg.phase2_select_on or cfg.select_on) == "accuracy"
+    metric = "accuracy" if on_accuracy else "balanced accuracy"
+    score = phase2.val_accuracy if on_accuracy else phase2.val_balanced_accuracy
+    baseline = phase1_scores[1] if on_accuracy else phase1_scores[0]
     log(
         cfg.progress,
-        f"phase 2: validation balanced accuracy {phase2.val_balanced_accuracy:.4f} "
-        f"(epoch {phase2.best_epoch}, {phase2.seconds:.1f} s)",
+        f"phase 2: validation {metric} {score:.4f} (epoch {phase2.best_epoch}, {phase2.seconds:.1f} s)",
     )
-    scores = f"({phase2.val_balanced_accuracy:.4f} {{}} {phase1_score:.4f})"
-    if phase2.val_balanced_accuracy > phase1_score:
-        return 2, candidate, phase2, "phase 2 beat phase 1 on validation balanced accuracy " + scores.format(">")
-    reason = "phase 2 did not beat phase 1 on validation balanced accuracy " + scores.format("<=") + "; kept phase 1"
+    scores = f"({score:.4f} {{}} {baseline:.4f})"
+    if score > baseline:
+        return 2, candidate, phase2, f"phase 2 beat phase 1 on validation {metric} " + scores.format(">")
+    reason = f"phase 2 did not beat phase 1 on validation {metric} " + scores.format("<=") + "; kept phase 1"
     return 1, model, phase2, reason
 
 
@@ -176,7 +183,8 @@ def choose_phase1_recipe(
 ) -> tuple[TrainConfig, dict[str, tuple[torch.Tensor, torch.Tensor]], PhaseResult, dict[str, Any]]:
     """Phase 1 with each of :data:`SYMMETRIC_PHASE1`; keeps the one with the best validation accuracy (the mean
     embedding of the first ``val_views`` views; ties to the earlier candidate). Returns the config with the
-    chosen sampling and penalty (the rest of the run uses it), its heads, its phase result and what was tried."""
+    chosen sampling and penalty and phase 2 selecting on validation accuracy too (the rest of the run uses it),
+    its heads, its phase result and what was tried."""
     y_val = labels[PRIMARY_TASK][val_idx]
     tried, best = [], None
     for power, l2 in SYMMETRIC_PHASE1:
@@ -199,6 +207,8 @@ def choose_phase1_recipe(
         if best is None or accuracy > best[0]:
             best = (accuracy, candidate, heads, result)
     _, chosen, heads, result = best
+    # Phase 2 then keeps its epoch, and is kept over phase 1, on the same metric (unless asked otherwise).
+    chosen = dataclasses.replace(chosen, phase2_select_on=chosen.phase2_select_on or "accuracy")
     record = {
         "chosen": {"balance_power": chosen.balance_power, "head_l2": chosen.head_l2},
         "rule": "the dataset's parts are symmetric (its metric is plain accuracy, as in the elpv paper): phase 1 "
@@ -351,8 +361,11 @@ def train(
         f"phase 1: validation balanced accuracy {tta_scores[tta]:.4f} with {tta} view(s) averaged "
         f"(epoch {phase1.best_epoch}, {phase1.seconds:.1f} s + {cache.seconds:.1f} s features)",
     )
+    phase1_accuracy = float(
+        (defect_predictions(heads, cache.embeddings, val_idx, tta) == labels[PRIMARY_TASK][val_idx]).mean()
+    )
     phase, model, phase2, reason = _choose_phase(
-        model, tta_scores[tta], cache, labels, train_idx, val_idx, cfg, plan, tta
+        model, (tta_scores[tta], phase1_accuracy), cache, labels, train_idx, val_idx, cfg, plan, tta
     )
     if phase2 is not None:
         timings["phase2"] = phase2.seconds
