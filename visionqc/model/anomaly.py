@@ -50,7 +50,7 @@ BACKBONE_PREFIX = "backbone."
 # graph and the JPEG decoder keep a core each busy), this graph takes three times as long as decoding a photo, so
 # the decoder's core idles unless the graph shares it: measured on the 2-core machine, quiet (load 1.4-1.9), 200
 # tile photos: 26-28 images/s on one thread, 42-44 on two (benchmarks/anomaly.py tile). On a machine whose cores
-# are already busy two threads gain nothing (18.9 against 23.6 images/s at load 5.6): pass ``threads=1`` there.
+# are already busy two threads are slower (18.9 against 23.6 images/s at load 5.6): pass ``threads=1`` there.
 GRAPH_THREADS = 2
 # The heatmap shows this value where the map reaches the decision's map_threshold, so a photo past it turns orange
 # to red and a good photo stays cool (the overlay's opacity follows the heat).
