@@ -311,9 +311,10 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise ModelLoadError(f"tensor {key} has shape {list(tensors[key].shape)}, the model needs {list(shape)}")
-    image_gain = _image_gain(section) if settings.image_weight else 0.0
+    image_bank, image_gain = None, 0.0
     if settings.image_weight:
-        _check_rows(tensors[IMAGE_BANK_TENSOR], IMAGE_BANK_TENSOR, MAX_IMAGE_BANK_ROWS, EMBEDDING_DIM, "the embedding")
+        image_bank, image_gain = tensors[IMAGE_BANK_TENSOR], _image_gain(section)
+        _check_rows(image_bank, IMAGE_BANK_TENSOR, MAX_IMAGE_BANK_ROWS, EMBEDDING_DIM, "the embedding")
     bank = tensors[BANK_TENSOR]
     _check_rows(bank, BANK_TENSOR, MAX_BANK_ROWS, settings.reduce or dim, f"the taps {list(settings.taps)}")
     for key, tensor in tensors.items():
@@ -325,14 +326,13 @@ def load_anomaly(directory: str | Path) -> tuple[ModelCard, AnomalySettings, Dec
         {k[len(BACKBONE_PREFIX) :]: tensors[k] for k in expected if k.startswith(BACKBONE_PREFIX)}
     )
     projection = tensors[PROJECTION_TENSOR].float() if settings.reduce else None
-    image_bank = tensors[IMAGE_BANK_TENSOR].float().contiguous() if settings.image_weight else None
     scorer = PatchScorer(
         inference_network(net),
         settings,
         tensors[SCALES_TENSOR].float(),
         bank.float().contiguous(),
         projection,
-        image_bank,
+        None if image_bank is None else image_bank.float().contiguous(),
         image_gain,
     )
     return card, settings, decision, scorer

@@ -91,7 +91,7 @@ def export_and_check(
     arrays: list[np.ndarray],
     torch_scores: np.ndarray,
     threshold: float,
-    leave_out: np.ndarray | None = None,
+    leave_out: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Export the graph into ``directory`` (whose weights file is already written), score ``arrays`` with it (and
     the scorer's image distance, ``leave_out`` as in :meth:`PatchScorer.image_distances`) and return the card's
@@ -109,9 +109,7 @@ def export_and_check(
     graph = AnomalyGraph.from_bytes(data, scorer.settings, GRAPH_FILE)
     maps, embeddings = zip(*(graph.maps(np.stack(arrays[i : i + 8])) for i in range(0, len(arrays), 8)), strict=True)
     scores = scorer.scores(
-        torch.from_numpy(np.concatenate(maps)),
-        torch.from_numpy(np.concatenate(embeddings)),
-        None if leave_out is None else torch.from_numpy(leave_out),
+        torch.from_numpy(np.concatenate(maps)), torch.from_numpy(np.concatenate(embeddings)), leave_out
     ).numpy()
     diff = float(np.abs(scores - torch_scores).max()) if len(scores) else 0.0
     same = float(((scores > threshold) == (torch_scores > threshold)).mean()) if len(scores) else 1.0

@@ -265,11 +265,11 @@ def fit_anomaly(
         every = torch.zeros(len(good), EMBEDDING_DIM)
         every[torch.tensor(fit_idx)], every[torch.tensor(held)] = fit_embeddings, held_embeddings
         rows = image_bank_rows(len(good), settings.seed)
-        position = np.full(len(good), -1)
-        position[rows] = np.arange(len(rows))
+        position = torch.full((len(good),), -1)
+        position[torch.from_numpy(rows)] = torch.arange(len(rows))
         leave_out = position[held]
         scorer.image_bank = every[torch.from_numpy(rows)].contiguous()
-        distance = scorer.image_distances(held_embeddings, torch.from_numpy(leave_out)).numpy()
+        distance = scorer.image_distances(held_embeddings, leave_out).numpy()
         scorer.image_gain = image_gain(good_patch, distance)
         image_entry = {
             "gain": round(scorer.image_gain, 6),
@@ -280,8 +280,7 @@ def fit_anomaly(
             "held-out photo matched against the other good photos)",
         }
         tensors[IMAGE_BANK_TENSOR] = scorer.image_bank
-    good_scores = scorer.scores(held_maps, held_embeddings, None if leave_out is None else torch.from_numpy(leave_out))
-    good_scores = good_scores.numpy()
+    good_scores = scorer.scores(held_maps, held_embeddings, leave_out).numpy()
     defect_scores = scorer.scores(defect_maps, defect_embeddings).numpy() if len(defects) else np.zeros(0)
     threshold, rule = choose_threshold(good_scores, defect_scores, percentile)
     spread = max(float(good_scores.std()), 0.02 * threshold)
@@ -364,7 +363,7 @@ def fit_anomaly(
     if export:
         exported = time.perf_counter()
         arrays = [good.arrays[i] for i in held] + defects.arrays
-        leave = None if leave_out is None else np.r_[leave_out, np.full(len(defects), -1)]
+        leave = None if leave_out is None else torch.cat([leave_out, torch.full((len(defects),), -1)])
         scores = np.r_[good_scores, defect_scores]
         card["anomaly"]["graph"] = _graph_entry(scorer, out_dir, arrays, scores, threshold, leave)
         card["training"]["timings_seconds"]["export"] = round(time.perf_counter() - exported, 1)
@@ -395,7 +394,7 @@ def _graph_entry(
     arrays: list[np.ndarray],
     scores: np.ndarray,
     threshold: float,
-    leave_out: np.ndarray | None,
+    leave_out: torch.Tensor | None,
 ):
     """The card's ``anomaly.graph``: the ONNX scoring graph and its parity, or why there is none (the model then
     scores in PyTorch; an export failure never loses the trained model)."""
