@@ -77,9 +77,9 @@ def test_two_processes_taking_turns_on_the_file_lose_no_commit(store):
     """duckdb 2.0.1 alone loses an occasional committed transaction when two processes take turns opening,
     writing and closing one file (measured: 5-10 of 15,000 rows in 4 of 6 runs of this pattern; with the store's
     connections, 2 x 1,000 turns lost rows in 2 of 3 runs without the lock file); the lock file held from open to
-    close keeps every one. 700 turns each: with the turn lock (strict alternation) 1,000 took 82 s on a quiet
+    close keeps every one. 500 turns each: with the turn lock (strict alternation) 1,000 took 82 s on a quiet
     machine, the suite's longest test."""
-    turns = 700
+    turns = 500
     writers = [
         subprocess.Popen([sys.executable, "-c", TAKE_TURNS, str(store.home), name, str(turns)], cwd=PROJECT_ROOT)
         for name in ("a", "b")
