@@ -119,3 +119,27 @@ def test_a_no_defect_prediction_above_the_miss_averse_cut_asks_for_a_second_look
         assert "may hide a defect" not in (passed.review_reason or "")
     finally:
         card.miss_threshold = original
+
+
+def test_batches_run_in_parallel_give_the_same_stream_in_the_same_order(default_model_dir, magnetic_tile):
+    """Two batches in flight at once (each decoded and run by its own thread) change the speed, nothing else: the
+    same keys in the same order, the bad files where they were, the same predictions."""
+    photos = (
+        sorted((magnetic_tile / "images" / "crack").glob("*.jpg"))[:5]
+        + sorted((magnetic_tile / "images" / "free").glob("*.jpg"))[:6]
+    )
+    items = [(p.name, p.read_bytes()) for p in photos]
+    items[3:3] = [("empty.jpg", b"")]
+    items[8:8] = [("text.png", b"not an image at all")]
+    one_at_a_time = Predictor(default_model_dir, parallel_batches=1, batch_size=8)
+    parallel = Predictor(default_model_dir, parallel_batches=2, batch_size=2)
+    assert parallel.runtime == one_at_a_time.runtime == "onnx"
+    one, two = list(one_at_a_time.predict_stream(items)), list(parallel.predict_stream(iter(items)))
+    assert [key for key, _, _ in two] == [key for key, _, _ in one] == [key for key, _ in items]
+    for (key, decoded, a), (_, _, b) in zip(one, two, strict=True):
+        if key in ("empty.jpg", "text.png"):
+            assert decoded is None and type(a) is type(b) is ImageDecodeError and str(a) == str(b)
+            continue
+        assert (a.defect.label, a.action, a.needs_review) == (b.defect.label, b.action, b.needs_review)
+        assert a.defect.confidence == pytest.approx(b.defect.confidence, abs=1e-5)
+        np.testing.assert_allclose(a.embedding, b.embedding, rtol=1e-5, atol=1e-5)

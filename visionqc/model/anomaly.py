@@ -36,6 +36,12 @@ from visionqc.model.anomaly_settings import MAX_BANK_ROWS, AnomalySettings, Deci
 from visionqc.model.card import CARD_FILE, EMBEDDING_DIM, PRIMARY_TASK, ModelCard, ModelLoadError, read_card
 from visionqc.model.network import DefectNet, fuse_batchnorm_for_inference
 from visionqc.model.predict import Prediction, Predictor, TaskResult
+from visionqc.model.runtime import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_DECODE_WORKERS,
+    DEFAULT_PARALLEL_BATCHES,
+    DEFAULT_THREADS,
+)
 from visionqc.model.weights import MAX_WEIGHTS_BYTES, WEIGHTS_FILE
 
 ANOMALY_KIND = "anomaly"
@@ -46,12 +52,6 @@ PROJECTION_TENSOR = "anomaly.projection"
 IMAGE_BANK_TENSOR = "anomaly.image_bank"  # the good training photos' whole-image embeddings [N, 1280]
 MAX_IMAGE_BANK_ROWS = 20_000
 BACKBONE_PREFIX = "backbone."
-# ONNX Runtime threads of the scoring graph when the caller names none. Unlike the classifier's (one thread: its
-# graph and the JPEG decoder keep a core each busy), this graph takes three times as long as decoding a photo, so
-# the decoder's core idles unless the graph shares it: measured on the 2-core machine, quiet (load 1.4-1.9), 200
-# tile photos: 26-28 images/s on one thread, 42-44 on two (benchmarks/anomaly.py tile). On a machine whose cores
-# are already busy two threads are slower (18.9 against 23.6 images/s at load 5.6): pass ``threads=1`` there.
-GRAPH_THREADS = 2
 # The heatmap shows this value where the map reaches the decision's map_threshold, so a photo past it turns orange
 # to red and a good photo stays cool (the overlay's opacity follows the heat).
 HEAT_AT_THRESHOLD = 0.7
@@ -380,15 +380,19 @@ class AnomalyPredictor(Predictor):
         runtime: str | None = None,
         threads: int | None = None,
         decode_workers: int | None = None,
+        parallel_batches: int | None = None,
         **_options,
     ):
         self.directory = Path(model_dir)
         self.card, self.settings, self.decision, self.scorer = load_anomaly(self.directory)
         self.graph, self.runtime, self.runtime_warning = self._choose_graph(runtime, threads)
         self.policy = policy or ActionPolicy()
-        self.batch_size = batch_size or 8
-        # one core runs the graph, the other decodes
-        self.decode_workers = decode_workers or (2 if self.graph is not None else 1)
+        # As the classifier's graph (visionqc.model.runtime): one batch per core in flight, each decoded and scored
+        # by its own thread, the graph on one thread per run. PyTorch: its own threads, one decoder beside it.
+        runtime = "onnx" if self.graph is not None else "torch"
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZES[runtime]
+        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[runtime]
+        self.parallel_batches = parallel_batches or DEFAULT_PARALLEL_BATCHES[runtime]
         self._size = (self.settings.size, self.settings.size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.card.std, dtype=np.float32)
@@ -411,7 +415,7 @@ class AnomalyPredictor(Predictor):
         if not passed and requested != "onnx":
             return None, "torch", None
         warning = None if passed else "the ONNX graph of this anomaly model failed its parity check with PyTorch"
-        return AnomalyGraph.load(self.directory, entry, self.settings, threads or GRAPH_THREADS), "onnx", warning
+        return AnomalyGraph.load(self.directory, entry, self.settings, threads or DEFAULT_THREADS), "onnx", warning
 
     @property
     def checkpoint(self):

@@ -26,6 +26,7 @@ from visionqc.model.card import PRIMARY_TASK, ModelCard, read_card
 from visionqc.model.runtime import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_DECODE_WORKERS,
+    DEFAULT_PARALLEL_BATCHES,
     GraphNetwork,
     choose_runtime,
     parity_warning,
@@ -99,6 +100,7 @@ class Predictor:
         runtime: str | None = None,
         threads: int | None = None,
         decode_workers: int | None = None,
+        parallel_batches: int | None = None,
     ):
         self._checkpoint = checkpoint
         self._eager = None
@@ -116,6 +118,7 @@ class Predictor:
         self.policy = policy or ActionPolicy()
         self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
         self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[self.runtime]
+        self.parallel_batches = parallel_batches or DEFAULT_PARALLEL_BATCHES[self.runtime]
         size = self.card.input_size
         self._size = (size, size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
@@ -272,36 +275,55 @@ class Predictor:
     ) -> Iterator[tuple[K, DecodedImage | None, Prediction | ImageDecodeError]]:
         """Classify ``(key, image bytes)`` pairs, yielding ``(key, decoded, prediction or error)`` in order.
 
-        Decoding and resizing run in :attr:`decode_workers` threads, one batch ahead of the network (Pillow and
-        ONNX Runtime release the GIL), so both cores stay busy. A file that fails to decode yields its
-        :class:`ImageDecodeError` and never stops the stream.
+        With an ONNX graph, :attr:`parallel_batches` batches are in flight at once, each decoded, resized and run
+        through the graph by its own thread (ONNX Runtime on one thread per run; Pillow and ONNX Runtime release
+        the GIL), so every core works on a batch of its own and none waits for another inside an operator. In
+        PyTorch, decoding runs in :attr:`decode_workers` threads one batch ahead of the network. A file that fails
+        to decode yields its :class:`ImageDecodeError` and never stops the stream.
         """
-
-        def prepare(key: K, data: bytes):
-            try:
-                decoded = self.decode(data)
-                return key, decoded, self.preprocess(decoded.image)
-            except ImageDecodeError as exc:
-                return key, None, exc
-
-        def chunks() -> Iterator[list[tuple[K, bytes]]]:
-            chunk: list[tuple[K, bytes]] = []
-            for item in items:
-                chunk.append(item)
-                if len(chunk) == self.batch_size:
-                    yield chunk
-                    chunk = []
-            if chunk:
-                yield chunk
-
+        one_blas_thread()
+        if self.parallel_batches > 1:
+            yield from self._stream_batches_in_parallel(items)
+            return
         with ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="visionqc-decode") as pool:
             pending: deque[list[Future]] = deque()
-            for chunk in chunks():
-                pending.append([pool.submit(prepare, key, data) for key, data in chunk])
+            for chunk in self._chunks(items):
+                pending.append([pool.submit(self._prepare, key, data) for key, data in chunk])
                 if len(pending) > 1:  # the decoders work on this batch while the network runs the one before
                     yield from self._run_prepared([f.result() for f in pending.popleft()])
             while pending:
                 yield from self._run_prepared([f.result() for f in pending.popleft()])
+
+    def _stream_batches_in_parallel(self, items: Iterable[tuple[K, bytes]]):
+        def whole_batch(chunk: list[tuple[K, bytes]]) -> list:
+            return list(self._run_prepared([self._prepare(key, data) for key, data in chunk]))
+
+        workers = self.parallel_batches
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visionqc-predict") as pool:
+            pending: deque[Future] = deque()
+            for chunk in self._chunks(items):
+                pending.append(pool.submit(whole_batch, chunk))
+                if len(pending) > workers:  # one batch waits its turn: no worker idles between batches
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+    def _prepare(self, key: K, data: bytes) -> tuple[K, DecodedImage | None, np.ndarray | ImageDecodeError]:
+        try:
+            decoded = self.decode(data)
+            return key, decoded, self.preprocess(decoded.image)
+        except ImageDecodeError as exc:
+            return key, None, exc
+
+    def _chunks(self, items: Iterable[tuple[K, bytes]]) -> Iterator[list[tuple[K, bytes]]]:
+        chunk: list[tuple[K, bytes]] = []
+        for item in items:
+            chunk.append(item)
+            if len(chunk) == self.batch_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
 
     def _run_prepared(self, prepared):
         good = [(i, arr) for i, (_, _, arr) in enumerate(prepared) if isinstance(arr, np.ndarray)]
@@ -311,6 +333,22 @@ class Predictor:
             predictions = {i: p for (i, _), p in zip(good, preds, strict=True)}
         for i, (key, decoded, arr) in enumerate(prepared):
             yield key, decoded, predictions.get(i, arr)
+
+
+_blas_limited = False
+
+
+def one_blas_thread() -> None:
+    """Limit NumPy's BLAS to one thread, once per process. OpenBLAS keeps a pool of its own threads that spin after
+    every matrix product (the OOD score's); beside the decoders and ONNX Runtime they took the cores those need:
+    the classifier streamed 93 images/s with two batches in parallel, 132 with this (magnetic tile photos, 2 cores,
+    docs/BENCHMARKS.md). Prediction's products are small, and the cores are already shared between batches."""
+    global _blas_limited
+    if not _blas_limited:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
+        _blas_limited = True
 
 
 def open_predictor(model_dir: str | Path, **options) -> Predictor:

@@ -22,6 +22,7 @@ This module never imports torch: classifying with a graph needs only ONNX Runtim
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,18 @@ EMBEDDING_OUTPUT = "embedding"  # float32 [batch, 1280]: the pooled embedding (E
 # The parity rule (see the module docstring).
 MIN_AGREEMENT = 0.99
 MAX_BALANCED_ACCURACY_DROP = 0.005
-# How the stream is run, chosen with `benchmarks/predict_throughput.py --sweep onnx` on the shared 2-core machine
-# (docs/BENCHMARKS.md): ONNX Runtime on one thread with two JPEG decoders beside it beat two ONNX Runtime threads
-# (27 against 16 images/s end to end, under load): two threads that must meet after every operator lose more
-# to a busy or decoding core than they gain. PyTorch keeps its own two threads and one decoder, as before.
+# How the stream is run (docs/BENCHMARKS.md, `benchmarks/predict_throughput.py --sweep onnx`). With a graph, one
+# batch per core is in flight at once, each decoded and run by its own thread with ONNX Runtime on one thread: on
+# 2 cores, 200 magnetic-tile photos went 79 -> 131 images/s (classifier) and 36 -> 47 (anomaly model) against one
+# graph thread beside two decoders, and still won with another process taking a core (74 -> 90, 21 -> 30). Two
+# ONNX Runtime threads that must meet after every operator lose more to a busy or decoding core than they gain.
+# PyTorch keeps its own two threads and one decoder one batch ahead, as before.
 DEFAULT_THREADS = 1
-DEFAULT_BATCH_SIZES = {"torch": 8, "onnx": 8, "int8": 8}
-DEFAULT_DECODE_WORKERS = {"torch": 1, "onnx": 2, "int8": 2}
+DEFAULT_BATCH_SIZES = {"torch": 8, "onnx": 4, "int8": 4}
+DEFAULT_DECODE_WORKERS = {"torch": 1, "onnx": 2, "int8": 2}  # the stream without parallel batches
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+PARALLEL_BATCHES = max(1, min(4, _CORES))  # the cores this process may use, up to 4
+DEFAULT_PARALLEL_BATCHES = {"torch": 1, "onnx": PARALLEL_BATCHES, "int8": PARALLEL_BATCHES}
 
 
 CALIBRATION_IMAGES = 128  # training images the int8 graph is calibrated on
