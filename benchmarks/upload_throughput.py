@@ -44,7 +44,7 @@ def time_app(named: list[tuple[str, bytes]], home: Path) -> float:
     os.environ["VISIONQC_HOME"] = str(home)
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=900)
     at.run()  # loads the model into the page's cache: not timed, as the CLI's model load is not
-    at.file_uploader(key="inspect_files").set_value([(name, data, "image/jpeg") for name, data in named])
+    at.file_uploader(key="inspect_files_0").set_value([(name, data, "image/jpeg") for name, data in named])
     at.run()
     button = at.button(key="inspect_run")
     start = time.perf_counter()
