@@ -32,5 +32,5 @@ echo "== ruff"
 echo "== import-linter (the layers: pyproject.toml [tool.importlinter])"
 lint-imports --no-cache
 
-echo "== pytest (two workers, one test file each at a time: pytest-xdist)"
-exec "$PYTHON" -m pytest -n "${VISIONQC_TEST_WORKERS:-2}" --dist loadfile "$@"
+echo "== pytest (two workers, one test file each at a time, the longest files first: pytest-xdist, tests/conftest.py)"
+exec "$PYTHON" -m pytest -n "${VISIONQC_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"

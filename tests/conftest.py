@@ -10,6 +10,37 @@ import pytest
 
 from visionqc import config
 
+# The longest test files first (seconds of work per file in one run's --durations, 2026-12-06, largest first). Two
+# workers each take a whole file at a time (scripts/test.sh: --dist loadfile, --no-loadscope-reorder); a long file
+# handed out last keeps one worker busy after the other has run out of work. xdist's own order (the files with the
+# most tests first) handed out the single-test browser files last: the suite's last minutes ran one of them alone.
+SLOWEST_FILES = (
+    "tests/test_jobs.py",  # 145 s
+    "tests/e2e/test_model_loop.py",  # 62-121
+    "tests/e2e/test_anomaly_start.py",  # 45-70
+    "tests/test_counts.py",  # 66
+    "tests/test_page_models.py",  # 65
+    "tests/e2e/test_trust.py",  # 64
+    "tests/test_anomaly.py",  # 63
+    "tests/test_filelock.py",  # 50-70
+    "tests/test_page_history.py",  # 48
+    "tests/test_store.py",  # 46
+    "tests/test_cli_models.py",  # 45
+    "tests/test_training.py",  # 44
+    "tests/e2e/test_faults.py",  # 40
+    "tests/e2e/test_inspect_history.py",  # 38
+    "tests/e2e/test_sign_in.py",  # 36
+    "tests/test_compare_reinspect.py",  # 35
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The files of :data:`SLOWEST_FILES` first, in that order; every other file after them as collected (the sort
+    is stable, so the tests of a file keep their order)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
+
+
 SHARED_DATA = config.SHARED_DATA
 
 
