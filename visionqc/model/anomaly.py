@@ -36,12 +36,7 @@ from visionqc.model.anomaly_settings import MAX_BANK_ROWS, AnomalySettings, Deci
 from visionqc.model.card import CARD_FILE, EMBEDDING_DIM, PRIMARY_TASK, ModelCard, ModelLoadError, read_card
 from visionqc.model.network import DefectNet, fuse_batchnorm_for_inference
 from visionqc.model.predict import Prediction, Predictor, TaskResult
-from visionqc.model.runtime import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_DECODE_WORKERS,
-    DEFAULT_PARALLEL_BATCHES,
-    DEFAULT_THREADS,
-)
+from visionqc.model.runtime import DEFAULT_THREADS
 from visionqc.model.weights import MAX_WEIGHTS_BYTES, WEIGHTS_FILE
 
 ANOMALY_KIND = "anomaly"
@@ -387,12 +382,7 @@ class AnomalyPredictor(Predictor):
         self.card, self.settings, self.decision, self.scorer = load_anomaly(self.directory)
         self.graph, self.runtime, self.runtime_warning = self._choose_graph(runtime, threads)
         self.policy = policy or ActionPolicy()
-        # As the classifier's graph (visionqc.model.runtime): one batch per core in flight, each decoded and scored
-        # by its own thread, the graph on one thread per run. PyTorch: its own threads, one decoder beside it.
-        runtime = "onnx" if self.graph is not None else "torch"
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZES[runtime]
-        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[runtime]
-        self.parallel_batches = parallel_batches or DEFAULT_PARALLEL_BATCHES[runtime]
+        self._stream_settings(batch_size, decode_workers, parallel_batches)  # as the classifier's "onnx" / "torch"
         self._size = (self.settings.size, self.settings.size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
         self._inv_std = 1.0 / np.asarray(self.card.std, dtype=np.float32)

@@ -116,9 +116,7 @@ class Predictor:
         # Set when the runtime was asked for although the card's parity rule does not allow it.
         self.runtime_warning = parity_warning(self.card, self.runtime)
         self.policy = policy or ActionPolicy()
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
-        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[self.runtime]
-        self.parallel_batches = parallel_batches or DEFAULT_PARALLEL_BATCHES[self.runtime]
+        self._stream_settings(batch_size, decode_workers, parallel_batches)
         size = self.card.input_size
         self._size = (size, size)
         self._mean = np.asarray(self.card.mean, dtype=np.float32)
@@ -133,6 +131,15 @@ class Predictor:
             bank, labels = read_ood_bank(self.directory, self.card)
         self._bank_raw, self._bank_labels = bank, labels
         self._bank = None if bank is None else _normalise(bank)
+
+    def _stream_settings(
+        self, batch_size: int | None, decode_workers: int | None, parallel_batches: int | None
+    ) -> None:
+        """The batch size, the decoders beside the network and the batches in flight at once: the caller's, else
+        the defaults of :attr:`runtime` (:mod:`visionqc.model.runtime`)."""
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZES[self.runtime]
+        self.decode_workers = decode_workers or DEFAULT_DECODE_WORKERS[self.runtime]
+        self.parallel_batches = parallel_batches or DEFAULT_PARALLEL_BATCHES[self.runtime]
 
     # --- the PyTorch network, built on first use -----------------------------------------------
     @property
@@ -294,7 +301,9 @@ class Predictor:
             while pending:
                 yield from self._run_prepared([f.result() for f in pending.popleft()])
 
-    def _stream_batches_in_parallel(self, items: Iterable[tuple[K, bytes]]):
+    def _stream_batches_in_parallel(
+        self, items: Iterable[tuple[K, bytes]]
+    ) -> Iterator[tuple[K, DecodedImage | None, Prediction | ImageDecodeError]]:
         def whole_batch(chunk: list[tuple[K, bytes]]) -> list:
             return list(self._run_prepared([self._prepare(key, data) for key, data in chunk]))
 
