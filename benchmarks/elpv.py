@@ -132,6 +132,26 @@ def _probe_fit(x: np.ndarray, y: np.ndarray, c: float):
     return scaler, LogisticRegression(C=c, max_iter=3000).fit(scaler.transform(x), y)
 
 
+def choose_probe(x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray):
+    """The probe with C chosen on validation accuracy (fitted on ``train_idx``, scored on ``val_idx``) and refitted
+    on both. Returns (chosen C, validation accuracy per C, scaler, classifier)."""
+    val_accuracy = {}
+    for c in PROBE_C:
+        scaler, clf = _probe_fit(x[train_idx], y[train_idx], c)
+        val_accuracy[c] = float((clf.predict(scaler.transform(x[val_idx])) == y[val_idx]).mean())
+    chosen_c = max(val_accuracy, key=lambda c: val_accuracy[c])
+    fit_on = np.concatenate([train_idx, val_idx])
+    return (chosen_c, val_accuracy, *_probe_fit(x[fit_on], y[fit_on], chosen_c))
+
+
+def append_results(path: Path, stamp: dict, rows: list[dict]) -> None:
+    """One JSON line per row, each with the run's ``stamp`` (when, command, load)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps({**stamp, **row}) + "\n")
+
+
 def run_probe(dataset, seeds: list[int], test_fraction: float, input_size: int, method: str = "probe") -> list[dict]:
     shared = SHARED.view0() if input_size == 224 else None
     if shared is None:
@@ -151,13 +171,11 @@ def run_probe(dataset, seeds: list[int], test_fraction: float, input_size: int, 
         tr, va, te = stratified_split(dataset.strata(), VAL_FRACTION, test_fraction, seed)
         fit_on = np.concatenate([tr, va])
         start = time.perf_counter()
-        val_accuracy = {}
         if method == "probe":
-            for c in PROBE_C:
-                scaler, clf = _probe_fit(x[tr], y[tr], c)
-                val_accuracy[c] = float((clf.predict(scaler.transform(x[va])) == y[va]).mean())
-        chosen_c = max(val_accuracy, key=lambda c: val_accuracy[c]) if val_accuracy else 1.0
-        scaler, clf = _probe_fit(x[fit_on], y[fit_on], chosen_c)
+            chosen_c, val_accuracy, scaler, clf = choose_probe(x, y, tr, va)
+        else:
+            chosen_c, val_accuracy = 1.0, {}
+            scaler, clf = _probe_fit(x[fit_on], y[fit_on], chosen_c)
         fit_seconds = time.perf_counter() - start
         pred = clf.predict(scaler.transform(x[te]))
         rows.append(
@@ -270,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with RESULTS.open("a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps({**stamp, **row}) + "\n")
+    append_results(RESULTS, stamp, rows)
     print(table(rows))
     return 0
 
