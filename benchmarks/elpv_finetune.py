@@ -5,11 +5,12 @@ The same splits as ``benchmarks/elpv.py`` (75 / 25 % train+validation / test, st
 validation). Every layer of ImageNet EfficientNet-Lite0 trains on the training part (the cells read once in
 grayscale, squashed to ``--size``, normalised by the mean and spread of ImageNet's channel means, copied to three
 channels): AdamW (the backbone at 0.3 x the heads' rate, weight decay 1e-4), 5 % linear warm-up then a cosine
-decay over the wall-clock budget, batches of 32, each cell in one of the 8 symmetric views at random with a random
-gain and offset of 10 %, cross-entropy with label smoothing 0.1 weighted by the square root of the inverse class
-frequency. One-view validation accuracy after every epoch is printed; at the end, validation and test accuracy
-with the mean of the 8 views' probabilities (and test with one view). No choice is made on the test split. One
-JSON line per run is appended to ``benchmarks/results/elpv_finetune.jsonl``.
+decay over the wall-clock budget, batches of 32, each cell in one of the 8 symmetric views
+(``visionqc.model.network.DIHEDRAL``) at random with a random gain and offset of 10 %, cross-entropy with label
+smoothing 0.1 weighted by the square root of the inverse class frequency. One-view validation accuracy after
+every epoch is printed; at the end, validation and test accuracy with the mean of the 8 views' probabilities (and
+test with one view). No choice is made on the test split. One JSON line per run is appended to
+``benchmarks/results/elpv_finetune.jsonl``.
 
     python benchmarks/elpv_finetune.py ../shared/data/elpv --size 160 --budget 480 --seed 0
 
@@ -32,23 +33,19 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
-from visionqc.model.network import DefectNet, load_imagenet_backbone
-from visionqc.training.datasets import load_dataset, stratified_split
-from visionqc.training.probability_labels import default_test_fraction
+from elpv import VAL_FRACTION, append_results  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "elpv_finetune.jsonl"
-VAL_FRACTION = 0.15  # as benchmarks/elpv.py
+from visionqc.model.network import DefectNet, dihedral, load_imagenet_backbone  # noqa: E402
+from visionqc.training.datasets import load_dataset, stratified_split  # noqa: E402
+from visionqc.training.probability_labels import default_test_fraction  # noqa: E402
+
+RESULTS = HERE / "results" / "elpv_finetune.jsonl"
 BATCH = 32
 MEAN, STD = 0.449 * 255, 0.226 * 255  # the mean of ImageNet's three channel means and spreads (grayscale cells)
-
-
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th of the 8 symmetries of the square (k >= 4: mirrored first)."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, (-2, -1))
 
 
 def main() -> None:
@@ -112,7 +109,7 @@ def main() -> None:
                 group["lr"] = peak * min(1.0, share / 0.05) * 0.5 * (1 + math.cos(math.pi * share))
             idx = order[i : i + BATCH]
             x = torch.stack(
-                [dihedral(xi, int(k)) for xi, k in zip(batch(idx), rng.integers(0, 8, len(idx)), strict=True)]
+                [dihedral(xi[None], int(k))[0] for xi, k in zip(batch(idx), rng.integers(0, 8, len(idx)), strict=True)]
             )
             x = x * (1 + 0.1 * torch.randn(len(idx), 1, 1, 1)) + 0.1 * torch.randn(len(idx), 1, 1, 1)
             loss = F.cross_entropy(
@@ -147,9 +144,7 @@ def main() -> None:
         "command": "python benchmarks/elpv_finetune.py " + " ".join(sys.argv[1:]),
     }
     print(json.dumps(result))
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as fh:
-        fh.write(json.dumps(result) + "\n")
+    append_results(RESULTS, {}, [result])
 
 
 if __name__ == "__main__":
