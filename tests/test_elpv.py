@@ -157,6 +157,31 @@ def test_a_short_training_run_on_real_cells(small_elpv_model, elpv):
     assert card.raw["metrics"]["inference_speed"]["images_per_second"] > 0
 
 
+def test_the_conv_head_is_tried_on_symmetric_parts_and_kept_only_if_it_wins(small_elpv_model):
+    """elpv's parts are symmetric, so the conv-head candidate is trained (on the cache phase 2 made, at block 14,
+    run through block 14 once); it replaces the linear heads only when its validation accuracy, with the views
+    averaged chosen on validation, is above theirs; the card and the saved network say which happened."""
+    card = read_card(small_elpv_model)
+    training = card.raw["training"]
+    conv = training["choices"]["conv_head"]
+    assert training["choices"]["budget"]["conv_head"] is True
+    assert conv["architecture"] == {"split_block": 15, "width": 128, "depth": 2}
+    assert conv["validation_metric"] == "accuracy" and set(conv["validation_score_by_views"]) == {"1", "2", "4"}
+    scores = conv["validation_score_by_views"]
+    best = max(scores.values())
+    assert conv["chosen_views"] == min(int(n) for n, v in scores.items() if v == best)  # ties to fewer views
+    assert conv["kept"] == (best > conv["linear_heads_validation_score"])
+    if training["phase_chosen"] == 2:  # the linear-head network it was compared with is phase 2's
+        assert conv["linear_heads_validation_score"] == pytest.approx(training["phase2"]["val_accuracy"], abs=1e-4)
+    checkpoint = load_checkpoint(small_elpv_model)
+    if conv["kept"]:
+        assert card.conv_head is not None and checkpoint.model.conv_head is not None
+        assert card.tta_views == conv["chosen_views"] and "conv head" in training["phase_reason"]
+    else:
+        assert card.conv_head is None and checkpoint.model.conv_head is None
+        assert "conv head" not in training["phase_reason"]
+
+
 def test_phase1_sampling_and_penalty_are_chosen_on_validation_accuracy(small_elpv_model):
     """elpv says its parts are symmetric: phase 1 is run with each recipe of SYMMETRIC_PHASE1, the one with the
     best validation accuracy (ties to the earlier) is kept, and the rest of the run and the card use it; phase 2

@@ -59,6 +59,9 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     assert training["phase_chosen"] in (1, 2) and training["phase_reason"]
     # Magnetic tile does not say its parts are symmetric: the general phase-1 recipe, no choice among recipes.
     assert "phase1_recipe" not in training["choices"]
+    # ... and no conv-head candidate (it is tried by default only for symmetric parts): linear heads, as before.
+    assert "conv_head" not in training["choices"] and not training["choices"]["budget"]["conv_head"]
+    assert card.conv_head is None and "conv_head" not in card.raw["architecture"]
     assert training["config"]["balance_power"] == 1.0 and training["config"]["head_l2"] == 0.0
     assert training["sampler"].startswith("class-balanced")
     assert training["split"]["seed"] == 3 and len(training["split"]["test_files"]) == 6
@@ -242,7 +245,21 @@ def test_train_config_defaults_match_the_documented_recipe():
 
 def test_train_and_evaluate_help_explain_the_options(capsys):
     for command, options in (
-        ("train", ["--out", "--epochs", "--seed", "--loss-weights", "--phase2", "--no-phase2", "--name", "--version"]),
+        (
+            "train",
+            [
+                "--out",
+                "--epochs",
+                "--seed",
+                "--loss-weights",
+                "--phase2",
+                "--no-phase2",
+                "--name",
+                "--version",
+                "--conv-head",
+                "--time-budget",
+            ],
+        ),
         ("evaluate", ["--model", "--split", "--json"]),
     ):
         with pytest.raises(SystemExit) as exit_info:

@@ -88,6 +88,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         views=args.views or TrainConfig.views,
         dihedral_views=args.views or TrainConfig.dihedral_views,
         augmentation=args.augmentation,
+        conv_head=args.conv_head,
         time_budget=args.time_budget * 60 if args.time_budget > 0 else None,
         loss_weights=args.loss_weights,
         repeats=args.repeats,
@@ -389,12 +390,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "are symmetric (a defect-probability labels.csv such as elpv), else crops (default: %(default)s)",
     )
     p.add_argument(
+        "--conv-head",
+        choices=("auto", "try", "off"),
+        default="auto",
+        help="also train a small convolutional head on the frozen backbone's block-14 map and keep it if it beats "
+        "the linear heads on validation: auto = for data whose parts are symmetric (elpv), try = for any data, off "
+        "= never (default: %(default)s)",
+    )
+    p.add_argument(
         "--time-budget",
         type=float,
         default=10.0,
         metavar="MINUTES",
         help="the run should fit in this many minutes: the network is timed on this machine first and the card's "
-        "repeated splits, then cached views, then phase 2 are left out if the estimate does not fit; 0 = no limit "
+        "repeated splits, then phase 2, then cached views, then the conv head are left out if the estimate does "
+        "not fit; 0 = no limit "
         "(default: %(default)s)",
     )
     p.add_argument(

@@ -27,10 +27,47 @@ ANOMALY_BACKBONES = tuple(ANOMALY_BACKBONE_BLOCKS)
 # Test-time augmentation of a classifier: how many of the image's symmetries (visionqc.model.network.DIHEDRAL)
 # its embedding averages; the card's ``architecture.test_time_augmentation.views`` (absent = 1, none).
 TTA_VIEWS = (1, 2, 4, 8)
+# A classifier's logits may come from a small convolutional head on the activations entering a late backbone
+# block (visionqc.model.network.ConvHead) instead of the linear heads on the pooled embedding; the card's
+# ``architecture.conv_head`` gives its shape (absent = linear heads). The allowed ranges:
+CONV_HEAD_SPLIT_BLOCKS = range(8, ANOMALY_BACKBONE_BLOCKS[BACKBONE])  # a block at stride 16 or 32 of Lite0
+CONV_HEAD_WIDTHS = range(8, 1025)
+CONV_HEAD_DEPTHS = range(1, 5)
 
 
 class ModelLoadError(ValueError):
     """A model directory is missing, malformed or inconsistent; ``str(err)`` says what and where."""
+
+
+@dataclass(frozen=True)
+class ConvHeadSpec:
+    """The shape of a classifier's convolutional head (see :class:`visionqc.model.network.ConvHead`): it reads
+    the activations entering backbone block ``split_block``; a 1x1 convolution to ``width`` channels, then
+    ``depth - 1`` 3x3 convolutions, then the mean and the max over the map, then a linear layer per task."""
+
+    split_block: int
+    width: int
+    depth: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"split_block": self.split_block, "width": self.width, "depth": self.depth}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ConvHeadSpec:
+        """Parse ``architecture.conv_head``; raises :class:`ModelLoadError` naming the field that is wrong."""
+        _require(isinstance(raw, dict), f"'architecture.conv_head' must be an object, found {raw!r}")
+        allowed = {
+            "split_block": CONV_HEAD_SPLIT_BLOCKS,
+            "width": CONV_HEAD_WIDTHS,
+            "depth": CONV_HEAD_DEPTHS,
+        }
+        for key, values in allowed.items():
+            value = raw.get(key)
+            _require(
+                isinstance(value, int) and not isinstance(value, bool) and value in values,
+                f"'architecture.conv_head.{key}' must be an integer {values.start}-{values.stop - 1}, found {value!r}",
+            )
+        return cls(raw["split_block"], raw["width"], raw["depth"])
 
 
 @dataclass
@@ -64,6 +101,13 @@ class ModelCard:
         arch = self.raw.get("architecture")
         tta = arch.get("test_time_augmentation") if isinstance(arch, dict) else None
         return int(tta["views"]) if isinstance(tta, dict) else 1
+
+    @property
+    def conv_head(self) -> ConvHeadSpec | None:
+        """The convolutional head the logits come from, or ``None`` for linear heads on the embedding."""
+        arch = self.raw.get("architecture")
+        raw = arch.get("conv_head") if isinstance(arch, dict) else None
+        return None if raw is None else ConvHeadSpec.from_json(raw)
 
     @property
     def task_names(self) -> list[str]:
@@ -143,6 +187,8 @@ def parse_card(data: dict[str, Any]) -> ModelCard:
             f"'architecture.test_time_augmentation' must be null or {{\"views\": one of {list(TTA_VIEWS)}}}, "
             f"found {tta!r}",
         )
+        if isinstance(arch, dict) and arch.get("conv_head") is not None:
+            ConvHeadSpec.from_json(arch["conv_head"])
     inp = data.get("input")
     _require(isinstance(inp, dict), "'input' must be an object with size and normalization")
     size = inp.get("size")

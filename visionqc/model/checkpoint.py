@@ -37,12 +37,20 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     card = read_card(directory)
     path = weights_path(directory)
     # Built once: its state dict gives the shapes every tensor must have, then it receives the weights.
-    model = DefectNet({t.name: len(t.classes) for t in card.tasks})
+    model = DefectNet({t.name: len(t.classes) for t in card.tasks}, conv_head=card.conv_head)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             keys = set(fh.keys())
+            has_conv_head = any(k.startswith("conv_head.") for k in keys)
+            if has_conv_head != (card.conv_head is not None):
+                raise ModelLoadError(
+                    f"{WEIGHTS_FILE} holds a conv head but {CARD_FILE} has no 'architecture.conv_head'"
+                    if has_conv_head
+                    else f"{CARD_FILE} asks for a conv head ('architecture.conv_head') but {WEIGHTS_FILE} has "
+                    "linear heads only"
+                )
             missing = sorted(set(expected) - keys)
             if missing:
                 raise ModelLoadError(
@@ -59,13 +67,15 @@ def load_checkpoint(model_dir: str | Path) -> Checkpoint:
     for key, shape in expected.items():
         got = tuple(tensors[key].shape)
         if got != shape:
-            task = key.split(".")[1] if key.startswith("heads.") else None
+            task = key.split(".")[-2] if key.startswith(("heads.", "conv_head.out.")) else None
             if task and key.endswith(".weight"):
                 raise ModelLoadError(
                     f"head {task!r} in {WEIGHTS_FILE} has {got[0]} outputs but {CARD_FILE} lists "
                     f"{shape[0]} classes for it"
                 )
-            raise ModelLoadError(f"tensor {key} has shape {list(got)}, the architecture needs {list(shape)}")
+            raise ModelLoadError(
+                f"tensor {key} has shape {list(got)}, the architecture in {CARD_FILE} needs {list(shape)}"
+            )
         if tensors[key].is_floating_point() and not torch.isfinite(tensors[key]).all():
             raise ModelLoadError(f"tensor {key} contains NaN or infinite values")
     unknown = sorted(set(tensors) - set(expected) - {OOD_BANK, OOD_BANK_LABELS})

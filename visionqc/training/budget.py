@@ -5,7 +5,8 @@ extracts the features, so the load of the machine right now is in the number) an
 recipe from it (:func:`estimate`). When the estimate exceeds the budget it leaves out, in this order, what costs
 most for the least accuracy: the card's repeated splits (they change nothing in the model), then phase 2 (ten
 epochs cost about as much as five more cached views, and it rarely beats phase 1: see docs/MODEL_RESULTS.md),
-then cached views (halved until the run fits, down to one). The smallest run is made even when it does not fit.
+then cached views (halved until the run fits, down to one), then the conv-head candidate (it costs about half a
+minute and is where elpv's accuracy comes from). The smallest run is made even when it does not fit.
 The plan, the measured speed and what was left out are written to the card (``training.budget``).
 
 The coefficients are rough and meant to over- rather than under-estimate: they come from the elpv and
@@ -22,12 +23,18 @@ from typing import Any
 
 import torch
 
+from visionqc.training.conv_head import EPOCHS as CONV_HEAD_EPOCHS
+
 FEATURE_PASS = 1.2  # seconds per view = FEATURE_PASS x one network pass (decode and augmentation included)
 PHASE2_PASS = 0.5  # a phase-2 epoch: this many network passes per training image (the tail only, fwd + bwd)
 PHASE1_SECONDS = 30.0
 REPEAT_SECONDS = 8.0
 EXPORT_SECONDS = 60.0
 EXPORT_PASSES = 3.0  # parity: torch, fp32 graph and int8 graph on every test image
+# The conv-head candidate: this many network passes per training image and epoch (elpv: 40 epochs on 1,576 cells
+# took 27.8 s at 0.0163 s a pass, 0.027), which also covers running block 14 once on the cache when phase 2
+# cached the activations entering it.
+CONV_HEAD_PASS = 0.03
 
 
 @dataclass
@@ -41,6 +48,7 @@ class Plan:
     estimated_seconds: float
     budget_seconds: float | None
     left_out: list[str] = field(default_factory=list)
+    conv_head: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -74,11 +82,14 @@ def estimate(
     train_share: float,
     test_share: float,
     tta: int,
+    conv_head: bool = False,
 ) -> float:
     """Expected seconds of a whole run (features, phases, evaluation, export) from the measured pass time."""
     seconds = images * views * spp * FEATURE_PASS + PHASE1_SECONDS + repeats * REPEAT_SECONDS
     if phase2:
         seconds += phase2_epochs * images * train_share * spp * PHASE2_PASS
+    if conv_head:
+        seconds += CONV_HEAD_EPOCHS * images * train_share * spp * CONV_HEAD_PASS
     test_passes = images * test_share * tta * spp
     seconds += test_passes * FEATURE_PASS
     if export:
@@ -87,27 +98,42 @@ def estimate(
 
 
 def plan_run(
-    spp: float, budget: float | None, *, views: int, phase2: bool, repeats: int, tta: int, **fixed: Any
+    spp: float,
+    budget: float | None,
+    *,
+    views: int,
+    phase2: bool,
+    repeats: int,
+    tta: int,
+    conv_head: bool = False,
+    **fixed: Any,
 ) -> Plan:
     """The richest run that fits ``budget`` seconds (None: everything asked for); see the module docstring.
 
-    ``tta``: the most symmetries test-time augmentation may average (capped by the cached views); ``fixed``: the
-    rest of :func:`estimate`'s arguments (images, phase2_epochs, export, train_share, test_share).
+    ``tta``: the most symmetries test-time augmentation may average (capped by the cached views); ``conv_head``:
+    whether the conv-head candidate is asked for; ``fixed``: the rest of :func:`estimate`'s arguments (images,
+    phase2_epochs, export, train_share, test_share).
     """
 
-    def cost(v: int, p2: bool, r: int) -> float:  # test-time augmentation can use at most the cached views
-        return estimate(spp, views=v, phase2=p2, repeats=r, tta=min(tta, v), **fixed)
+    def cost(v: int, p2: bool, r: int, c: bool) -> float:  # test-time augmentation can use at most the cached views
+        return estimate(spp, views=v, phase2=p2, repeats=r, tta=min(tta, v), conv_head=c, **fixed)
+
+    def over() -> bool:
+        return budget is not None and cost(views, phase2, repeats, conv_head) > budget
 
     left_out: list[str] = []
-    if budget is not None and cost(views, phase2, repeats) > budget and repeats:
+    if over() and repeats:
         left_out.append(f"the card's {repeats} repeated splits")
         repeats = 0
-    if budget is not None and cost(views, phase2, repeats) > budget and phase2:
+    if over() and phase2:
         left_out.append("phase 2")
         phase2 = False
     asked = views
-    while budget is not None and cost(views, phase2, repeats) > budget and views > 1:
+    while over() and views > 1:
         views = max(1, views // 2)
     if views < asked:
         left_out.append(f"cached views {asked} -> {views}")
-    return Plan(views, phase2, repeats, spp, cost(views, phase2, repeats), budget, left_out)
+    if over() and conv_head:
+        left_out.append("the conv-head candidate")
+        conv_head = False
+    return Plan(views, phase2, repeats, spp, cost(views, phase2, repeats, conv_head), budget, left_out, conv_head)

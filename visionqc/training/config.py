@@ -59,6 +59,11 @@ class TrainConfig:
     # Phase 1: L2 penalty on the heads' weights (on standardised embeddings), added to the loss; 0 = none. For a
     # dataset whose parts are symmetric the trainer chooses it (and the sampling) on validation: SYMMETRIC_PHASE1.
     head_l2: float = 0.0
+    # The conv-head candidate (visionqc.training.conv_head): a small convolutional head on the frozen backbone's
+    # activations entering block 15, kept only if it beats the linear heads on validation. "auto": tried for a
+    # dataset whose parts are symmetric (Dataset.symmetric, i.e. elpv, where it wins: docs/MODEL_RESULTS.md);
+    # "try": tried for any dataset; "off": never.
+    conv_head: str = "auto"
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     repeats: int = 5  # repeated random splits for the mean/std of phase 1 (0 = skip)
     max_per_class: int | None = None  # use at most this many images per defect class (quick runs, tests)

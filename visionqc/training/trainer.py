@@ -16,12 +16,15 @@ The recipe, in the order :func:`train` runs it:
    learning-rate schedule and early stopping. Kept only if it beats phase 1 on validation balanced accuracy
    (validation accuracy for a symmetric set, the metric its phase-1 recipe is chosen on; phase 2 then also
    keeps its epoch on validation accuracy).
-5. **Calibrate** (:mod:`~visionqc.training.calibration`) the needs-review confidence threshold per task and
+5. **The conv-head candidate** (:mod:`~visionqc.training.conv_head`; by default only for a symmetric set): a
+   small convolutional head on the frozen backbone's cached activations entering block 15, replacing the linear
+   heads only if it beats the model chosen so far on the same validation metric.
+6. **Calibrate** (:mod:`~visionqc.training.calibration`) the needs-review confidence threshold per task and
    the out-of-distribution cut on the validation split, and store the training embeddings as the OOD bank.
-6. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
+7. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
    precision/recall and the confusion matrix per task on the test split, computed by a real ``Predictor`` on
    the saved model directory, and the mean and spread of phase 1 over repeated random splits.
-7. **Export** (:mod:`~visionqc.training.export`) the network as ONNX graphs (fp32 and int8, calibrated on the
+8. **Export** (:mod:`~visionqc.training.export`) the network as ONNX graphs (fp32 and int8, calibrated on the
    training split) and record their parity with PyTorch on the test split in the card.
 """
 
@@ -45,6 +48,9 @@ from visionqc.training.budget import Plan, plan_run, seconds_per_pass
 from visionqc.training.calibration import calibrate_confidence_thresholds, calibrate_miss_averse, ood_threshold
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
+from visionqc.training.conv_head import RECIPE as CONV_HEAD_RECIPE
+from visionqc.training.conv_head import SPEC as CONV_HEAD
+from visionqc.training.conv_head import choose_views, conv_head_network, head_maps, train_conv_head, view_logits
 from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
 from visionqc.training.features import FeatureCache, extract_features
@@ -245,21 +251,68 @@ def choose_tta(
     return best, scores
 
 
+def _try_conv_head(
+    phase1_model: DefectNet,
+    cache: FeatureCache,
+    labels: dict[str, np.ndarray],
+    task_sizes: dict[str, int],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    baseline: float,
+    on_accuracy: bool,
+) -> tuple[DefectNet | None, dict[str, np.ndarray] | None, dict[str, Any]]:
+    """Train the conv-head candidate on the frozen phase-1 backbone's cached activations and keep it only if its
+    validation score (accuracy when ``on_accuracy``, else balanced accuracy; with its own test-time augmentation)
+    beats ``baseline``, the linear-head network's. Returns the network with its ``tta_views`` set (``None`` when
+    it lost), its validation probabilities (for calibration) and what happened (for the card)."""
+    maps = head_maps(phase1_model, cache)
+    candidate = conv_head_network(phase1_model, task_sizes)
+    seconds = train_conv_head(candidate, maps, labels, train_idx, cfg)
+    views, scores = choose_views(candidate, maps, labels[PRIMARY_TASK], val_idx, on_accuracy)
+    metric = "accuracy" if on_accuracy else "balanced accuracy"
+    won = scores[views] > baseline
+    log(
+        cfg.progress,
+        f"conv head: validation {metric} {scores[views]:.4f} with {views} view(s) averaged against the linear "
+        f"heads' {baseline:.4f} ({seconds:.1f} s); {'kept' if won else 'not kept'}",
+    )
+    record = {
+        "architecture": CONV_HEAD.to_json(),
+        "recipe": CONV_HEAD_RECIPE,
+        "seconds": round(seconds, 1),
+        "validation_metric": metric,
+        "validation_score_by_views": {str(n): round(v, 4) for n, v in scores.items()},
+        "chosen_views": views,
+        "linear_heads_validation_score": round(baseline, 4),
+        "kept": bool(won),
+        "rule": f"kept only if its validation {metric} (with the number of views averaged chosen on validation, ties "
+        "to fewer) is above the linear-head network's (phase 1 or phase 2, as chosen above)",
+    }
+    if not won:
+        return None, None, record
+    candidate.tta_views = views
+    probabilities = view_logits(candidate, maps, val_idx, views)
+    return candidate, {t: torch.softmax(v, 1).numpy() for t, v in probabilities.items()}, record
+
+
 def _calibrate(
     card: ModelCard,
     model: DefectNet,
     final_emb: torch.Tensor,
+    val_probs: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     train_idx: np.ndarray,
     val_idx: np.ndarray,
     cfg: TrainConfig,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Set the card's needs-review thresholds from the validation split; returns the OOD bank, its labels and
+    """Set the card's needs-review thresholds from the validation split (``val_probs``: the chosen network's
+    probabilities for those images, as the Predictor will compute them); returns the OOD bank, its labels and
     what the calibration did (for the card)."""
     val = torch.from_numpy(val_idx)
     val_labels = {task: y[val_idx] for task, y in labels.items()}
     card.confidence_thresholds, calibration = calibrate_confidence_thresholds(
-        head_probabilities(model, final_emb[val]), val_labels, cfg.review_target_accuracy, cfg.max_review_share
+        val_probs, val_labels, cfg.review_target_accuracy, cfg.max_review_share
     )
     bank = final_emb[torch.from_numpy(train_idx)]
     bank_labels = torch.from_numpy(labels[PRIMARY_TASK][train_idx])
@@ -273,7 +326,7 @@ def _calibrate(
     }
     # Last, with the other rules in place: the miss-averse cut covers what they leave unflagged.
     val_embeddings = final_emb[val].numpy()
-    predictions = scorer._interpret(head_probabilities(model, final_emb[val]), val_embeddings)
+    predictions = scorer._interpret(val_probs, val_embeddings)
     calibration["miss_averse"] = calibrate_miss_averse(card, predictions, val_labels[PRIMARY_TASK], cfg)
     card.miss_threshold = calibration["miss_averse"]["threshold"]
     return bank, bank_labels, calibration
@@ -307,6 +360,9 @@ def train(
     model.eval()
     card = base_card(dataset, cfg)
     augmentation, augmentation_reason = resolve_augmentation(cfg, dataset)
+    if cfg.conv_head not in ("auto", "try", "off"):
+        raise ValueError(f"unknown conv_head setting {cfg.conv_head!r}; use auto, try or off")
+    conv_asked = cfg.conv_head == "try" or (cfg.conv_head == "auto" and dataset.symmetric)
     extractor = in_memory_predictor(card, model)
     asked_views = cfg.dihedral_views if augmentation == "dihedral" else cfg.views
     plan = plan_run(
@@ -321,11 +377,14 @@ def train(
         train_share=1 - cfg.val_fraction - cfg.test_fraction,
         test_share=cfg.test_fraction,
         tta=asked_views if augmentation == "dihedral" else 1,
+        conv_head=conv_asked,
     )
     if plan.left_out:
         log(cfg.progress, f"time budget {cfg.time_budget:.0f} s: left out {', '.join(plan.left_out)}")
     unfreeze = max(1, min(cfg.unfreeze_blocks, len(model.backbone_blocks())))
     split_block = len(model.backbone_blocks()) - unfreeze if (cfg.phase2 and plan.phase2) else None
+    if plan.conv_head and split_block is None:  # the conv head reads the activations entering its block
+        split_block = CONV_HEAD.split_block
     log(cfg.progress, f"{len(dataset.samples)} images, classes {dataset.class_counts()}; caching features")
     paths = [s.path for s in dataset.samples]
     cache = extract_features(
@@ -364,6 +423,7 @@ def train(
     phase1_accuracy = float(
         (defect_predictions(heads, cache.embeddings, val_idx, tta) == labels[PRIMARY_TASK][val_idx]).mean()
     )
+    phase1_model = model
     phase, model, phase2, reason = _choose_phase(
         model, (tta_scores[tta], phase1_accuracy), cache, labels, train_idx, val_idx, cfg, plan, tta
     )
@@ -371,9 +431,31 @@ def train(
         timings["phase2"] = phase2.seconds
     model.eval()
 
+    val_probs, conv_record = None, None
+    if plan.conv_head:
+        on_accuracy = (cfg.phase2_select_on or cfg.select_on) == "accuracy"
+        if phase == 2:
+            baseline = phase2.val_accuracy if on_accuracy else phase2.val_balanced_accuracy
+        else:
+            baseline = phase1_accuracy if on_accuracy else tta_scores[tta]
+        conv_model, val_probs, conv_record = _try_conv_head(
+            phase1_model, cache, labels, task_sizes, train_idx, val_idx, cfg, baseline, on_accuracy
+        )
+        timings["conv_head"] = conv_record["seconds"]
+        if conv_model is not None:
+            scores = conv_record["validation_score_by_views"]
+            reason += (
+                f"; then the conv head on phase 1's frozen backbone beat it on validation "
+                f"{conv_record['validation_metric']} ({scores[str(conv_record['chosen_views'])]:.4f} > "
+                f"{baseline:.4f}) and replaced the linear heads"
+            )
+            model, phase, tta = conv_model, 1, conv_model.tta_views
+
     t_cal = time.perf_counter()
     final_emb = _final_embeddings(model, cache, phase, tta)
-    bank, bank_labels, calibration = _calibrate(card, model, final_emb, labels, train_idx, val_idx, cfg)
+    if val_probs is None:
+        val_probs = head_probabilities(model, final_emb[torch.from_numpy(val_idx)])
+    bank, bank_labels, calibration = _calibrate(card, model, final_emb, val_probs, labels, train_idx, val_idx, cfg)
     timings["calibration"] = time.perf_counter() - t_cal
 
     repeated = None
@@ -402,8 +484,21 @@ def train(
             },
             "budget": plan.to_json(),
             **({"phase1_recipe": phase1_recipe} if phase1_recipe else {}),
+            **({"conv_head": conv_record} if conv_record else {}),
         },
     )
+    if model.conv_head is not None:
+        card.raw["architecture"]["conv_head"] = CONV_HEAD.to_json()
+        card.raw["architecture"]["heads"] = (
+            f"a convolutional head on the activations entering block {CONV_HEAD.split_block} ({CONV_HEAD_RECIPE}); "
+            "the 1280-d pooled embedding is kept for the out-of-distribution check and Explore"
+        )
+        card.raw["training"]["choices"]["test_time_augmentation"].update(
+            chosen_views=tta,
+            rule="the conv head's: see training.choices.conv_head (the linear heads' choice is kept here for "
+            "comparison under linear_heads_chosen_views)",
+            linear_heads_chosen_views=phase1_model.tta_views,
+        )
     if tta > 1:
         card.raw["architecture"]["test_time_augmentation"] = {
             "views": tta,

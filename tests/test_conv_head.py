@@ -1,0 +1,177 @@
+"""A classifier whose logits come from a conv head (visionqc.model.network.ConvHead), trained on real elpv cells:
+the card describes it, the loader builds it and refuses files that do not match, the Predictor computes what the
+training code computed, the ONNX graph agrees, and heatmaps take their gradients through the head."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from visionqc.model.card import ModelLoadError
+from visionqc.model.checkpoint import load_checkpoint, save_checkpoint
+from visionqc.model.heatmaps import class_activation_maps, heatmap_for_image
+from visionqc.model.network import DefectNet, load_imagenet_backbone
+from visionqc.model.predict import Predictor
+from visionqc.training.budget import plan_run
+from visionqc.training.config import TrainConfig
+from visionqc.training.conv_head import SPEC, conv_head_network, head_maps, train_conv_head, view_logits
+from visionqc.training.datasets import load_dataset
+from visionqc.training.export import export_model
+from visionqc.training.features import extract_features
+from visionqc.training.trainer import base_card, in_memory_predictor, limit_per_class
+
+LEVELS = ["functional", "defective_33", "defective_67", "defective_100"]
+VIEWS = 2
+
+
+@pytest.fixture(scope="module")
+def trained(elpv, tmp_path_factory):
+    """32 real cells, 2 cached symmetries at the conv head's block, a head trained for 4 epochs, saved with a card
+    that asks for it and for 2-view test-time augmentation. Returns (model dir, dataset, maps)."""
+    dataset = limit_per_class(load_dataset(elpv), 8, 0)
+    cfg = TrainConfig(progress=False)
+    task_sizes = {t: len(c) for t, c in dataset.tasks.items()}
+    backbone = DefectNet(task_sizes)
+    load_imagenet_backbone(backbone)
+    backbone.eval()
+    card = base_card(dataset, cfg)
+    paths = [s.path for s in dataset.samples]
+    cache = extract_features(
+        in_memory_predictor(card, backbone), paths, VIEWS, 0, SPEC.split_block, progress=False, augmentation="dihedral"
+    )
+    assert not cache.failed
+    maps = head_maps(backbone, cache)
+    model = conv_head_network(backbone, task_sizes)
+    labels = {t: dataset.labels(t) for t in dataset.tasks}
+    train_conv_head(model, maps, labels, np.arange(len(paths)), cfg, epochs=4)
+    model.tta_views = VIEWS
+    card.raw = {
+        "architecture": {
+            "backbone": "efficientnet-lite0",
+            "embedding_dim": 1280,
+            "conv_head": SPEC.to_json(),
+            "test_time_augmentation": {"views": VIEWS},
+        }
+    }
+    out = tmp_path_factory.mktemp("conv") / "conv-head"
+    save_checkpoint(out, model, card)
+    return out, dataset, maps
+
+
+def test_the_loaded_network_predicts_what_training_computed(trained):
+    """The Predictor (fused inference copy, test-time augmentation over 2 symmetries) gives the probabilities the
+    training code computes from the cached maps: the mean of the head's logits over the same 2 views."""
+    out, dataset, maps = trained
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.card.conv_head == SPEC and checkpoint.model.conv_head is not None
+    assert checkpoint.model.heads is None and checkpoint.model.tta_views == VIEWS
+    idx = np.arange(6)
+    expected = torch.softmax(view_logits(checkpoint.model, maps, idx, VIEWS)["defect"], 1).numpy()
+    images = [Image.open(dataset.samples[i].path).convert("RGB") for i in idx]
+    predictions = Predictor(out, runtime="torch").predict_images(images)
+    got = np.array([[p.defect.probabilities[c] for c in LEVELS] for p in predictions])
+    assert np.allclose(got, expected, atol=2e-3)
+    # The head really is what decides: other head weights give other answers on the same backbone.
+    with torch.no_grad():
+        for param in checkpoint.model.conv_head.out.parameters():
+            param.mul_(-1)
+    flipped = torch.softmax(view_logits(checkpoint.model, maps, idx, VIEWS)["defect"], 1).numpy()
+    assert np.abs(flipped - got).max() > 0.05
+
+
+def test_the_onnx_graph_computes_the_same_conv_head(trained, tmp_path):
+    out, dataset, _ = trained
+    copy = tmp_path / "m"
+    shutil.copytree(out, copy)
+    section = export_model(copy, dataset, list(range(8)), list(range(8, 20)), calibration_images=8, progress=False)
+    assert section["graphs"]["onnx"]["parity"]["agreement"] == 1.0
+    image = Image.open(dataset.samples[3].path).convert("RGB")
+    (torch_prediction,) = Predictor(copy, runtime="torch").predict_images([image])
+    (graph_prediction,) = Predictor(copy, runtime="onnx").predict_images([image])
+    for level in LEVELS:
+        assert graph_prediction.defect.probabilities[level] == pytest.approx(
+            torch_prediction.defect.probabilities[level], abs=2e-3
+        )
+
+
+def test_heatmaps_take_their_gradients_through_the_conv_head(trained):
+    """The "head" layer of a conv-head network is the head's own map, and the gradient reaches block 10 through
+    it; a layer after the head's block has no say in the logits and is refused with the reason."""
+    out, dataset, _ = trained
+    predictor = Predictor(out, runtime="torch")
+    model = predictor.model
+    image = Image.open(dataset.samples[-1].path).convert("RGB")
+    batch = torch.from_numpy(predictor.preprocess(image)[None]).permute(0, 3, 1, 2)
+    maps = class_activation_maps(model, batch, target=3, contrast=0, layers=(10, "head"))
+    assert maps["head"].shape == (1, 7, 7) and maps[10].shape == (1, 14, 14)
+    assert float(maps[10].max()) > 0 and float(maps["head"].max()) > 0
+    with pytest.raises(ValueError, match=r"do not depend on block\(s\) \[15\]"):
+        class_activation_maps(model, batch, target=3, contrast=0, layers=(15, "head"))
+    heatmap = heatmap_for_image(predictor, image)
+    assert heatmap.array.shape == (image.height, image.width)
+    assert 0.0 <= heatmap.array.min() < heatmap.array.max() <= 1.0
+    x0, y0, x1, y1 = heatmap.box
+    assert 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+
+
+def _edit_card(directory: Path, edit) -> None:
+    card = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+    edit(card["architecture"])
+    (directory / "model.json").write_text(json.dumps(card), encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda a: a.pop("conv_head"), "model.safetensors holds a conv head but model.json has no 'architecture"),
+        (lambda a: a["conv_head"].update(width=64), r"tensor conv_head\.\S+ has shape \[128.*needs \[64"),
+        (
+            lambda a: a["conv_head"].update(depth=3),
+            r"lacks 6 tensors the card's architecture needs, e.g. \['conv_head.features.7",
+        ),
+        (lambda a: a["conv_head"].update(split_block=16), r"'architecture\.conv_head\.split_block' must be .* 8-15"),
+        (lambda a: a["conv_head"].update(width="128"), r"'architecture\.conv_head\.width' must be an integer"),
+        (lambda a: a.update(conv_head=[15, 128, 2]), "'architecture.conv_head' must be an object"),
+    ],
+    ids=["card-without-head", "other-width", "deeper", "block-out-of-range", "width-not-int", "not-object"],
+)
+def test_a_card_and_weights_that_disagree_on_the_conv_head_are_refused(trained, tmp_path, edit, message):
+    out, _, _ = trained
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    _edit_card(bad, edit)
+    with pytest.raises(ModelLoadError, match=message):
+        load_checkpoint(bad)
+
+
+def test_linear_head_weights_under_a_conv_head_card_are_refused(trained, tmp_path):
+    _, dataset, _ = trained
+    linear = DefectNet({t: len(c) for t, c in dataset.tasks.items()})
+    card = base_card(dataset, TrainConfig(progress=False))
+    card.raw = {"architecture": {"backbone": "efficientnet-lite0", "embedding_dim": 1280, "conv_head": SPEC.to_json()}}
+    with pytest.raises(ModelLoadError, match="asks for a conv head .* but model.safetensors has linear heads only"):
+        save_checkpoint(tmp_path / "linear", linear, card)
+        load_checkpoint(tmp_path / "linear")
+
+
+def test_the_budget_leaves_out_the_conv_head_last():
+    common = {
+        "images": 1000, "phase2_epochs": 10, "export": False, "train_share": 0.6, "test_share": 0.25, "tta": 8,
+    }  # fmt: skip
+    everything = plan_run(0.01, None, views=8, phase2=True, repeats=5, conv_head=True, **common)
+    assert everything.conv_head and everything.left_out == []
+    without = plan_run(0.01, None, views=8, phase2=True, repeats=5, **common)
+    assert everything.estimated_seconds > without.estimated_seconds
+    # Views halved to 1 and still too little time: the conv head goes too.
+    tight = plan_run(0.01, 1, views=8, phase2=True, repeats=5, conv_head=True, **common)
+    assert not tight.conv_head and tight.views == 1 and tight.left_out[-1] == "the conv-head candidate"
+    # Enough for one view and the head: the head stays.
+    one_view = plan_run(0.01, 1, views=1, phase2=False, repeats=0, **common).estimated_seconds
+    roomy = plan_run(0.01, one_view + 30, views=8, phase2=True, repeats=5, conv_head=True, **common)
+    assert roomy.conv_head and "the conv-head candidate" not in roomy.left_out
