@@ -227,6 +227,7 @@ def run_train(dataset, seeds: list[int], test_fraction: float, method: str) -> l
                 "tta_validation_balanced_accuracy": choices["test_time_augmentation"]["validation_balanced_accuracy"],
                 "budget": choices["budget"],
                 "phase1_recipe": choices.get("phase1_recipe"),
+                "conv_head": choices.get("conv_head"),
             }
         )
         print(json.dumps(rows[-1]), flush=True)

@@ -15,12 +15,15 @@ What runs, per split seed (``stratified_split(dataset.strata(), 0.15, 0.25, seed
   activations entering block 15; extracted once for all seeds (they do not depend on the split);
 - ``probe``: logistic regression on view 0's embedding, C chosen on validation accuracy and refitted on training
   + validation, exactly as ``benchmarks/elpv.py --methods probe``;
-- ``convhead``: BatchNorm, 1x1 convolution to ``--width`` channels, BatchNorm, ReLU, ``--depth - 1`` 3x3
-  convolutions (BatchNorm, ReLU), then the mean and the max over the map, dropout 0.3 and a linear layer to the
-  four levels. AdamW (decay 0.05), one-cycle learning rate peaking at 1e-3, label smoothing 0.1, batches of 64,
-  ``--epochs`` epochs on the training split only, each cell in one of its cached symmetries at random (plus
-  random flips of the map); the last epoch is kept (a fixed schedule: the 394 validation cells are too few to
-  pick an epoch on, +-0.02). Prediction: the mean of the softmax over the cached symmetries;
+- ``convhead``: the trainer's conv-head candidate (``visionqc.training.conv_head``, ``network.ConvHead``) with
+  ``--width`` channels, ``--depth`` convolutions and ``--epochs`` epochs: BatchNorm, 1x1 convolution, BatchNorm,
+  ReLU, ``--depth - 1`` 3x3 convolutions (BatchNorm, ReLU), then the mean and the max over the map, dropout 0.3
+  and a linear layer to the four levels. AdamW (decay 0.05), one-cycle learning rate peaking at 1e-3, label
+  smoothing 0.1, batches of 64, on the training split only, each cell in one of its cached symmetries at random
+  (plus random flips of the map); the last epoch is kept (a fixed schedule: the 394 validation cells are too few
+  to pick an epoch on, +-0.02). Prediction: the softmax of the mean logits over the cached symmetries (what the
+  saved network computes; the results recorded before 2026-12-06 18:00 UTC averaged the softmax instead, with
+  this script's own copy of the head);
 - ``chosen``: whichever of the two has the better validation accuracy (the probe scored fitted on the training
   split only), the rule "never worse than the probe on validation".
 
@@ -52,11 +55,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from elpv import VAL_FRACTION, append_results, choose_probe, scores, table  # noqa: E402
-from torch import nn  # noqa: E402
 
-from visionqc.model.card import PRIMARY_TASK  # noqa: E402
-from visionqc.model.network import DefectNet, dihedral, load_imagenet_backbone  # noqa: E402
+from visionqc.model.card import PRIMARY_TASK, ConvHeadSpec  # noqa: E402
+from visionqc.model.network import DefectNet, load_imagenet_backbone  # noqa: E402
 from visionqc.training.config import TrainConfig  # noqa: E402
+from visionqc.training.conv_head import conv_head_network, train_conv_head, view_logits  # noqa: E402
 from visionqc.training.datasets import load_dataset, stratified_split  # noqa: E402
 from visionqc.training.features import extract_features  # noqa: E402
 from visionqc.training.probability_labels import default_test_fraction  # noqa: E402
@@ -64,77 +67,35 @@ from visionqc.training.trainer import base_card, in_memory_predictor  # noqa: E4
 
 RESULTS = HERE / "results" / "elpv_convhead.jsonl"
 SPLIT_BLOCK = 15  # the head reads the activations entering block 15 (the output of block 14: 192 x 7 x 7)
-BATCH = 64
 
 
-class ConvHead(nn.Module):
-    def __init__(self, channels: int, classes: int, width: int, depth: int):
-        super().__init__()
-        layers: list[nn.Module] = [
-            nn.BatchNorm2d(channels),
-            nn.Conv2d(channels, width, 1, bias=False),
-            nn.BatchNorm2d(width),
-            nn.ReLU(),
-        ]
-        for _ in range(depth - 1):
-            layers += [nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
-        self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(0.3)
-        self.out = nn.Linear(2 * width, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)
-        return self.out(self.dropout(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1)))
+def train_head(
+    backbone: DefectNet, maps: torch.Tensor, labels: dict[str, np.ndarray], train_idx: np.ndarray, args, seed: int
+) -> tuple[DefectNet, float]:
+    """The trainer's own conv-head candidate (``visionqc.training.conv_head``) with this run's shape and epochs."""
+    model = conv_head_network(
+        backbone, {"defect": int(labels["defect"].max()) + 1}, ConvHeadSpec(SPLIT_BLOCK, args.width, args.depth)
+    )
+    seconds = train_conv_head(model, maps, labels, train_idx, TrainConfig(seed=seed, progress=False), args.epochs)
+    return model, seconds
 
 
-@torch.no_grad()
-def head_probabilities(head: ConvHead, maps: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
-    """Mean softmax over the cached views of cells ``idx``; ``maps`` is [views, N, C, h, w]."""
-    head.eval()
-    rows = torch.from_numpy(idx)
-    total = 0
-    for v in range(maps.shape[0]):
-        total = total + torch.cat([F.softmax(head(maps[v, rows[i : i + 256]]), 1) for i in range(0, len(rows), 256)])
-    return total / maps.shape[0]
-
-
-def train_head(maps: torch.Tensor, y: torch.Tensor, train_idx: np.ndarray, args, seed: int) -> tuple[ConvHead, float]:
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    head = ConvHead(maps.shape[2], int(y.max()) + 1, args.width, args.depth)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=0.05)
-    steps = args.epochs * -(-len(train_idx) // BATCH)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, 1e-3, total_steps=steps, pct_start=0.1)
-    start = time.perf_counter()
-    for _ in range(args.epochs):
-        head.train()
-        order = torch.from_numpy(rng.permutation(train_idx))
-        for i in range(0, len(order), BATCH):
-            rows = order[i : i + BATCH]
-            x = maps[torch.from_numpy(rng.integers(0, maps.shape[0], len(rows))), rows]
-            if rng.random() < 0.5:
-                x = x.flip(3)
-            if rng.random() < 0.5:
-                x = x.flip(2)
-            loss = F.cross_entropy(head(x), y[rows], label_smoothing=0.1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            schedule.step()
-    return head, time.perf_counter() - start
+def head_probabilities(model: DefectNet, maps: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """Softmax of the mean logits over every cached view of cells ``idx`` (what the saved network computes with
+    that many views of test-time augmentation)."""
+    return F.softmax(view_logits(model, maps, idx, maps.shape[0])[PRIMARY_TASK], 1)
 
 
 @torch.inference_mode()
-def inference_rate(predictor, head: ConvHead, paths: list[Path], views: int) -> float:
-    """Images/s of decode + preprocess + the frozen network over ``views`` symmetries + the head."""
-    head.eval()
+def inference_rate(predictor, model: DefectNet, paths: list[Path], views: int) -> float:
+    """Images/s of decode + preprocess + the network with its conv head over ``views`` symmetries."""
+    model.eval()
+    model.tta_views = views
     start = time.perf_counter()
     for i in range(0, len(paths), 16):
         batch = np.stack([predictor.preprocess(predictor.decode(p.read_bytes()).image) for p in paths[i : i + 16]])
-        x = torch.from_numpy(batch).permute(0, 3, 1, 2)
-        x = torch.cat([dihedral(x, v) for v in range(views)])
-        _, entering = predictor.model.embedding_and_activation(x, SPLIT_BLOCK)
-        F.softmax(head(entering.float()), 1).reshape(views, len(batch), -1).mean(0)
+        logits, _ = model(torch.from_numpy(batch).permute(0, 3, 1, 2))
+        F.softmax(logits[PRIMARY_TASK], 1)
     return len(paths) / (time.perf_counter() - start)
 
 
@@ -168,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     maps = cache.activations
     x = cache.embeddings[0].numpy()
     y_np = dataset.labels(PRIMARY_TASK)
-    y = torch.from_numpy(y_np).long()
     classes = len(dataset.defect_classes)
     no_defect = dataset.defect_classes.index(dataset.no_defect_class)
     rows = []
@@ -190,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             "inference_images_per_second": args.views / seconds_per_image,
         }
 
-        head, fit_seconds = train_head(maps, y, tr, args, seed)
+        head, fit_seconds = train_head(model, maps, {PRIMARY_TASK: y_np}, tr, args, seed)
         rate = inference_rate(predictor, head, [paths[i] for i in te[:128]], args.views)
         conv = {
             **base,
