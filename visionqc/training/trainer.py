@@ -490,8 +490,9 @@ def train(
     if model.conv_head is not None:
         card.raw["architecture"]["conv_head"] = CONV_HEAD.to_json()
         card.raw["architecture"]["heads"] = (
-            f"a convolutional head on the activations entering block {CONV_HEAD.split_block} ({CONV_HEAD_RECIPE}); "
-            "the 1280-d pooled embedding is kept for the out-of-distribution check and Explore"
+            f"a small convolutional head ({CONV_HEAD.width} channels, {CONV_HEAD.depth} convolutions, mean + max "
+            f"pooling) on the activations entering block {CONV_HEAD.split_block}; the 1280-d pooled embedding is kept "
+            "for the out-of-distribution check and Explore (training: training.choices.conv_head)"
         )
         card.raw["training"]["choices"]["test_time_augmentation"].update(
             chosen_views=tta,
