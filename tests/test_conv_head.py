@@ -20,7 +20,14 @@ from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
 from visionqc.training.budget import plan_run
 from visionqc.training.config import TrainConfig
-from visionqc.training.conv_head import SPEC, conv_head_network, head_maps, train_conv_head, view_logits
+from visionqc.training.conv_head import (
+    SPEC,
+    choose_views,
+    conv_head_network,
+    head_maps,
+    train_conv_head,
+    view_logits,
+)
 from visionqc.training.datasets import load_dataset
 from visionqc.training.export import export_model
 from visionqc.training.features import extract_features
@@ -179,3 +186,43 @@ def test_the_budget_leaves_out_the_conv_head_last():
     one_view = plan_run(0.01, 1, views=1, phase2=False, repeats=0, **common).estimated_seconds
     roomy = plan_run(0.01, one_view + 30, views=8, phase2=True, repeats=5, conv_head=True, **common)
     assert roomy.conv_head and "the conv-head candidate" not in roomy.left_out
+
+
+def _oriented_strokes(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
+    """Maps [1, n, 192, 7, 7] with one short diagonal stroke each, "\\" (class 0) or "/" (class 1), at a random
+    place, in noise: only the stroke's orientation tells the classes apart, and a mirror swaps it."""
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(0, 0.1, size=(1, n, 192, 7, 7)).astype(np.float32)
+    labels = np.arange(n) % 2
+    for i, label in enumerate(labels):
+        r, c = rng.integers(0, 5, size=2)
+        for k in range(3):
+            maps[0, i, :8, r + k, c + (2 - k if label else k)] += 3.0
+    return torch.from_numpy(maps), labels
+
+
+def test_the_map_is_flipped_only_for_symmetric_parts():
+    """Mirror flips are augmentation only for parts that look the same mirrored: on strokes whose orientation is
+    the class, a head trained with flips cannot tell new strokes apart, and one trained without flips can."""
+    maps, labels = _oriented_strokes(128, 0)
+    unseen, truth = _oriented_strokes(128, 1)
+    scores = {}
+    for symmetric in (False, True):
+        torch.manual_seed(0)
+        model = DefectNet({"defect": 2}, conv_head=SPEC)
+        train_conv_head(model, maps, {"defect": labels}, np.arange(128), TrainConfig(progress=False), 30, symmetric)
+        predicted = view_logits(model, unseen, np.arange(128), 1)["defect"].argmax(1).numpy()
+        scores[symmetric] = float((predicted == truth).mean())
+    assert scores[False] >= 0.75 and scores[True] <= 0.6, scores  # measured 0.89 and 0.48
+
+
+def test_only_symmetric_views_are_averaged_at_prediction():
+    """Random-crop views are augmentation only: the network averages symmetries, so with crops the conv head's
+    test-time augmentation is one view whatever the cache holds."""
+    maps, labels = _oriented_strokes(16, 1)
+    maps = maps.expand(4, -1, -1, -1, -1)
+    model = DefectNet({"defect": 2}, conv_head=SPEC)
+    views, scores = choose_views(model, maps, labels, np.arange(16), on_accuracy=True, max_views=1)
+    assert views == 1 and list(scores) == [1]
+    views, scores = choose_views(model, maps, labels, np.arange(16), on_accuracy=True, max_views=4)
+    assert list(scores) == [1, 2, 4] and views == 1  # identical views: ties go to fewer

@@ -261,15 +261,20 @@ def _try_conv_head(
     cfg: TrainConfig,
     baseline: float,
     on_accuracy: bool,
+    symmetric_views: int,
 ) -> tuple[DefectNet | None, dict[str, np.ndarray] | None, dict[str, Any]]:
     """Train the conv-head candidate on the frozen phase-1 backbone's cached activations and keep it only if its
     validation score (accuracy when ``on_accuracy``, else balanced accuracy; with its own test-time augmentation)
-    beats ``baseline``, the linear-head network's. Returns the network with its ``tta_views`` set (``None`` when
-    it lost), its validation probabilities (for calibration) and what happened (for the card)."""
+    beats ``baseline``, the linear-head network's. ``symmetric_views``: how many cached views are symmetries (0
+    for random crops: then the map is never flipped and nothing is averaged at prediction). Returns the network
+    with its ``tta_views`` set (``None`` when it lost), its validation probabilities (for calibration) and what
+    happened (for the card)."""
     maps = head_maps(phase1_model, cache)
     candidate = conv_head_network(phase1_model, task_sizes)
-    seconds = train_conv_head(candidate, maps, labels, train_idx, cfg)
-    views, scores = choose_views(candidate, maps, labels[PRIMARY_TASK], val_idx, on_accuracy)
+    seconds = train_conv_head(candidate, maps, labels, train_idx, cfg, symmetric=symmetric_views > 0)
+    views, scores = choose_views(
+        candidate, maps, labels[PRIMARY_TASK], val_idx, on_accuracy, max_views=max(1, symmetric_views)
+    )
     metric = "accuracy" if on_accuracy else "balanced accuracy"
     won = scores[views] > baseline
     log(
@@ -439,7 +444,16 @@ def train(
         else:
             baseline = phase1_accuracy if on_accuracy else tta_scores[tta]
         conv_model, val_probs, conv_record = _try_conv_head(
-            phase1_model, cache, labels, task_sizes, train_idx, val_idx, cfg, baseline, on_accuracy
+            phase1_model,
+            cache,
+            labels,
+            task_sizes,
+            train_idx,
+            val_idx,
+            cfg,
+            baseline,
+            on_accuracy,
+            symmetric_views=plan.views if dihedral else 0,
         )
         timings["conv_head"] = conv_record["seconds"]
         if conv_model is not None:
