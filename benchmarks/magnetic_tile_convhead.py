@@ -1,0 +1,62 @@
+"""Magnetic tile: ``train`` with ``--conv-head off`` against ``--conv-head try`` on the same split seeds, no time
+budget, no export, no repeated splits; both runs of a seed share one feature extraction (the same crops: the same
+seed). Prints one JSON line per run (test accuracy and balanced accuracy of the defect task, severity and location
+accuracy, whether the conv head was kept, its validation score against the linear heads', seconds without the
+extraction after the first run of a seed).
+
+    python benchmarks/magnetic_tile_convhead.py ../shared/data/magnetic-tile 0,1,2,3,4
+"""
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from visionqc.training import trainer
+from visionqc.training.config import TrainConfig
+from visionqc.training.datasets import load_dataset
+from visionqc.training.features import extract_features
+
+ds = load_dataset(sys.argv[1])
+cache = {}
+
+
+def shared(predictor, paths, views, seed, split_block=None, progress=True, augmentation="crops", **kw):
+    key = (views, seed, split_block, augmentation)
+    if key not in cache:
+        cache.clear()
+        cache[key] = extract_features(
+            predictor, paths, views, seed, split_block, progress=False, augmentation=augmentation
+        )
+    return cache[key]
+
+
+trainer.extract_features = shared
+for seed in [int(s) for s in sys.argv[2].split(",")]:
+    for mode in ("off", "try"):
+        cfg = TrainConfig(seed=seed, repeats=0, export=False, progress=False, conv_head=mode, time_budget=None)
+        with tempfile.TemporaryDirectory() as out:
+            t0 = time.time()
+            card = trainer.train(ds, out, cfg)
+        t = card["metrics"]["test"]["tasks"]
+        conv = card["training"]["choices"].get("conv_head") or {}
+        print(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "mode": mode,
+                    "defect_acc": round(t["defect"]["accuracy"], 4),
+                    "defect_bal": round(t["defect"]["balanced_accuracy"], 4),
+                    "sev_acc": round(t["severity"]["accuracy"], 4),
+                    "loc_acc": round(t["location"]["accuracy"], 4),
+                    "kept": conv.get("kept"),
+                    "val": conv.get("validation_score_by_views"),
+                    "lin_val": conv.get("linear_heads_validation_score"),
+                    "phase": card["training"]["phase_chosen"],
+                    "s": round(time.time() - t0),
+                }
+            ),
+            flush=True,
+        )
