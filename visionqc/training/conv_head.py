@@ -18,6 +18,7 @@ as the linear heads'.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from visionqc.training.config import TrainConfig
 from visionqc.training.features import FeatureCache
 from visionqc.training.loop import multitask_loss
 from visionqc.training.metrics import balanced_accuracy
-from visionqc.training.pipeline import progress_bar
+from visionqc.training.pipeline import log, progress_bar
 
 SPEC = ConvHeadSpec(split_block=15, width=128, depth=2)  # the activations entering block 15: 192 x 7 x 7 at 224 px
 EPOCHS = 40
@@ -153,3 +154,53 @@ def choose_views(
         scores[n] = float((predicted == y).mean()) if on_accuracy else balanced_accuracy(y, predicted, classes)
     best = max(scores, key=lambda n: (round(scores[n], 6), -n))
     return best, scores
+
+
+def try_conv_head(
+    phase1_model: DefectNet,
+    cache: FeatureCache,
+    labels: dict[str, np.ndarray],
+    task_sizes: dict[str, int],
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    cfg: TrainConfig,
+    baseline: float,
+    on_accuracy: bool,
+    symmetric_views: int,
+) -> tuple[DefectNet | None, dict[str, np.ndarray] | None, dict[str, Any]]:
+    """Train the conv-head candidate on the frozen phase-1 backbone's cached activations and keep it only if its
+    validation score (accuracy when ``on_accuracy``, else balanced accuracy; with its own test-time augmentation)
+    beats ``baseline``, the linear-head network's. ``symmetric_views``: how many cached views are symmetries (0
+    for random crops: then the map is never flipped and nothing is averaged at prediction). Returns the network
+    with its ``tta_views`` set (``None`` when it lost), its validation probabilities (for calibration) and what
+    happened (for the card)."""
+    maps = head_maps(phase1_model, cache)
+    candidate = conv_head_network(phase1_model, task_sizes)
+    seconds = train_conv_head(candidate, maps, labels, train_idx, cfg, symmetric=symmetric_views > 0)
+    views, scores = choose_views(
+        candidate, maps, labels[PRIMARY_TASK], val_idx, on_accuracy, max_views=max(1, symmetric_views)
+    )
+    metric = "accuracy" if on_accuracy else "balanced accuracy"
+    won = scores[views] > baseline
+    log(
+        cfg.progress,
+        f"conv head: validation {metric} {scores[views]:.4f} with {views} view(s) averaged against the linear "
+        f"heads' {baseline:.4f} ({seconds:.1f} s); {'kept' if won else 'not kept'}",
+    )
+    record = {
+        "architecture": SPEC.to_json(),
+        "recipe": RECIPE,
+        "seconds": round(seconds, 1),
+        "validation_metric": metric,
+        "validation_score_by_views": {str(n): round(v, 4) for n, v in scores.items()},
+        "chosen_views": views,
+        "linear_heads_validation_score": round(baseline, 4),
+        "kept": bool(won),
+        "rule": f"kept only if its validation {metric} (with the number of views averaged chosen on validation, ties "
+        "to fewer) is above the linear-head network's (phase 1 or phase 2, as chosen above)",
+    }
+    if not won:
+        return None, None, record
+    candidate.tta_views = views
+    probabilities = view_logits(candidate, maps, val_idx, views)
+    return candidate, {t: torch.softmax(v, 1).numpy() for t, v in probabilities.items()}, record

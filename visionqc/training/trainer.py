@@ -48,9 +48,8 @@ from visionqc.training.budget import Plan, plan_run, seconds_per_pass
 from visionqc.training.calibration import calibrate_confidence_thresholds, calibrate_miss_averse, ood_threshold
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
-from visionqc.training.conv_head import RECIPE as CONV_HEAD_RECIPE
 from visionqc.training.conv_head import SPEC as CONV_HEAD
-from visionqc.training.conv_head import choose_views, conv_head_network, head_maps, train_conv_head, view_logits
+from visionqc.training.conv_head import try_conv_head
 from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
 from visionqc.training.features import FeatureCache, extract_features
@@ -251,56 +250,6 @@ def choose_tta(
     return best, scores
 
 
-def _try_conv_head(
-    phase1_model: DefectNet,
-    cache: FeatureCache,
-    labels: dict[str, np.ndarray],
-    task_sizes: dict[str, int],
-    train_idx: np.ndarray,
-    val_idx: np.ndarray,
-    cfg: TrainConfig,
-    baseline: float,
-    on_accuracy: bool,
-    symmetric_views: int,
-) -> tuple[DefectNet | None, dict[str, np.ndarray] | None, dict[str, Any]]:
-    """Train the conv-head candidate on the frozen phase-1 backbone's cached activations and keep it only if its
-    validation score (accuracy when ``on_accuracy``, else balanced accuracy; with its own test-time augmentation)
-    beats ``baseline``, the linear-head network's. ``symmetric_views``: how many cached views are symmetries (0
-    for random crops: then the map is never flipped and nothing is averaged at prediction). Returns the network
-    with its ``tta_views`` set (``None`` when it lost), its validation probabilities (for calibration) and what
-    happened (for the card)."""
-    maps = head_maps(phase1_model, cache)
-    candidate = conv_head_network(phase1_model, task_sizes)
-    seconds = train_conv_head(candidate, maps, labels, train_idx, cfg, symmetric=symmetric_views > 0)
-    views, scores = choose_views(
-        candidate, maps, labels[PRIMARY_TASK], val_idx, on_accuracy, max_views=max(1, symmetric_views)
-    )
-    metric = "accuracy" if on_accuracy else "balanced accuracy"
-    won = scores[views] > baseline
-    log(
-        cfg.progress,
-        f"conv head: validation {metric} {scores[views]:.4f} with {views} view(s) averaged against the linear "
-        f"heads' {baseline:.4f} ({seconds:.1f} s); {'kept' if won else 'not kept'}",
-    )
-    record = {
-        "architecture": CONV_HEAD.to_json(),
-        "recipe": CONV_HEAD_RECIPE,
-        "seconds": round(seconds, 1),
-        "validation_metric": metric,
-        "validation_score_by_views": {str(n): round(v, 4) for n, v in scores.items()},
-        "chosen_views": views,
-        "linear_heads_validation_score": round(baseline, 4),
-        "kept": bool(won),
-        "rule": f"kept only if its validation {metric} (with the number of views averaged chosen on validation, ties "
-        "to fewer) is above the linear-head network's (phase 1 or phase 2, as chosen above)",
-    }
-    if not won:
-        return None, None, record
-    candidate.tta_views = views
-    probabilities = view_logits(candidate, maps, val_idx, views)
-    return candidate, {t: torch.softmax(v, 1).numpy() for t, v in probabilities.items()}, record
-
-
 def _calibrate(
     card: ModelCard,
     model: DefectNet,
@@ -443,7 +392,7 @@ def train(
             baseline = phase2.val_accuracy if on_accuracy else phase2.val_balanced_accuracy
         else:
             baseline = phase1_accuracy if on_accuracy else tta_scores[tta]
-        conv_model, val_probs, conv_record = _try_conv_head(
+        conv_model, val_probs, conv_record = try_conv_head(
             phase1_model,
             cache,
             labels,
