@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionqc.model.card import PRIMARY_TASK, TTA_VIEWS, ConvHeadSpec
+from visionqc.model.card import PRIMARY_TASK, ConvHeadSpec
 from visionqc.model.network import DefectNet
 from visionqc.training.config import TrainConfig
-from visionqc.training.features import FeatureCache
+from visionqc.training.features import FeatureCache, choose_view_count
 from visionqc.training.loop import multitask_loss
 from visionqc.training.metrics import balanced_accuracy
 from visionqc.training.pipeline import log, progress_bar
@@ -147,13 +147,13 @@ def choose_views(
     validation accuracy (``on_accuracy``) or balanced accuracy; ties to fewer (faster). Returns (views, score per
     candidate)."""
     classes = model.conv_head.out[PRIMARY_TASK].out_features
-    scores = {}
-    for n in (v for v in TTA_VIEWS if v <= min(maps.shape[0], max_views)):
+    y = truth[val_idx]
+
+    def score(n: int) -> float:
         predicted = view_logits(model, maps, val_idx, n)[PRIMARY_TASK].argmax(1).numpy()
-        y = truth[val_idx]
-        scores[n] = float((predicted == y).mean()) if on_accuracy else balanced_accuracy(y, predicted, classes)
-    best = max(scores, key=lambda n: (round(scores[n], 6), -n))
-    return best, scores
+        return float((predicted == y).mean()) if on_accuracy else balanced_accuracy(y, predicted, classes)
+
+    return choose_view_count(score, min(maps.shape[0], max_views))
 
 
 def try_conv_head(

@@ -8,6 +8,7 @@ fine-tunes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from PIL import Image, ImageEnhance
 
 from visionqc.intake.imaging import ImageDecodeError
-from visionqc.model.card import EMBEDDING_DIM
+from visionqc.model.card import EMBEDDING_DIM, TTA_VIEWS
 from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
 from visionqc.training.pipeline import prefetched, progress_bar
@@ -31,6 +32,14 @@ DIHEDRAL_AUGMENTATION = (
     "Predictor prepares it: exactly what test-time augmentation computes"
 )
 AUGMENTATIONS = {"crops": AUGMENTATION, "dihedral": DIHEDRAL_AUGMENTATION}
+
+
+def choose_view_count(score: Callable[[int], float], views: int) -> tuple[int, dict[int, float]]:
+    """Test-time augmentation: ``score(n)`` (a validation score with the first ``n`` cached symmetries averaged)
+    for each ``n`` of :data:`~visionqc.model.card.TTA_VIEWS` up to ``views``; the best, ties to fewer (faster).
+    Returns (views, score per candidate)."""
+    scores = {n: score(n) for n in TTA_VIEWS if n <= views}
+    return max(scores, key=lambda n: (round(scores[n], 6), -n)), scores
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from visionqc.model.card import PRIMARY_TASK, TTA_VIEWS, ModelCard, TaskSpec, read_card
+from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec, read_card
 from visionqc.model.checkpoint import Checkpoint, save_checkpoint
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
@@ -52,7 +52,7 @@ from visionqc.training.conv_head import SPEC as CONV_HEAD
 from visionqc.training.conv_head import try_conv_head
 from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
-from visionqc.training.features import FeatureCache, extract_features
+from visionqc.training.features import FeatureCache, choose_view_count, extract_features
 from visionqc.training.loop import PhaseResult
 from visionqc.training.metrics import balanced_accuracy
 from visionqc.training.phases import (
@@ -243,11 +243,9 @@ def choose_tta(
     """The test-time augmentation (symmetries averaged) with the best validation balanced accuracy of the
     phase-1 defect head; ties go to fewer views (faster). Returns (views, balanced accuracy per candidate)."""
     classes = len(heads[PRIMARY_TASK][1])
-    scores = {}
-    for n in (v for v in TTA_VIEWS if v <= views):
-        scores[n] = balanced_accuracy(labels[val_idx], defect_predictions(heads, embeddings, val_idx, n), classes)
-    best = max(scores, key=lambda n: (round(scores[n], 6), -n))
-    return best, scores
+    return choose_view_count(
+        lambda n: balanced_accuracy(labels[val_idx], defect_predictions(heads, embeddings, val_idx, n), classes), views
+    )
 
 
 def _calibrate(
