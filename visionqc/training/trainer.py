@@ -123,30 +123,38 @@ def _choose_phase(
     cfg: TrainConfig,
     plan: Plan,
     tta: int,
-) -> tuple[int, DefectNet, PhaseResult | None, str]:
+) -> tuple[int, DefectNet, PhaseResult | None, str, float]:
     """Try phase 2 on a copy of the phase-1 model; keep it only if it wins on validation (both scored with the
     chosen test-time augmentation). ``phase1_scores``: phase 1's validation (balanced accuracy, accuracy); the
-    metric compared is accuracy when phase 2 selects its epoch on accuracy (a symmetric set), else balanced
-    accuracy."""
+    metric compared is accuracy when phase 2 selects its epoch on accuracy (a symmetric set, see
+    :func:`compares_accuracy`), else balanced accuracy. Returns the phase kept, its network, phase 2's result (if
+    run), why, and the kept network's validation score on that metric (what a later candidate must beat)."""
+    on_accuracy = compares_accuracy(cfg)
+    baseline = phase1_scores[1] if on_accuracy else phase1_scores[0]
     if not cfg.phase2:
-        return 1, model, None, "phase 2 disabled (--no-phase2)"
+        return 1, model, None, "phase 2 disabled (--no-phase2)", baseline
     if not plan.phase2:
-        return 1, model, None, f"phase 2 left out to fit the time budget of {plan.budget_seconds:.0f} s"
+        reason = f"phase 2 left out to fit the time budget of {plan.budget_seconds:.0f} s"
+        return 1, model, None, reason, baseline
     candidate = copy.deepcopy(model)
     phase2 = finetune_last_blocks(candidate, cache, labels, train_idx, val_idx, cfg, cfg.progress, val_views=tta)
-    on_accuracy = (cfg.phase2_select_on or cfg.select_on) == "accuracy"
     metric = "accuracy" if on_accuracy else "balanced accuracy"
     score = phase2.val_accuracy if on_accuracy else phase2.val_balanced_accuracy
-    baseline = phase1_scores[1] if on_accuracy else phase1_scores[0]
     log(
         cfg.progress,
         f"phase 2: validation {metric} {score:.4f} (epoch {phase2.best_epoch}, {phase2.seconds:.1f} s)",
     )
     scores = f"({score:.4f} {{}} {baseline:.4f})"
     if score > baseline:
-        return 2, candidate, phase2, f"phase 2 beat phase 1 on validation {metric} " + scores.format(">")
+        return 2, candidate, phase2, f"phase 2 beat phase 1 on validation {metric} " + scores.format(">"), score
     reason = f"phase 2 did not beat phase 1 on validation {metric} " + scores.format("<=") + "; kept phase 1"
-    return 1, model, phase2, reason
+    return 1, model, phase2, reason, baseline
+
+
+def compares_accuracy(cfg: TrainConfig) -> bool:
+    """Whether candidates (phase 2, the conv head) are compared on validation accuracy rather than balanced
+    accuracy: when phase 2 keeps its epoch on accuracy (a symmetric set's recipe sets it)."""
+    return (cfg.phase2_select_on or cfg.select_on) == "accuracy"
 
 
 def _final_embeddings(model: DefectNet, cache: FeatureCache, phase: int, tta: int = 1) -> torch.Tensor:
@@ -376,7 +384,7 @@ def train(
         (defect_predictions(heads, cache.embeddings, val_idx, tta) == labels[PRIMARY_TASK][val_idx]).mean()
     )
     phase1_model = model
-    phase, model, phase2, reason = _choose_phase(
+    phase, model, phase2, reason, kept_score = _choose_phase(
         model, (tta_scores[tta], phase1_accuracy), cache, labels, train_idx, val_idx, cfg, plan, tta
     )
     if phase2 is not None:
@@ -385,11 +393,6 @@ def train(
 
     val_probs, conv_record = None, None
     if plan.conv_head:
-        on_accuracy = (cfg.phase2_select_on or cfg.select_on) == "accuracy"
-        if phase == 2:
-            baseline = phase2.val_accuracy if on_accuracy else phase2.val_balanced_accuracy
-        else:
-            baseline = phase1_accuracy if on_accuracy else tta_scores[tta]
         conv_model, val_probs, conv_record = try_conv_head(
             phase1_model,
             cache,
@@ -398,8 +401,8 @@ def train(
             train_idx,
             val_idx,
             cfg,
-            baseline,
-            on_accuracy,
+            kept_score,
+            compares_accuracy(cfg),
             symmetric_views=plan.views if dihedral else 0,
         )
         timings["conv_head"] = conv_record["seconds"]
@@ -408,7 +411,7 @@ def train(
             reason += (
                 f"; then the conv head on phase 1's frozen backbone beat it on validation "
                 f"{conv_record['validation_metric']} ({scores[str(conv_record['chosen_views'])]:.4f} > "
-                f"{baseline:.4f}) and replaced the linear heads"
+                f"{kept_score:.4f}) and replaced the linear heads"
             )
             model, phase, tta = conv_model, 1, conv_model.tta_views
 
