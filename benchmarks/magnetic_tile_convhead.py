@@ -13,28 +13,21 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from visionqc.training import trainer
-from visionqc.training.config import TrainConfig
-from visionqc.training.datasets import load_dataset
-from visionqc.training.features import extract_features
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from elpv import SharedFeatures  # noqa: E402
+
+from visionqc.training import trainer  # noqa: E402
+from visionqc.training.config import TrainConfig  # noqa: E402
+from visionqc.training.datasets import load_dataset  # noqa: E402
 
 ds = load_dataset(sys.argv[1])
-cache = {}
-
-
-def shared(predictor, paths, views, seed, split_block=None, progress=True, augmentation="crops", **kw):
-    key = (views, seed, split_block, augmentation)
-    if key not in cache:
-        cache.clear()
-        cache[key] = extract_features(
-            predictor, paths, views, seed, split_block, progress=False, augmentation=augmentation
-        )
-    return cache[key]
-
-
+# Both runs of a seed ask for the same extraction (its random crops follow the seed): the second gets the first's.
+shared = SharedFeatures()
 trainer.extract_features = shared
 for seed in [int(s) for s in sys.argv[2].split(",")]:
+    shared.caches.clear()  # a new seed draws other crops
     for mode in ("off", "try"):
         cfg = TrainConfig(seed=seed, repeats=0, export=False, progress=False, conv_head=mode, time_budget=None)
         with tempfile.TemporaryDirectory() as out:
