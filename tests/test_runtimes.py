@@ -98,6 +98,16 @@ def test_parity_rule():
     ok, why = parity_verdict({"agreement": 1.0, "balanced_accuracy": 0.930}, 0.941)
     assert not ok and "1.10 points" in why
     assert not parity_verdict({}, 0.941)[0]
+    # Every answer the lead sees counts, not only the defect: the shipped model's first int8 graph agreed on 99.5 %
+    # of defects with the same balanced accuracy, but on 86.1 % of locations and 94.6 % of actions.
+    measured = {"agreement": 0.995, "balanced_accuracy": 0.9643, "needs_review_agreement": 1.0, "action_agreement": 1.0}
+    assert parity_verdict({**measured, "agreement_by_task": {"defect": 0.995, "location": 0.995}}, 0.9643)[0]
+    ok, why = parity_verdict({**measured, "agreement_by_task": {"defect": 0.995, "location": 0.8614}}, 0.9643)
+    assert not ok and why == "location agreement with PyTorch 86.1% < 99%"
+    ok, why = parity_verdict({**measured, "action_agreement": 0.945}, 0.9643)
+    assert not ok and why == "action agreement with PyTorch 94.5% < 99%"
+    ok, why = parity_verdict({**measured, "needs_review_agreement": 0.98}, 0.9643)
+    assert not ok and "needs-review agreement" in why
 
 
 def test_the_rule_is_applied_to_the_numbers_not_to_a_hand_edited_default(card):

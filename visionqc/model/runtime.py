@@ -91,13 +91,26 @@ def expected_outputs(card: ModelCard) -> dict[str, int]:
 
 
 def parity_verdict(parity: dict[str, Any], reference: float) -> tuple[bool, str]:
-    """Whether a graph's recorded parity passes the rule against the reference balanced accuracy, and why."""
+    """Whether a graph's recorded parity passes the rule against the reference balanced accuracy, and why.
+
+    Every answer the lead sees must agree with PyTorch on at least :data:`MIN_AGREEMENT` of the images: the defect
+    (top-1), each other task, the needs-review flag and the action, as far as the card measured them (cards written
+    before severity, location, needs-review and action agreement were measured are judged on the defect alone)."""
     agreement, balanced = parity.get("agreement"), parity.get("balanced_accuracy")
     if not isinstance(agreement, int | float) or not isinstance(balanced, int | float):
         return False, "no parity measured"
     drop = reference - balanced
     if agreement < MIN_AGREEMENT:
         return False, f"top-1 agreement with PyTorch {agreement:.1%} < {MIN_AGREEMENT:.0%}"
+    by_task = parity.get("agreement_by_task") if isinstance(parity.get("agreement_by_task"), dict) else {}
+    answers = {
+        **{f"{task} agreement": value for task, value in by_task.items()},
+        "needs-review agreement": parity.get("needs_review_agreement"),
+        "action agreement": parity.get("action_agreement"),
+    }
+    for what, value in answers.items():
+        if isinstance(value, int | float) and value < MIN_AGREEMENT:
+            return False, f"{what} with PyTorch {value:.1%} < {MIN_AGREEMENT:.0%}"
     if drop > MAX_BALANCED_ACCURACY_DROP:
         return False, f"balanced accuracy {balanced:.4f} is {drop * 100:.2f} points below {reference:.4f}"
     return True, f"top-1 agreement {agreement:.1%}; balanced accuracy {balanced:.4f} vs {reference:.4f}"
