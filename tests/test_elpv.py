@@ -18,7 +18,7 @@ from visionqc.model.card import EMBEDDING_DIM, ModelLoadError, read_card
 from visionqc.model.checkpoint import load_checkpoint, write_card
 from visionqc.model.network import DIHEDRAL, dihedral
 from visionqc.model.predict import Predictor
-from visionqc.training.budget import estimate, plan_run
+from visionqc.training.budget import SLOW_PASS, estimate, plan_run, plan_timed
 from visionqc.training.config import TrainConfig
 from visionqc.training.datasets import DatasetError, load_dataset, stratified_split
 from visionqc.training.export import export_model
@@ -300,3 +300,25 @@ def test_the_time_budget_leaves_out_repeats_then_phase2_then_views():
     assert plan.left_out[1:] == ["phase 2", f"cached views 8 -> {plan.views}"]
     smallest = plan_run(0.01, 1, views=8, phase2=True, repeats=5, **common)
     assert (smallest.views, smallest.phase2, smallest.repeats) == (1, False, 0)  # made even though it cannot fit
+
+
+def test_the_network_is_timed_only_when_the_plan_depends_on_it():
+    """A run that fits its budget even at SLOW_PASS seconds a pass (a few dozen images), or has no budget, is
+    planned without timing the network; a real dataset is timed and planned at the measured pace."""
+    timings = []
+
+    def time_pass() -> float:
+        timings.append(1)
+        return 0.01
+
+    asked = {"views": 3, "phase2": True, "repeats": 5, "tta": 1, "conv_head": True, "phase2_epochs": 10,
+             "export": True, "train_share": 0.7, "test_share": 0.15}  # fmt: skip
+    small = plan_timed(time_pass, 600, images=30, **asked)
+    assert timings == [] and small.seconds_per_pass is None and small.left_out == []
+    assert small.estimated_seconds == pytest.approx(plan_run(SLOW_PASS, 600, images=30, **asked).estimated_seconds)
+    assert small.to_json()["seconds_per_pass"] is None
+    unbounded = plan_timed(time_pass, None, images=100_000, **asked)
+    assert timings == [] and unbounded.left_out == [] and unbounded.views == 3
+    large = plan_timed(time_pass, 600, images=1344, **asked)
+    assert timings == [1] and large.seconds_per_pass == 0.01
+    assert large == plan_run(0.01, 600, images=1344, **asked)

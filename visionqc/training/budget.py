@@ -7,7 +7,8 @@ most for the least accuracy: the card's repeated splits (they change nothing in 
 epochs cost about as much as five more cached views, and it rarely beats phase 1: see docs/MODEL_RESULTS.md),
 then cached views (halved until the run fits, down to one), then the conv-head candidate (it costs about half a
 minute and is where elpv's accuracy comes from). The smallest run is made even when it does not fit.
-The plan, the measured speed and what was left out are written to the card (``training.budget``).
+The plan, the measured speed and what was left out are written to the card (``training.budget``). A run so small
+that it fits the budget even at a pessimistic pace (:data:`SLOW_PASS`) is not timed (:func:`plan_timed`).
 
 The coefficients are rough and meant to over- rather than under-estimate: they come from the elpv and
 magnetic-tile runs recorded in docs/MODEL_RESULTS.md (feature extraction is about 1.2 network passes per view,
@@ -22,6 +23,7 @@ seeds 1 and 2: 8 views and phase 2 planned for 432 s, 700 s taken); a batch of 3
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,6 +41,10 @@ EXPORT_PASSES = 3.0  # parity: torch, fp32 graph and int8 graph on every test im
 # took 27.8 s, 0.017 of a 0.025 s pass), which also covers running block 14 once on the cache when phase 2
 # cached the activations entering it.
 CONV_HEAD_PASS = 0.025
+# Slower than any pass measured on the 2-core machines here (0.023-0.034 s) by a factor of 7: a run that fits its
+# budget even at this pace is planned without timing the network (:func:`plan_timed`). Timing takes about 5 s,
+# as long as the whole rest of a training run on a few dozen images.
+SLOW_PASS = 0.25
 
 
 @dataclass
@@ -48,7 +54,7 @@ class Plan:
     views: int
     phase2: bool
     repeats: int
-    seconds_per_pass: float  # one image through the network, measured on this machine at the start
+    seconds_per_pass: float | None  # one image through the network, measured at the start (None: not timed)
     estimated_seconds: float
     budget_seconds: float | None
     left_out: list[str] = field(default_factory=list)
@@ -56,7 +62,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
-        out["seconds_per_pass"] = round(self.seconds_per_pass, 4)
+        out["seconds_per_pass"] = None if self.seconds_per_pass is None else round(self.seconds_per_pass, 4)
         out["estimated_seconds"] = round(self.estimated_seconds, 1)
         return out
 
@@ -143,3 +149,15 @@ def plan_run(
         left_out.append("the conv-head candidate")
         conv_head = False
     return Plan(views, phase2, repeats, spp, cost(views, phase2, repeats, conv_head), budget, left_out, conv_head)
+
+
+def plan_timed(time_pass: Callable[[], float], budget: float | None, **asked: Any) -> Plan:
+    """:func:`plan_run` with the network timed (``time_pass()``, seconds a pass) only when the plan depends on it.
+    Without a budget, or when everything asked for fits the budget even at :data:`SLOW_PASS` seconds a pass (a few
+    dozen images), nothing can be left out: the plan is made at that pace without timing, its
+    ``seconds_per_pass`` is ``None`` and its estimate an upper bound."""
+    unhurried = plan_run(SLOW_PASS, budget, **asked)
+    if not unhurried.left_out:
+        unhurried.seconds_per_pass = None
+        return unhurried
+    return plan_run(time_pass(), budget, **asked)

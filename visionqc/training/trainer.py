@@ -44,7 +44,7 @@ from visionqc.model.card import PRIMARY_TASK, ModelCard, TaskSpec, read_card
 from visionqc.model.checkpoint import Checkpoint, save_checkpoint
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
-from visionqc.training.budget import Plan, plan_run, seconds_per_pass
+from visionqc.training.budget import Plan, plan_timed, seconds_per_pass
 from visionqc.training.calibration import calibrate_confidence_thresholds, calibrate_miss_averse, ood_threshold
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
@@ -325,8 +325,8 @@ def train(
     conv_asked = cfg.conv_head == "try" or (cfg.conv_head == "auto" and dataset.symmetric)
     extractor = in_memory_predictor(card, model)
     asked_views = cfg.dihedral_views if augmentation == "dihedral" else cfg.views
-    plan = plan_run(
-        seconds_per_pass(extractor.model, cfg.input_size),
+    plan = plan_timed(
+        lambda: seconds_per_pass(extractor.model, cfg.input_size),
         cfg.time_budget,
         images=len(dataset.samples),
         views=asked_views,
