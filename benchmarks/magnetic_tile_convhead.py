@@ -1,8 +1,8 @@
-"""Magnetic tile: ``train`` with ``--conv-head off`` against ``--conv-head try`` on the same split seeds, no time
-budget, no export, no repeated splits; both runs of a seed share one feature extraction (the same crops: the same
-seed). Prints one JSON line per run (test accuracy and balanced accuracy of the defect task, severity and location
-accuracy, whether the conv head was kept, its validation score against the linear heads', seconds without the
-extraction after the first run of a seed).
+"""Magnetic tile: ``train`` with ``--conv-head off`` against ``--conv-head auto`` (the default) on the same split
+seeds, no time budget, no export, no repeated splits; both runs of a seed share one feature extraction (the same
+crops: the same seed). Prints one JSON line per run (test accuracy and balanced accuracy of the defect task,
+severity and location accuracy, whether the conv head was kept, its validation score against the linear heads',
+seconds without the extraction after the first run of a seed).
 
     python benchmarks/magnetic_tile_convhead.py ../shared/data/magnetic-tile 0,1,2,3,4
 """
@@ -28,7 +28,7 @@ shared = SharedFeatures()
 trainer.extract_features = shared
 for seed in [int(s) for s in sys.argv[2].split(",")]:
     shared.caches.clear()  # a new seed draws other crops
-    for mode in ("off", "try"):
+    for mode in ("off", "auto"):
         cfg = TrainConfig(seed=seed, repeats=0, export=False, progress=False, conv_head=mode, time_budget=None)
         with tempfile.TemporaryDirectory() as out:
             t0 = time.time()

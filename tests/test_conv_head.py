@@ -18,6 +18,7 @@ from visionqc.model.checkpoint import load_checkpoint, save_checkpoint
 from visionqc.model.heatmaps import class_activation_maps, heatmap_for_image
 from visionqc.model.network import DefectNet, load_imagenet_backbone
 from visionqc.model.predict import Predictor
+from visionqc.training import conv_head
 from visionqc.training.budget import plan_run
 from visionqc.training.config import TrainConfig
 from visionqc.training.conv_head import (
@@ -226,3 +227,32 @@ def test_only_symmetric_views_are_averaged_at_prediction():
     assert views == 1 and list(scores) == [1]
     views, scores = choose_views(model, maps, labels, np.arange(16), on_accuracy=True, max_views=4)
     assert list(scores) == [1, 2, 4] and views == 1  # identical views: ties go to fewer
+
+
+def test_the_head_draws_rare_classes_as_often_as_phase_1_does(monkeypatch):
+    """Batches are drawn class-balanced with phase 1's ``balance_power`` (1 by default: each defect class as often
+    as any other; magnetic tile's fray, 2 % of the images, cost balanced accuracy when shuffled); with power 0 it is
+    a shuffle, every training image once an epoch."""
+    maps, labels = _oriented_strokes(128, 0)
+    keep = np.concatenate([np.flatnonzero(labels == 0)[:56], np.flatnonzero(labels == 1)[:8]])  # 1 in 8 is rare
+    maps, labels = maps[:, keep], labels[keep]
+    drawn: list[np.ndarray] = []
+    real_draws = conv_head.balanced_draws
+
+    def recording_draws(*args, **kwargs):
+        order = real_draws(*args, **kwargs)
+        drawn.append(order.numpy())
+        return order
+
+    monkeypatch.setattr(conv_head, "balanced_draws", recording_draws)
+    for power in (1.0, 0.0):
+        drawn.clear()
+        model = DefectNet({"defect": 2}, conv_head=SPEC)
+        cfg = TrainConfig(progress=False, balance_power=power)
+        train_conv_head(model, maps, {"defect": labels}, np.arange(64), cfg, epochs=20, symmetric=False)
+        if power:
+            assert len(drawn) == 20 and all(len(order) == 64 for order in drawn)
+            share = float(np.mean(labels[np.concatenate(drawn)] == 1))
+            assert 0.4 <= share <= 0.6, share  # 0.125 in the data
+        else:
+            assert drawn == []

@@ -59,9 +59,14 @@ def test_short_training_run_writes_a_model_that_loads_and_predicts(small_model, 
     assert training["phase_chosen"] in (1, 2) and training["phase_reason"]
     # Magnetic tile does not say its parts are symmetric: the general phase-1 recipe, no choice among recipes.
     assert "phase1_recipe" not in training["choices"]
-    # ... and no conv-head candidate (it is tried by default only for symmetric parts): linear heads, as before.
-    assert "conv_head" not in training["choices"] and not training["choices"]["budget"]["conv_head"]
-    assert card.conv_head is None and "conv_head" not in card.raw["architecture"]
+    # The conv-head candidate is tried on every dataset by default. Random crops are not symmetries: one view, no
+    # averaging, compared on balanced accuracy (the metric phase 2 is chosen on here); kept only if it wins.
+    conv = training["choices"]["conv_head"]
+    assert training["choices"]["budget"]["conv_head"] is True and training["config"]["conv_head"] == "auto"
+    assert conv["validation_metric"] == "balanced accuracy" and list(conv["validation_score_by_views"]) == ["1"]
+    assert conv["kept"] == (conv["validation_score_by_views"]["1"] > conv["linear_heads_validation_score"])
+    assert (card.conv_head is not None) == conv["kept"] == ("conv_head" in card.raw["architecture"])
+    assert (load_checkpoint(small_model).model.conv_head is not None) == conv["kept"]
     assert training["config"]["balance_power"] == 1.0 and training["config"]["head_l2"] == 0.0
     assert training["sampler"].startswith("class-balanced")
     assert training["split"]["seed"] == 3 and len(training["split"]["test_files"]) == 6

@@ -391,11 +391,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--conv-head",
-        choices=("auto", "try", "off"),
+        choices=("auto", "off"),
         default="auto",
-        help="also train a small convolutional head on the frozen backbone's block-14 map and keep it if it beats "
-        "the linear heads on validation: auto = for data whose parts are symmetric (elpv), try = for any data, off "
-        "= never (default: %(default)s)",
+        help="also train a small convolutional head on the frozen backbone's activations entering block 15 and keep "
+        "it if it beats the linear heads on validation: auto = unless the time budget leaves it out, off = never "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--time-budget",

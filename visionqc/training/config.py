@@ -60,9 +60,9 @@ class TrainConfig:
     # dataset whose parts are symmetric the trainer chooses it (and the sampling) on validation: SYMMETRIC_PHASE1.
     head_l2: float = 0.0
     # The conv-head candidate (visionqc.training.conv_head): a small convolutional head on the frozen backbone's
-    # activations entering block 15, kept only if it beats the linear heads on validation. "auto": tried for a
-    # dataset whose parts are symmetric (Dataset.symmetric, i.e. elpv, where it wins: docs/MODEL_RESULTS.md);
-    # "try": tried for any dataset; "off": never.
+    # activations entering block 15, kept only if it beats the linear heads on validation. "auto": tried for every
+    # dataset unless the time budget leaves it out (it wins on elpv and magnetic tile: docs/MODEL_RESULTS.md);
+    # "off": never.
     conv_head: str = "auto"
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_LOSS_WEIGHTS))
     repeats: int = 5  # repeated random splits for the mean/std of phase 1 (0 = skip)

@@ -16,9 +16,9 @@ The recipe, in the order :func:`train` runs it:
    learning-rate schedule and early stopping. Kept only if it beats phase 1 on validation balanced accuracy
    (validation accuracy for a symmetric set, the metric its phase-1 recipe is chosen on; phase 2 then also
    keeps its epoch on validation accuracy).
-5. **The conv-head candidate** (:mod:`~visionqc.training.conv_head`; by default only for a symmetric set): a
-   small convolutional head on the frozen backbone's cached activations entering block 15, replacing the linear
-   heads only if it beats the model chosen so far on the same validation metric.
+5. **The conv-head candidate** (:mod:`~visionqc.training.conv_head`; unless ``--conv-head off`` or the time
+   budget leaves it out): a small convolutional head on the frozen backbone's cached activations entering block
+   15, replacing the linear heads only if it beats the model chosen so far on the same validation metric.
 6. **Calibrate** (:mod:`~visionqc.training.calibration`) the needs-review confidence threshold per task and
    the out-of-distribution cut on the validation split, and store the training embeddings as the OOD bank.
 7. **Report** (:mod:`~visionqc.training.evaluation`) accuracy, balanced accuracy, macro F1, per-class
@@ -320,9 +320,8 @@ def train(
     model.eval()
     card = base_card(dataset, cfg)
     augmentation, augmentation_reason = resolve_augmentation(cfg, dataset)
-    if cfg.conv_head not in ("auto", "try", "off"):
-        raise ValueError(f"unknown conv_head setting {cfg.conv_head!r}; use auto, try or off")
-    conv_asked = cfg.conv_head == "try" or (cfg.conv_head == "auto" and dataset.symmetric)
+    if cfg.conv_head not in ("auto", "off"):
+        raise ValueError(f"unknown conv_head setting {cfg.conv_head!r}; use auto or off")
     extractor = in_memory_predictor(card, model)
     asked_views = cfg.dihedral_views if augmentation == "dihedral" else cfg.views
     plan = plan_timed(
@@ -337,7 +336,7 @@ def train(
         train_share=1 - cfg.val_fraction - cfg.test_fraction,
         test_share=cfg.test_fraction,
         tta=asked_views if augmentation == "dihedral" else 1,
-        conv_head=conv_asked,
+        conv_head=cfg.conv_head == "auto",
     )
     if plan.left_out:
         log(cfg.progress, f"time budget {cfg.time_budget:.0f} s: left out {', '.join(plan.left_out)}")
