@@ -35,7 +35,7 @@ def trained(tmp_path_factory, labelled_folder):
     import_dataset(store, "tiles", labelled_folder(root / "tiles", 6), by="ana")
     job_id = store.add_job("train", {}, created_by="ana")
     params = {"name": "tiles-model", "dataset": "tiles@1",
-              "options": TrainingOptions(views=1, epochs=20, phase2=False).to_json()}  # fmt: skip
+              "options": TrainingOptions(views=1, epochs=20, phase2=False, export=False).to_json()}  # fmt: skip
     job = {**store.job(job_id), "params": params}
     run_training(JobContext(home, store, job))
     return home

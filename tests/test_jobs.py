@@ -34,7 +34,8 @@ from visionqc.registry import ModelRegistry
 from visionqc.store import Store
 from visionqc.training.pipeline import ELAPSED_TICKS, Step, elapsed_bar, part, progress_bar, reporting_to
 
-TINY = TrainingOptions(views=1, epochs=3, phase2=False, repeats=0)  # seconds, not minutes: the suite stays fast
+# Seconds, not minutes: the suite stays fast (the job's export is tested by the browser test of the model loop).
+TINY = TrainingOptions(views=1, epochs=3, phase2=False, repeats=0, conv_head="off", export=False)
 WAIT_S = 600
 
 
@@ -217,10 +218,23 @@ def test_the_time_estimate_scales_with_images_views_and_phases():
     assert estimate_seconds(counts, TrainingOptions(repeats=5)) > base
     assert estimate_seconds({"a": 100, "b": 200}, TrainingOptions()) < base
     assert estimate_seconds(counts, TrainingOptions(max_per_class=100)) < estimate_seconds(counts, TrainingOptions())
-    assert [s.key for s in plan(counts, TrainingOptions(phase2=False))] == [
+    assert estimate_seconds(counts, TrainingOptions(conv_head="off")) < base
+    assert estimate_seconds(counts, TrainingOptions(export=False)) < base
+    assert [s.key for s in plan(counts, TrainingOptions(phase2=False, conv_head="off", export=False))] == [
         "prepare",
         "features",
         "phase1",
+        "test",
+        "register",
+    ]
+    # The stages in the order the trainer reaches them (the progress file only moves forward).
+    assert [s.key for s in plan(counts, TrainingOptions())] == [
+        "prepare",
+        "features",
+        "phase1",
+        "phase2",
+        "conv_head",
+        "calibrate",
         "test",
         "export",
         "register",

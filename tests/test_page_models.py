@@ -173,6 +173,8 @@ def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_fol
     at.number_input(key="models_train_epochs").set_value(5).run()
     at.radio(key="models_train_views").set_value(1).run()
     at.checkbox(key="models_train_phase2").uncheck().run()
+    assert at.checkbox(key="models_train_conv_head").value  # tried by default
+    at.checkbox(key="models_train_conv_head").uncheck().run()
     assert any("about" in c.value and "6 images" in c.value for c in at.caption)  # the time estimate
     as_reviewer(at, "Ana").run()
     at.button(key="models_train_go").click().run()
@@ -180,7 +182,8 @@ def test_import_an_archive_and_start_a_training_job(home, tmp_path, labelled_fol
     [job] = store.jobs().itertuples()
     assert job.params == {"name": "door-panels", "dataset": "door-panels@1",
                           "options": {"views": 1, "epochs": 5, "phase2": False, "phase2_epochs": 10, "repeats": 0,
-                                      "max_per_class": None, "seed": 0}}  # fmt: skip
+                                      "max_per_class": None, "seed": 0, "conv_head": "off",
+                                      "export": True}}  # fmt: skip
     assert any("queued" in s.value for s in at.success)
     from visionqc.jobs import queue
 

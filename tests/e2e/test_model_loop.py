@@ -104,6 +104,8 @@ def test_import_train_reload_compare_promote_inspect_rollback(
     page.screenshot(path=str(screenshot_dir / "models-train-progress.png"), full_page=True)
     page.get_by_text("Registered door-panels v1").wait_for(timeout=JOB_TIMEOUT_MS)
     wait_for_app(page)
+    trained = ModelRegistry(home).get("door-panels", "1").path
+    assert (trained / "model.onnx").is_file()  # the job exported the fast runtime, as train does
 
     # 4. Compare with the active model on the new model's own test images, then promote.
     panel = open_tab(page, wait_for_app, "Compare")

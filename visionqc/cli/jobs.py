@@ -79,6 +79,8 @@ def train_job(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         max_per_class=args.max_per_class,
         seed=args.seed,
+        conv_head=args.conv_head,
+        export=args.export,
     )
     registry = ModelRegistry(store.home)
     registry.ensure_initialised()

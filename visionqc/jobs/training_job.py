@@ -34,6 +34,8 @@ class TrainingOptions:
     repeats: int = 0
     max_per_class: int | None = None
     seed: int = 0
+    conv_head: str = "auto"  # TrainConfig.conv_head: "auto" tries the conv-head candidate, "off" never
+    export: bool = True  # the ONNX graphs and their parity (``train --dataset ... --no-export`` turns it off)
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> TrainingOptions:
@@ -46,8 +48,14 @@ class TrainingOptions:
 
 # Seconds per unit of work, from the shipped model's training run (2 shared cores; see its card's timings):
 # used until the registry holds a trained model whose card has timings of its own.
-_FALLBACK_TIMINGS = {"feature_extraction": 282.2, "phase1_heads": 3.9, "phase2": 48.2, "test_evaluation": 18.9}
-_FALLBACK_SHAPE = {"images": 1344, "views": 3, "phase2_epochs": 10, "test": 202}
+_FALLBACK_TIMINGS = {
+    "feature_extraction": 169.0,
+    "phase1_heads": 2.6,
+    "phase2": 27.0,
+    "conv_head": 15.7,
+    "test_evaluation": 4.4,
+}
+_FALLBACK_SHAPE = {"images": 1344, "views": 3, "phase2_epochs": 4, "test": 202}
 # A run on fewer images is dominated by fixed costs (loading the network, warming up) and would over-estimate.
 MIN_REFERENCE_IMAGES = 300
 
@@ -92,9 +100,13 @@ def plan(class_counts: dict[str, int], options: TrainingOptions, registry: Model
         Stage("features", "Reading the images", ("features",), per_view * images * options.views),
         Stage("phase1", "Training the heads", ("phase 1",), timings.get("phase1_heads", 4.0) * images / ref["images"]),
     ]
+    per_epoch = timings.get("phase2", 48.0) / ref["phase2_epochs"] * images / ref["images"]
     if options.phase2:
-        per_epoch = timings.get("phase2", 48.0) / ref["phase2_epochs"] * images / ref["images"]
         stages.append(Stage("phase2", "Fine-tuning the last blocks", ("phase 2",), per_epoch * options.phase2_epochs))
+    if options.conv_head != "off":  # trained after phase 2, before calibration (visionqc.training.trainer)
+        seconds = timings.get("conv_head", _FALLBACK_TIMINGS["conv_head"]) * images / ref["images"]
+        stages.append(Stage("conv_head", "Trying a convolutional head", ("conv head",), seconds))
+    if options.phase2:
         stages.append(Stage("calibrate", "Calibrating the needs-review thresholds", ("calibrating",), per_epoch))
     if options.repeats:
         per_split = max(timings.get("phase1_heads", 4.0) * images / ref["images"], 1.0)
@@ -103,9 +115,10 @@ def plan(class_counts: dict[str, int], options: TrainingOptions, registry: Model
         )
     per_test = timings.get("test_evaluation", 19.0) / ref["test"]
     stages.append(Stage("test", "Testing on held-out images", ("evaluating",), 3 + per_test * test_images))
-    calibration = min(CALIBRATION_IMAGES, images - 2 * test_images)
-    export = sum(expected_export_seconds(test_images, calibration).values())
-    stages.append(Stage("export", "Exporting the fast runtimes (ONNX, int8)", ("exporting",), export))
+    if options.export:
+        calibration = min(CALIBRATION_IMAGES, images - 2 * test_images)
+        export = sum(expected_export_seconds(test_images, calibration).values())
+        stages.append(Stage("export", "Exporting the fast runtimes (ONNX, int8)", ("exporting",), export))
     stages.append(Stage("register", "Registering the model", (), 2.0))
     return stages
 
@@ -171,6 +184,10 @@ def describe(params: dict[str, Any]) -> str:
     parts = [f"{options.views} view(s)", f"phase 2 {'on' if options.phase2 else 'off'}"]
     if options.repeats:
         parts.append(f"{options.repeats} repeated splits")
+    if options.conv_head == "off":
+        parts.append("no conv head")
+    if not options.export:
+        parts.append("no ONNX export")
     if options.max_per_class:
         parts.append(f"≤ {options.max_per_class} images per class")
     return f"train {params.get('name')} on {params.get('dataset')} · " + ", ".join(parts)

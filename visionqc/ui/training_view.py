@@ -65,6 +65,11 @@ def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
         epochs = st.number_input("Epochs (heads, with early stopping)", 5, 500, 150, key="models_train_epochs")
         cap = st.number_input("At most this many images per class (0 = all)", 0, 100_000, 0, key="models_train_cap")
         seed = st.number_input("Split seed", 0, 10_000, 0, key="models_train_seed")
+        conv_head = st.checkbox(
+            "Try a convolutional head", value=True, key="models_train_conv_head",
+            help="A small head that learns its own detectors on the backbone's feature map (finds thin, local "
+            "defects better). Kept only if it beats the standard heads on validation images.",
+        )  # fmt: skip
     options = TrainingOptions(
         views=int(views),
         epochs=int(epochs),
@@ -72,6 +77,7 @@ def _start_form(store: Store, registry: ModelRegistry, datasets) -> None:
         repeats=5 if stability else 0,
         max_per_class=int(cap) or None,
         seed=int(seed),
+        conv_head="auto" if conv_head else "off",
     )
     check = check_classes(row["class_counts"], row["no_defect_class"])
     for problem in check.errors:
