@@ -14,7 +14,20 @@ from visionqc import cli, config
 from visionqc.registry import ModelRegistry
 from visionqc.store import Store
 
-SMALL = ["--views", "1", "--epochs", "3", "--no-phase2", "--repeats", "0", "--quiet", "--by", "ana"]
+SMALL = [
+    "--views",
+    "1",
+    "--epochs",
+    "3",
+    "--no-phase2",
+    "--conv-head",
+    "off",
+    "--repeats",
+    "0",
+    "--quiet",
+    "--by",
+    "ana",
+]
 
 
 @pytest.fixture
@@ -47,7 +60,7 @@ def test_from_a_labelled_folder_to_a_promoted_model_and_back(home, tmp_path, lab
     # The Models page's training job, from the terminal: queued, followed, registered.
     code, out, err = run(capsys, "train", "--dataset", "tiles", "--name", "tiles-model", *SMALL)
     assert code == 0, err
-    assert "registered tiles-model v1" in out and "model compare magnetic-tile/1 tiles-model/1" in out
+    assert "registered tiles-model v1" in out and "model compare magnetic-tile/2 tiles-model/1" in out
     # The same work as a plain `train` of the exported folder, put in the registry with --register.
     code, out, err = run(
         capsys,
@@ -64,7 +77,7 @@ def test_from_a_labelled_folder_to_a_promoted_model_and_back(home, tmp_path, lab
     assert "registered as tiles-model v2" in out
 
     code, out, _ = run(capsys, "model", "list")
-    assert out.splitlines()[-1].startswith("* magnetic-tile/1")  # still the active one: training never switches
+    assert out.splitlines()[-1].startswith("* magnetic-tile/2")  # still the active one: training never switches
     code, out, _ = run(capsys, "model", "activate", "tiles-model/1", "--by", "ana")
     assert code == 0 and "tiles-model v1 is now the active model" in out
     assert config.model_dir() == home / "models" / "tiles-model" / "1"
@@ -74,9 +87,9 @@ def test_from_a_labelled_folder_to_a_promoted_model_and_back(home, tmp_path, lab
     assert (batch.model_name, batch.model_version) == ("tiles-model", "1")  # the CLI uses the active model
 
     code, out, _ = run(capsys, "reinspect", "--batch", batch.batch_id, "--model", "magnetic-tile", "--by", "ana")
-    assert code == 0 and "1 re-inspected with magnetic-tile v1" in out
+    assert code == 0 and "1 re-inspected with magnetic-tile v2" in out
     code, out, _ = run(capsys, "model", "rollback", "--by", "ben")
-    assert code == 0 and "magnetic-tile v1 is the active model again" in out
+    assert code == 0 and "magnetic-tile v2 is the active model again" in out
     code, out, _ = run(capsys, "model", "history")
     assert [line.split()[1] for line in out.splitlines()] == ["rollback", "promote", "first"]
     code, out, _ = run(capsys, "jobs")
@@ -115,8 +128,8 @@ def test_a_non_model_directory_is_refused_and_changes_nothing(home, tmp_path, de
     assert code == 1 and "is not a usable model" in err and "has no model.json" in err
     shutil.copytree(default_model_dir, tmp_path / "copy")
     code, _, err = run(capsys, "model", "register", str(tmp_path / "copy"))
-    assert code == 1 and "magnetic-tile version 1 is already registered" in err
-    assert [v.label for v in ModelRegistry(home).versions()] == ["magnetic-tile v1"]
+    assert code == 1 and "magnetic-tile version 2 is already registered" in err
+    assert [v.label for v in ModelRegistry(home).versions()] == ["magnetic-tile v2"]
     code, _, err = run(capsys, "model", "activate", "door-panel", "--by", "ana")
     assert code == 1 and "there is no registered model 'door-panel'" in err
     code, _, err = run(capsys, "model", "rollback", "--by", "ana")

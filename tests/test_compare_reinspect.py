@@ -43,7 +43,7 @@ def trained(tmp_path_factory, labelled_folder):
 
 def test_compare_on_the_candidates_own_test_split(trained):
     registry, store = ModelRegistry(trained), Store(trained)
-    shipped, small = registry.get("magnetic-tile", "1"), registry.get("tiles-model", "1")
+    shipped, small = registry.get("magnetic-tile", "2"), registry.get("tiles-model", "1")
     result = compare.compare(store, shipped, small)
     test_files = read_card(small.path).raw["training"]["split"]["test_files"]
     expected = items_for_files(store.dataset_items("tiles@1"), test_files)
@@ -68,7 +68,7 @@ def test_compare_on_the_candidates_own_test_split(trained):
 
 def test_compare_on_a_named_dataset_and_without_one(trained):
     registry, store = ModelRegistry(trained), Store(trained)
-    shipped, small = registry.get("magnetic-tile", "1"), registry.get("tiles-model", "1")
+    shipped, small = registry.get("magnetic-tile", "2"), registry.get("tiles-model", "1")
     result = compare.compare(store, small, shipped, dataset="tiles")
     assert result["images"] == 36 and result["dataset"] == "tiles@1"
     with pytest.raises(DatasetProblem, match="was not trained from a dataset here"):
@@ -80,7 +80,7 @@ def test_compare_on_a_named_dataset_and_without_one(trained):
 def test_reinspect_a_batch_with_another_version_into_a_new_batch(trained, magnetic_tile):
     registry, store = ModelRegistry(trained), Store(trained)
     photos = [p for cls in ("crack", "free") for p in sorted((magnetic_tile / "images" / cls).glob("*.jpg"))[10:13]]
-    shipped = Predictor(registry.get("magnetic-tile", "1").path)
+    shipped = Predictor(registry.get("magnetic-tile", "2").path)
     original = run_batch(store, shipped, [UploadFile(p.name, p.read_bytes()) for p in photos])
     first_id = original.inspection_ids[0]
     store.review([first_id], "ana", "correct", defect="crack")  # the original's effective label is a person's
@@ -101,7 +101,7 @@ def test_reinspect_a_batch_with_another_version_into_a_new_batch(trained, magnet
     assert result.actions_changed == int(result.changes["action_changed"].sum())
     assert len(store.batch_rows(original.batch_id)) == 6  # the originals are untouched
     # History (and its CSV) tell the two apart by model version, as the Models page names them.
-    assert {"magnetic-tile v1", "tiles-model v1"} <= set(store.distinct_values("model_version"))
+    assert {"magnetic-tile v2", "tiles-model v1"} <= set(store.distinct_values("model_version"))
     by_version = store.search(InspectionFilter(model_versions=("tiles-model v1",)), page_size=0)[0]
     assert set(by_version["batch_id"]) == {result.batch_id} and len(by_version) == 6
     assert store.count(InspectionFilter(model_versions=("tiles-model v9",))) == 0

@@ -90,7 +90,7 @@ def test_jobs_run_one_at_a_time_in_their_own_process_and_register_their_models(h
     card = read_card(v1.path)
     assert (card.name, card.version) == ("tiles-model", "1")
     assert card.raw["training_data"]["images"] == 24 and card.raw["training"]["config"]["views"] == 1
-    assert registry.active().label == "magnetic-tile v1"  # training never switches the model by itself
+    assert registry.active().label == "magnetic-tile v2"  # training never switches the model by itself
     progress = read_progress(home, first)
     assert progress["status"] == "succeeded" and progress["fraction"] == 1.0
     assert not (job_dir(home, first) / "work").exists()  # the exported data and the staging model are gone
@@ -106,7 +106,7 @@ def test_a_queued_job_cancels_at_once_and_a_running_one_at_its_next_step(home):
     assert queue.cancel(store, running) == "stopping"
     job = wait_for(store, running, "cancelled", "succeeded", "failed")
     assert (job["status"], job["error"]) == ("cancelled", "cancelled on request")
-    assert [v.label for v in ModelRegistry(home).versions()] == ["magnetic-tile v1"]
+    assert [v.label for v in ModelRegistry(home).versions()] == ["magnetic-tile v2"]
     assert queue.cancel(store, running) == "cancelled"  # cancelling again says what it is
 
 
@@ -122,7 +122,7 @@ def test_kill_9_of_a_running_job_leaves_registry_and_store_consistent_and_the_jo
     assert (job["status"], job["error"]) == ("failed", DIED)
     assert not (job_dir(home, killed) / "work").exists()
     registry = ModelRegistry(home)
-    assert {v.label for v in registry.versions()} == {"magnetic-tile v1", "tiles-model v1"}
+    assert {v.label for v in registry.versions()} == {"magnetic-tile v2", "tiles-model v1"}
     assert registry.get("tiles-model", "1").job_id == behind  # the next job's version, never the killed one's
     assert Store(home).dataset("tiles")["images"] == 24  # the store opens and reads as before
 

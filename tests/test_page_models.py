@@ -98,25 +98,25 @@ def test_confusion_frame_shares_are_per_true_class():
 def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     registry = ModelRegistry(home)
     registry.ensure_initialised()
-    v2 = registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
-    registry.activate(v2.name, v2.version, by="ana")
+    newer = registry.register(copy_as_version(default_model_dir, tmp_path / "v3", "3"), by="ana")
+    registry.activate(newer.name, newer.version, by="ana")
     at = open_page(reviewer="Ben")
-    assert "· version 2" in sidebar_text(at)
+    assert "· version 3" in sidebar_text(at)
     versions = next(d.value for d in at.dataframe if "Balanced accuracy %" in d.value.columns)
-    assert versions["Version"].tolist() == ["2", "1"] and versions["Active"].tolist() == ["✔", ""]
+    assert versions["Version"].tolist() == ["3", "2"] and versions["Active"].tolist() == ["✔", ""]
     as_reviewer(at, "Ben").run()
     at.button(key="models_rollback").click().run()
-    assert registry.active().label == "magnetic-tile v2"  # not yet: the question is on screen
-    assert any("Make magnetic-tile v1 the active model again" in w.value for w in at.warning)
+    assert registry.active().label == "magnetic-tile v3"  # not yet: the question is on screen
+    assert any("Make magnetic-tile v2 the active model again" in w.value for w in at.warning)
     at.button(key="models_rollback_yes").click().run()
     assert not at.exception, at.exception
-    assert registry.active().label == "magnetic-tile v1"
-    assert "· version 1" in sidebar_text(at)
+    assert registry.active().label == "magnetic-tile v2"
+    assert "· version 2" in sidebar_text(at)
     audit = next(d.value for d in at.dataframe if "What" in d.value.columns)
     assert audit.iloc[0][["What", "From", "To", "By"]].tolist() == [
         "rollback",
+        "magnetic-tile v3",
         "magnetic-tile v2",
-        "magnetic-tile v1",
         "Ben",
     ]
 
@@ -125,26 +125,26 @@ def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
 def test_promotion_comes_after_a_comparison(home, tmp_path, default_model_dir, labelled_folder):
     registry = ModelRegistry(home)
     registry.ensure_initialised()
-    registry.register(copy_as_version(default_model_dir, tmp_path / "v2", "2"), by="ana")
+    registry.register(copy_as_version(default_model_dir, tmp_path / "v3", "3"), by="ana")
     import_dataset(Store(home), "tiles", labelled_folder(tmp_path / "tiles", 2, ["crack", "free", "uneven"]), by="ana")
     at = open_page()
     assert not [b for b in at.button if b.key == "models_promote"]  # no comparison yet, no promotion
-    at.selectbox(key="models_compare_candidate").set_value("magnetic-tile v2").run()
+    at.selectbox(key="models_compare_candidate").set_value("magnetic-tile v3").run()
     at.selectbox(key="models_compare_dataset").set_value("tiles@1").run()
     at.button(key="models_compare_go").click().run()
     assert not at.exception, at.exception
     side_by_side = next(d.value for d in at.dataframe if "Measure" in d.value.columns)
-    assert side_by_side.columns.tolist() == ["Measure", "magnetic-tile v1", "magnetic-tile v2", "Change"]
+    assert side_by_side.columns.tolist() == ["Measure", "magnetic-tile v2", "magnetic-tile v3", "Change"]
     accuracy = side_by_side.set_index("Measure").loc["Accuracy %"]
-    assert accuracy["magnetic-tile v1"] == accuracy["magnetic-tile v2"] and accuracy["Change"] == 0  # same weights
+    assert accuracy["magnetic-tile v2"] == accuracy["magnetic-tile v3"] and accuracy["Change"] == 0  # same weights
     assert len(at.get("vega_lite_chart")) >= 2  # both confusion matrices
     as_reviewer(at, "Ana").run()
     at.button(key="models_promote").click().run()
     at.button(key="models_promote_yes").click().run()
     assert not at.exception, at.exception
-    assert registry.active().label == "magnetic-tile v2"
+    assert registry.active().label == "magnetic-tile v3"
     assert registry.activations()[0]["action"] == "promote"
-    assert "· version 2" in sidebar_text(at)
+    assert "· version 3" in sidebar_text(at)
 
 
 def zipped_folder(folder) -> bytes:
@@ -222,7 +222,7 @@ def test_inspect_says_when_a_batch_looks_foreign(home, default_model_dir, neu_de
     at.switch_page("pages/1_Inspect.py").run()
     assert not at.exception, at.exception
     [notice] = [w.value for w in at.warning if "look unlike anything" in w.value]
-    assert "6 of 6" in notice and "magnetic-tile v1" in notice
+    assert "6 of 6" in notice and "magnetic-tile v2" in notice
     # Both ways to start: good photos only (an anomaly model), or labelled photos (a classifier).
     assert "**train an anomaly model from good photos**" in notice
     assert "**train a classifier from labelled photos** (an archive, or a dataset built from your reviews" in notice

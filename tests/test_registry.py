@@ -22,7 +22,7 @@ def registry(visionqc_home, monkeypatch) -> ModelRegistry:
     return ModelRegistry(visionqc_home)
 
 
-def second_version(tmp_path, default_model_dir, version: str = "2", name: str | None = None):
+def second_version(tmp_path, default_model_dir, version: str = "3", name: str | None = None):
     """A copy of the shipped model whose card says another version (and name): a real, loadable model."""
     target = tmp_path / f"model-{name or 'mt'}-{version}"
     shutil.copytree(default_model_dir, target)
@@ -37,9 +37,9 @@ def second_version(tmp_path, default_model_dir, version: str = "2", name: str | 
 def test_first_start_registers_the_shipped_model_and_makes_it_active(registry, default_model_dir, visionqc_home):
     assert config.model_dir() == default_model_dir  # an empty registry: the shipped model, nothing written
     version = registry.ensure_initialised()
-    assert (version.name, version.version, version.source) == ("magnetic-tile", "1", "shipped")
-    assert version.metrics["balanced_accuracy"] == pytest.approx(0.941, abs=1e-3)
-    assert config.model_dir() == visionqc_home / "models" / "magnetic-tile" / "1"
+    assert (version.name, version.version, version.source) == ("magnetic-tile", "2", "shipped")
+    assert version.metrics["balanced_accuracy"] == pytest.approx(0.964, abs=1e-3)
+    assert config.model_dir() == visionqc_home / "models" / "magnetic-tile" / "2"
     assert (config.model_dir() / "model.safetensors").read_bytes() == (
         default_model_dir / "model.safetensors"
     ).read_bytes()
@@ -68,51 +68,51 @@ def test_versions_are_immutable_and_registering_is_all_or_nothing(registry, tmp_
     (broken / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(RegistryError, match="not a valid safetensors"):
         registry.register(broken, by="ana")
-    assert [v.label for v in registry.versions()] == ["magnetic-tile v1"]
+    assert [v.label for v in registry.versions()] == ["magnetic-tile v2"]
     assert not any((registry.root / STAGING).iterdir())
 
 
 def test_activate_rollback_and_the_audit_trail(registry, tmp_path, default_model_dir, visionqc_home):
     registry.ensure_initialised()
-    v2 = registry.register(second_version(tmp_path, default_model_dir), by="ana", source="trained")
-    assert registry.next_version("magnetic-tile") == "3"
+    newer = registry.register(second_version(tmp_path, default_model_dir), by="ana", source="trained")
+    assert registry.next_version("magnetic-tile") == "4"
     with pytest.raises(RegistryError, match="needs your name"):
-        registry.activate(v2.name, v2.version, by=" ")
-    registry.activate(v2.name, v2.version, by="ana", action="promote")
-    assert registry.active().label == "magnetic-tile v2"
-    assert config.model_dir() == v2.path
+        registry.activate(newer.name, newer.version, by=" ")
+    registry.activate(newer.name, newer.version, by="ana", action="promote")
+    assert registry.active().label == "magnetic-tile v3"
+    assert config.model_dir() == newer.path
     [back] = registry.rollback_choices()
-    assert back.label == "magnetic-tile v1"
+    assert back.label == "magnetic-tile v2"
     registry.activate(back.name, back.version, by="ben", action="rollback")
-    assert config.model_dir() == visionqc_home / "models" / "magnetic-tile" / "1"
+    assert config.model_dir() == visionqc_home / "models" / "magnetic-tile" / "2"
     trail = registry.activations()
     assert [(e["action"], e["by"], e["version"]) for e in trail] == [
-        ("rollback", "ben", "1"),
-        ("promote", "ana", "2"),
-        ("first start", "VisionQC", "1"),
+        ("rollback", "ben", "2"),
+        ("promote", "ana", "3"),
+        ("first start", "VisionQC", "2"),
     ]
-    assert trail[0]["previous"] == {"name": "magnetic-tile", "version": "2"}
+    assert trail[0]["previous"] == {"name": "magnetic-tile", "version": "3"}
     with pytest.raises(RegistryError, match="no registered model"):
         registry.activate("magnetic-tile", "9", by="ana")
 
 
 def test_a_station_can_have_its_own_model(registry, tmp_path, default_model_dir):
     registry.ensure_initialised()
-    v2 = registry.register(second_version(tmp_path, default_model_dir), by="ana")
-    registry.activate(v2.name, v2.version, by="ana", station="Line 2", action="station")
+    newer = registry.register(second_version(tmp_path, default_model_dir), by="ana")
+    registry.activate(newer.name, newer.version, by="ana", station="Line 2", action="station")
     assert registry.stations() == ["Line 2"]
-    assert config.model_dir("Line 2") == v2.path
-    assert config.model_dir("Line 1") == config.model_dir() != v2.path
-    assert registry.active().label == "magnetic-tile v1"
+    assert config.model_dir("Line 2") == newer.path
+    assert config.model_dir("Line 1") == config.model_dir() != newer.path
+    assert registry.active().label == "magnetic-tile v2"
 
 
 def test_a_torn_last_line_of_the_log_is_ignored(registry, tmp_path, default_model_dir):
     registry.ensure_initialised()
-    v2 = registry.register(second_version(tmp_path, default_model_dir), by="ana")
-    registry.activate(v2.name, v2.version, by="ana")
+    newer = registry.register(second_version(tmp_path, default_model_dir), by="ana")
+    registry.activate(newer.name, newer.version, by="ana")
     with (registry.root / config.ACTIVATIONS_FILE).open("a") as fh:
         fh.write('{"at": "2026-01-01", "name": "magnetic-tile", "vers')  # a write cut off by a crash
-    assert registry.active().label == "magnetic-tile v2"
+    assert registry.active().label == "magnetic-tile v3"
     assert len(registry.activations()) == 2
 
 
@@ -134,18 +134,18 @@ def test_a_registration_killed_midway_leaves_no_version(registry, tmp_path, defa
     assert result.returncode == -9
     leftovers = list((registry.root / STAGING).iterdir())
     assert len(leftovers) == 1 and (leftovers[0] / "model.safetensors").is_file()
-    assert [v.label for v in registry.versions()] == ["magnetic-tile v1"]
+    assert [v.label for v in registry.versions()] == ["magnetic-tile v2"]
     registry.register(source, by="ana")  # the next registration clears what the dead process left
     assert [p.name for p in (registry.root / STAGING).iterdir()] == []
-    assert {v.label for v in registry.versions()} == {"magnetic-tile v1", "magnetic-tile v7"}
+    assert {v.label for v in registry.versions()} == {"magnetic-tile v2", "magnetic-tile v7"}
 
 
 def test_find_names_a_version_or_the_newest_of_a_model(registry, tmp_path, default_model_dir):
     registry.ensure_initialised()
-    registry.register(second_version(tmp_path, default_model_dir, "2"), by="ana")
-    assert registry.find("magnetic-tile").version == "2"
-    assert registry.find("magnetic-tile/1").version == "1"
-    assert registry.find("magnetic-tile@1").version == "1"
+    registry.register(second_version(tmp_path, default_model_dir, "3"), by="ana")
+    assert registry.find("magnetic-tile").version == "3"
+    assert registry.find("magnetic-tile/2").version == "2"
+    assert registry.find("magnetic-tile@2").version == "2"
     with pytest.raises(RegistryError, match="registered: magnetic-tile"):
         registry.find("door-panel")
 

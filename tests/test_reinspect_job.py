@@ -38,7 +38,7 @@ def home(tmp_path, monkeypatch) -> Path:
 
 
 def inspect_tiles(home: Path, photos: list[Path]):
-    predictor = Predictor(ModelRegistry(home).get("magnetic-tile", "1").path)
+    predictor = Predictor(ModelRegistry(home).get("magnetic-tile", "2").path)
     return run_batch(Store(home), predictor, [UploadFile(p.name, p.read_bytes()) for p in photos])
 
 
@@ -58,7 +58,7 @@ def test_the_worker_reinspects_exactly_the_ids_it_was_given(home, tile_photos, m
     # process even when this process's environment no longer names it.
     monkeypatch.delenv("VISIONQC_DATABASE_URL", raising=False)
     chosen = sorted(batch.inspection_ids)[1:6]  # five of the eight: the others must stay out
-    version = ModelRegistry(home).get("magnetic-tile", "1")
+    version = ModelRegistry(home).get("magnetic-tile", "2")
     params = reinspect_job.params(chosen, version, "five tiles")
     job_id = queue.submit(store, reinspect_job.KIND, params, by="ana", model_name=version.name)
     job = wait_for(store, job_id, "succeeded", "failed", "cancelled")
@@ -67,20 +67,20 @@ def test_the_worker_reinspects_exactly_the_ids_it_was_given(home, tile_photos, m
     new_rows = store.batch_rows(result["batch_id"])
     originals = store.search(InspectionFilter(ids=tuple(chosen)), page_size=0)[0]
     assert sorted(new_rows["sha256"]) == sorted(originals["sha256"])
-    assert (result["inspected"], result["failed"], result["version"]) == (5, 0, "magnetic-tile v1")
+    assert (result["inspected"], result["failed"], result["version"]) == (5, 0, "magnetic-tile v2")
     new_batch = store.batch(result["batch_id"])
     assert (new_batch["operator"], new_batch["status"]) == ("ana", "complete")
-    assert new_batch["note"] == "re-inspection of five tiles with magnetic-tile v1"
+    assert new_batch["note"] == "re-inspection of five tiles with magnetic-tile v2"
     changes = reinspect_job.changes(home, job_id)
     assert sorted(changes["original_inspection_id"]) == chosen
     assert set(changes["new_inspection_id"]) == set(new_rows["inspection_id"])
     assert result["actions_changed"] == int(changes["action_changed"].sum()) == 0  # same model, same answers
     assert read_progress(home, job_id)["batch_id"] == result["batch_id"]
-    assert queue.describe(reinspect_job.KIND, params) == "re-inspect five tiles (5 images) with magnetic-tile v1"
+    assert queue.describe(reinspect_job.KIND, params) == "re-inspect five tiles (5 images) with magnetic-tile v2"
 
 
 def test_bad_requests_are_refused_with_the_reason(home):
-    version = ModelRegistry(home).get("magnetic-tile", "1")
+    version = ModelRegistry(home).get("magnetic-tile", "2")
     with pytest.raises(ValueError, match="nothing to re-inspect"):
         reinspect_job.params([], version, "nothing")
     with pytest.raises(ValueError, match="at most 20,000"):
@@ -95,7 +95,7 @@ def test_bad_requests_are_refused_with_the_reason(home):
 def test_a_cancel_mid_way_keeps_whole_chunks_and_names_their_batch(home, tile_photos, monkeypatch):
     store = Store(home)
     batch = inspect_tiles(home, tile_photos(CHUNK_SIZE + 8))
-    version = ModelRegistry(home).get("magnetic-tile", "1")
+    version = ModelRegistry(home).get("magnetic-tile", "2")
     params = reinspect_job.params(batch.inspection_ids, version, "the batch")
     job_id = store.add_job(reinspect_job.KIND, params, created_by="ana")
 
@@ -140,7 +140,7 @@ def test_the_page_queues_a_batch_and_shows_the_result_once_the_job_ends(home, ti
     at.radio(key="models_re_source").set_value("batch").run()
     at.selectbox(key="models_re_batch").set_value(second.batch_id).run()
     go = at.button(key="models_re_go")
-    assert go.label == "Re-inspect 6 images with magnetic-tile v1"
+    assert go.label == "Re-inspect 6 images with magnetic-tile v2"
     go.click().run()
     assert not at.exception, at.exception
     [job] = store.jobs(kinds=(reinspect_job.KIND,)).itertuples()

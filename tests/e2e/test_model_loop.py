@@ -69,7 +69,7 @@ def test_import_train_reload_compare_promote_inspect_rollback(
     wait_for_app(page)
     page.get_by_role("link", name="Models").first.click()
     wait_for_app(page)
-    assert "magnetic-tile · version 1" in sidebar(page)
+    assert "magnetic-tile · version 2" in sidebar(page)
 
     # 1. Import a labelled archive (8 real photos of each of the six classes).
     panel = open_tab(page, wait_for_app, "Datasets")
@@ -139,9 +139,9 @@ def test_import_train_reload_compare_promote_inspect_rollback(
     wait_for_app(page)
     panel = open_tab(page, wait_for_app, "Versions")
     type_into(page, wait_for_app, page.locator("[data-testid='stSidebar']"), "Your name (reviewer)", "Ben Lead")
-    confirm(page, wait_for_app, panel, "Roll back to magnetic-tile v1", "Yes, roll back")
-    page.get_by_text("magnetic-tile v1 is now the active model").wait_for()
-    assert "magnetic-tile · version 1" in sidebar(page)
+    confirm(page, wait_for_app, panel, "Roll back to magnetic-tile v2", "Yes, roll back")
+    page.get_by_text("magnetic-tile v2 is now the active model").wait_for()
+    assert "magnetic-tile · version 2" in sidebar(page)
     page.screenshot(path=str(screenshot_dir / "models-versions.png"), full_page=True)
     trail = ModelRegistry(home).activations()
     assert [(e["action"], e["by"]) for e in trail] == [
