@@ -465,10 +465,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="write a model's ONNX graphs (fp32 and int8) and record their parity with PyTorch in its card",
         description="Export the model's network as an ONNX graph (model.onnx) and an int8 version calibrated on "
         "training images (model.int8.onnx), next to model.safetensors. Both are run on the card's test split "
-        "beside the PyTorch network; their top-1 agreement and balanced accuracy go into the card with each "
-        "file's SHA-256, and decide the default runtime: int8 when it agrees with PyTorch on at least 99%% of the "
-        "test images and its balanced accuracy is within 0.5 points of fp32, else fp32 ONNX under the same rule, "
-        "else PyTorch. train runs this at its end.",
+        "beside the PyTorch network; their agreement with it and balanced accuracy go into the card with each "
+        "file's SHA-256, and decide the default runtime: int8 when it gives PyTorch's answer on at least 99%% of "
+        "the test images for every answer (defect, severity, location, needs review, action) and its balanced "
+        "accuracy is within 0.5 points, else fp32 ONNX under the same rule, else PyTorch. train runs this at its "
+        "end.",
     )
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="model directory (model.json + model.safetensors)")
     p.add_argument(
