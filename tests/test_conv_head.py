@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from visionqc.cli.training import format_runtimes
 from visionqc.model.card import ModelLoadError
 from visionqc.model.checkpoint import load_checkpoint, save_checkpoint
 from visionqc.model.heatmaps import class_activation_maps, heatmap_for_image
@@ -99,6 +100,12 @@ def test_the_onnx_graph_computes_the_same_conv_head(trained, tmp_path):
     shutil.copytree(out, copy)
     section = export_model(copy, dataset, list(range(8)), list(range(8, 20)), calibration_images=8, progress=False)
     assert section["graphs"]["onnx"]["parity"]["agreement"] == 1.0
+    # Each runtime's speed beside its accuracy, so a lead can trade one for the other knowingly.
+    speeds = [section["torch"]] + [g["parity"] for g in section["graphs"].values()]
+    assert all(s["images_per_second"] > 0 for s in speeds)
+    printed = format_runtimes(section).splitlines()
+    assert [line.split(":")[0].strip() for line in printed[1:4]] == ["torch", "onnx", "int8"]
+    assert all(line.count(" images/s") == 1 for line in printed[1:4])
     image = Image.open(dataset.samples[3].path).convert("RGB")
     (torch_prediction,) = Predictor(copy, runtime="torch").predict_images([image])
     (graph_prediction,) = Predictor(copy, runtime="onnx").predict_images([image])

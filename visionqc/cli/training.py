@@ -162,14 +162,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def format_runtimes(section: dict) -> str:
     """The export's parity, one line per graph, for the terminal."""
-    lines = [f"runtimes (parity on {section['parity_split']['images']} test images):"]
-    lines.append(f"  torch: balanced accuracy {section['torch']['balanced_accuracy']:.4f}")
+
+    def speed(numbers: dict) -> str:  # cards exported before 2026-12-07 do not record it
+        rate = numbers.get("images_per_second")
+        return f", {rate:.0f} images/s" if rate else ""
+
+    lines = [f"runtimes (parity on {section['parity_split']['images']} test images; speed of the network alone):"]
+    lines.append(f"  torch: balanced accuracy {section['torch']['balanced_accuracy']:.4f}{speed(section['torch'])}")
     for runtime, graph in section["graphs"].items():
         parity = graph["parity"]
         verdict = f"refused: {graph['refused']}" if graph.get("refused") else "allowed"
         lines.append(
-            f"  {runtime}: agreement {parity['agreement']:.1%}, balanced accuracy {parity['balanced_accuracy']:.4f} "
-            f"({verdict})"
+            f"  {runtime}: agreement {parity['agreement']:.1%}, balanced accuracy {parity['balanced_accuracy']:.4f}"
+            f"{speed(parity)} ({verdict})"
         )
     lines.append(f"  default runtime: {section['default']}")
     return "\n".join(lines)
