@@ -95,6 +95,21 @@ def test_confusion_frame_shares_are_per_true_class():
     assert model_card.localisation_entries({}) == {}
 
 
+def test_after_an_update_the_page_offers_the_new_shipped_model_and_keeps_the_one_in_use(
+    home, tmp_path, default_model_dir
+):
+    registry = ModelRegistry(home)  # a data folder from before the update: version 1 shipped and in use
+    old = registry.register(copy_as_version(default_model_dir, tmp_path / "v1", "1"), by="VisionQC", source="shipped")
+    registry.activate(old.name, old.version, by="VisionQC", action="first start")
+    at = open_page()
+    assert not at.exception, at.exception
+    assert "· version 1" in sidebar_text(at)
+    [notice] = [i.value for i in at.info if "ships" in i.value]
+    assert "ships **magnetic-tile v2**" in notice and "compare it with magnetic-tile v1" in notice
+    versions = next(d.value for d in at.dataframe if "Balanced accuracy %" in d.value.columns)
+    assert versions[["Version", "Source", "Active"]].values.tolist() == [["2", "shipped", ""], ["1", "shipped", "✔"]]
+
+
 def test_rollback_asks_first_and_is_recorded(home, tmp_path, default_model_dir):
     registry = ModelRegistry(home)
     registry.ensure_initialised()

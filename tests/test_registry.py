@@ -49,6 +49,35 @@ def test_first_start_registers_the_shipped_model_and_makes_it_active(registry, d
     assert len(registry.activations()) == 1
 
 
+def test_an_update_registers_the_new_shipped_model_without_switching_to_it(registry, default_model_dir, tmp_path):
+    # A data folder from before the update: the shipped model of then (version 1) registered and in use.
+    old = registry.register(second_version(tmp_path, default_model_dir, "1"), by="VisionQC", source="shipped")
+    registry.activate(old.name, old.version, by="VisionQC", action="first start")
+    assert registry.newer_shipped() is None
+    offered = registry.ensure_initialised()  # the first start after the update
+    assert (offered.label, offered.source) == ("magnetic-tile v2", "shipped")
+    assert registry.active().label == "magnetic-tile v1"  # the lead decides, not the update
+    assert [e["action"] for e in registry.activations()] == ["first start"]
+    assert registry.newer_shipped().label == "magnetic-tile v2"
+    assert registry.ensure_initialised() is None  # registered once
+    assert [v.label for v in registry.versions()] == ["magnetic-tile v2", "magnetic-tile v1"]
+    registry.activate(offered.name, offered.version, by="ana")
+    assert registry.newer_shipped() is None
+    registry.activate(old.name, old.version, by="ana", action="rollback")  # tried, then rolled back: not offered
+    assert registry.newer_shipped() is None
+
+
+def test_the_leads_own_model_of_the_shipped_name_and_version_is_left_alone(registry, default_model_dir, tmp_path):
+    own = second_version(tmp_path, default_model_dir, "2")
+    card = json.loads((own / "model.json").read_text())
+    card["description"] = "trained by the lead"
+    (own / "model.json").write_text(json.dumps(card))
+    registry.register(own, by="ana", source="trained")
+    assert registry.ensure_initialised() is None
+    [version] = registry.versions()
+    assert version.source == "trained" and registry.active() is None
+
+
 def test_visionqc_model_pins_a_process_whatever_the_registry_says(registry, default_model_dir, monkeypatch, tmp_path):
     registry.ensure_initialised()
     monkeypatch.setenv("VISIONQC_MODEL", str(tmp_path / "elsewhere"))

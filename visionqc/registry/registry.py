@@ -263,23 +263,46 @@ class ModelRegistry:
                 shutil.rmtree(leftover, ignore_errors=True)
 
     def ensure_initialised(self, shipped: Path = config.DEFAULT_MODEL_DIR) -> ModelVersion | None:
-        """On first start (an empty registry), register the shipped model and make it active. Returns it, or
-        ``None`` when the registry already had models (or the shipped model is missing).
+        """On first start (an empty registry), register the shipped model and make it active. On a later start
+        with a shipped model this registry has not seen (VisionQC was updated), register it **without** making it
+        active: the lead compares it with the model in use and promotes it, or not. Returns the version registered,
+        or ``None`` when there was nothing to register (or the shipped model is missing).
 
         A data folder that cannot be written (read-only, full) is left as it is: with no active version the
         shipped model is used in place (:func:`visionqc.config.model_dir`), and the next start that can write
         registers it."""
-        if self.versions() or not (shipped / CARD_FILE).is_file():
+        if not (shipped / CARD_FILE).is_file():
             return None
+        first_start = not self.versions()
+        if not first_start:
+            try:
+                card = json.loads((shipped / CARD_FILE).read_text(encoding="utf-8"))
+                self.get(str(card.get("name")), str(card.get("version")))
+                return None  # registered already (or the name is taken by the lead's own model of that version)
+            except RegistryError:
+                pass
+            except (OSError, ValueError):
+                return None  # an unreadable shipped card: register() would refuse it too
         try:
             version = self.register(shipped, by="VisionQC", source="shipped")
-            if not config.read_activations(self.home):
+            if first_start and not config.read_activations(self.home):
                 self.activate(version.name, version.version, by="VisionQC", action="first start")
         except RegistryError:
-            return None  # another process registered it at the same moment
+            return None  # another process registered it at the same moment, or it is not a usable model
         except OSError:
             return None  # read-only or full data folder: nothing registered, the shipped model serves as it is
         return version
+
+    def newer_shipped(self, station: str | None = None) -> ModelVersion | None:
+        """The newest shipped version when it has never been in use here (anywhere in the audit trail): what a
+        start after an update offers (see :meth:`ensure_initialised`) until the lead promotes it."""
+        active = self.active(station)
+        shipped = [v for v in self.versions() if v.source == "shipped"]  # newest registered first
+        if active is None or not shipped:
+            return None
+        newest = shipped[0]
+        used = {(e["name"], e["version"]) for e in self.activations()}
+        return None if (newest.name, newest.version) in used else newest
 
     # --- the active model and its audit trail ---------------------------------------------------
     def active(self, station: str | None = None) -> ModelVersion | None:

@@ -32,6 +32,13 @@ def render_versions(registry: ModelRegistry) -> None:
             "app keeps using the pinned model until `VISIONQC_MODEL` is unset.",
             icon=":material/push_pin:",
         )
+    offered = registry.newer_shipped()
+    if offered is not None and active is not None:
+        st.info(
+            f"This update of VisionQC ships **{offered.label}**. It is registered here but not in use: compare it "
+            f"with {active.label} on your own images (**Compare & promote**) before you switch.",
+            icon=":material/new_releases:",
+        )
     st.dataframe(
         report.versions_table(versions, active),
         hide_index=True,
