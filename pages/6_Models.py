@@ -22,6 +22,7 @@ store = resources.get_store()
 message = st.session_state.pop("models_message", None)
 if message:
     st.success(message, icon=":material/check_circle:")
+registry_view.offer_shipped(registry)
 
 card_tab, versions_tab, datasets_tab, train_tab, compare_tab, reinspect_tab = st.tabs(
     [

@@ -23,6 +23,17 @@ def switch(registry: ModelRegistry, version, *, by: str, action: str, station: s
     st.rerun()
 
 
+def offer_shipped(registry: ModelRegistry) -> None:
+    """Above the Models page's tabs: the model an update of VisionQC shipped, registered but not in use yet."""
+    offered, active = registry.newer_shipped(), registry.active()
+    if offered is not None and active is not None:
+        st.info(
+            f"This update of VisionQC ships **{offered.label}**. It is registered here but not in use: compare it "
+            f"with {active.label} on your own images (**Compare & promote**) before you switch.",
+            icon=":material/new_releases:",
+        )
+
+
 def render_versions(registry: ModelRegistry) -> None:
     versions = registry.versions()
     active = registry.active()
@@ -31,13 +42,6 @@ def render_versions(registry: ModelRegistry) -> None:
             f"`VISIONQC_MODEL` pins this app to `{config.pinned_model_dir()}`: switching here is recorded but this "
             "app keeps using the pinned model until `VISIONQC_MODEL` is unset.",
             icon=":material/push_pin:",
-        )
-    offered = registry.newer_shipped()
-    if offered is not None and active is not None:
-        st.info(
-            f"This update of VisionQC ships **{offered.label}**. It is registered here but not in use: compare it "
-            f"with {active.label} on your own images (**Compare & promote**) before you switch.",
-            icon=":material/new_releases:",
         )
     st.dataframe(
         report.versions_table(versions, active),
