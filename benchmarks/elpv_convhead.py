@@ -11,8 +11,9 @@ What runs, per split seed (``stratified_split(dataset.strata(), 0.15, 0.25, seed
 ``benchmarks/elpv.py``):
 
 - features: the trainer's own ``extract_features`` (the Predictor's decode and preprocessing, the frozen ImageNet
-  Lite0 at 224 px) on the first ``--views`` symmetries of ``visionqc.model.network.DIHEDRAL``, keeping the
-  activations entering block 15; extracted once for all seeds (they do not depend on the split);
+  Lite0 at ``--size`` px, 224 by default) on the first ``--views`` symmetries of
+  ``visionqc.model.network.DIHEDRAL``, keeping the activations entering block 15; extracted once for all seeds (they
+  do not depend on the split);
 - ``probe``: logistic regression on view 0's embedding, C chosen on validation accuracy and refitted on training
   + validation, exactly as ``benchmarks/elpv.py --methods probe``;
 - ``convhead``: the trainer's conv-head candidate (``visionqc.training.conv_head``, ``network.ConvHead``) with
@@ -20,10 +21,11 @@ What runs, per split seed (``stratified_split(dataset.strata(), 0.15, 0.25, seed
   ReLU, ``--depth - 1`` 3x3 convolutions (BatchNorm, ReLU), then the mean and the max over the map, dropout 0.3
   and a linear layer to the four levels. AdamW (decay 0.05), one-cycle learning rate peaking at 1e-3, label
   smoothing 0.1, batches of 64, on the training split only, each cell in one of its cached symmetries at random
-  (plus random flips of the map); the last epoch is kept (a fixed schedule: the 394 validation cells are too few
-  to pick an epoch on, +-0.02). Prediction: the softmax of the mean logits over the cached symmetries (what the
-  saved network computes; the results recorded before 2026-12-06 18:00 UTC averaged the softmax instead, with
-  this script's own copy of the head);
+  (plus random flips of the map), the batches drawn as ``--balance-power`` says (0, a plain shuffle, is what
+  ``train``'s phase 1 chooses on elpv; the trainer's default of 1 draws them class-balanced); the last epoch is
+  kept (a fixed schedule: the 394 validation cells are too few to pick an epoch on, +-0.02). Prediction: the
+  softmax of the mean logits over the cached symmetries (what the saved network computes; the results recorded
+  before 2026-12-06 18:00 UTC averaged the softmax instead, with this script's own copy of the head);
 - ``chosen``: whichever of the two has the better validation accuracy (the probe scored fitted on the training
   split only), the rule "never worse than the probe on validation".
 
@@ -35,6 +37,7 @@ test cells after the run. Prints a table and appends one JSON line per row to
 
     python benchmarks/elpv_convhead.py ../shared/data/elpv
     python benchmarks/elpv_convhead.py ../shared/data/elpv --seeds 0 --width 256
+    python benchmarks/elpv_convhead.py ../shared/data/elpv --size 320 --views 2   # a larger input
 """
 
 from __future__ import annotations
@@ -76,7 +79,8 @@ def train_head(
     model = conv_head_network(
         backbone, {"defect": int(labels["defect"].max()) + 1}, ConvHeadSpec(SPLIT_BLOCK, args.width, args.depth)
     )
-    seconds = train_conv_head(model, maps, labels, train_idx, TrainConfig(seed=seed, progress=False), args.epochs)
+    cfg = TrainConfig(seed=seed, progress=False, balance_power=args.balance_power)
+    seconds = train_conv_head(model, maps, labels, train_idx, cfg, args.epochs)
     return model, seconds
 
 
@@ -107,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=128, help="head channels (default: %(default)s)")
     parser.add_argument("--depth", type=int, default=2, help="head convolutions (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=40, help="head epochs (default: %(default)s)")
+    parser.add_argument(
+        "--balance-power",
+        type=float,
+        default=0.0,
+        help="class-balanced draws for the head (train uses what phase 1 chose: 0 on every elpv seed so far; the "
+        "results recorded here before 2026-12-07 were made with the plain shuffle of 0) (default: %(default)s)",
+    )
+    parser.add_argument("--size", type=int, default=224, help="input size in pixels (default: %(default)s)")
     parser.add_argument("--max-per-class", type=int, help="a quick check of the script on a subset (not a result)")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -116,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
         dataset = limit_per_class(dataset, args.max_per_class, 0)
     test_fraction = default_test_fraction(dataset)
-    cfg = TrainConfig(progress=False)
+    cfg = TrainConfig(progress=False, input_size=args.size)
     model = DefectNet({t: len(c) for t, c in dataset.tasks.items()})
     load_imagenet_backbone(model)
     model.eval()
@@ -136,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         tr, va, te = stratified_split(dataset.strata(), VAL_FRACTION, test_fraction, seed)
         fit_on = np.concatenate([tr, va])
         extraction = len(fit_on) * seconds_per_image
-        base = {"seed": seed, "views": args.views, "test_images": len(te)}
+        base = {"seed": seed, "views": args.views, "size": args.size, "balance_power": args.balance_power}
+        base["test_images"] = len(te)
 
         start = time.perf_counter()
         chosen_c, val_accuracy, scaler, clf = choose_probe(x, y_np, tr, va)
