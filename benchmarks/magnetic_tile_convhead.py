@@ -5,8 +5,14 @@ severity and location accuracy, whether the conv head was kept, its validation s
 seconds without the extraction after the first run of a seed).
 
     python benchmarks/magnetic_tile_convhead.py ../shared/data/magnetic-tile 0,1,2,3,4
+
+Any dataset ``train`` reads, e.g. NEU's spread over other splits with the default only (its boxes need the
+severity thresholds of docs/MODEL_RESULTS.md):
+
+    python benchmarks/magnetic_tile_convhead.py ../shared/data/neu-det 1,2 --modes auto --severity-thresholds 0.2,0.45
 """
 
+import argparse
 import json
 import sys
 import tempfile
@@ -22,13 +28,20 @@ from visionqc.training import trainer  # noqa: E402
 from visionqc.training.config import TrainConfig  # noqa: E402
 from visionqc.training.datasets import load_dataset  # noqa: E402
 
-ds = load_dataset(sys.argv[1])
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+parser.add_argument("data", type=Path)
+parser.add_argument("seeds", help="split seeds, e.g. 0,1,2,3,4")
+parser.add_argument("--modes", default="off,auto", help="--conv-head modes to run (default: %(default)s)")
+parser.add_argument("--severity-thresholds", help="as train's option, e.g. 0.2,0.45 for NEU")
+args = parser.parse_args()
+thresholds = tuple(float(v) for v in args.severity_thresholds.split(",")) if args.severity_thresholds else None
+ds = load_dataset(args.data, **({"severity_thresholds": thresholds} if thresholds else {}))
 # Both runs of a seed ask for the same extraction (its random crops follow the seed): the second gets the first's.
 shared = SharedFeatures()
 trainer.extract_features = shared
-for seed in [int(s) for s in sys.argv[2].split(",")]:
+for seed in [int(s) for s in args.seeds.split(",")]:
     shared.caches.clear()  # a new seed draws other crops
-    for mode in ("off", "auto"):
+    for mode in args.modes.split(","):
         cfg = TrainConfig(seed=seed, repeats=0, export=False, progress=False, conv_head=mode, time_budget=None)
         with tempfile.TemporaryDirectory() as out:
             t0 = time.time()
