@@ -27,6 +27,8 @@ from visionqc.training.conv_head import (
     choose_views,
     conv_head_network,
     head_maps,
+    head_wins,
+    other_tasks_accuracy,
     train_conv_head,
     view_logits,
 )
@@ -263,3 +265,29 @@ def test_the_head_draws_rare_classes_as_often_as_phase_1_does(monkeypatch):
             assert 0.4 <= share <= 0.6, share  # 0.125 in the data
         else:
             assert drawn == []
+
+
+def test_a_tie_on_the_defect_goes_to_the_head_that_answers_the_other_tasks_better():
+    assert head_wins(0.99, 0.98, None, None) and not head_wins(0.98, 0.99, 0.9, 0.5)
+    # NEU seed 2: both reach 1.000 on the defect; severity and location decide.
+    assert head_wins(1.0, 1.0, 0.75, 0.69) and not head_wins(1.0, 1.0, 0.69, 0.75)
+    assert not head_wins(1.0, 1.0, 0.75, 0.75)  # a tie everywhere keeps the linear heads
+    assert not head_wins(0.8, 0.8, None, None)  # elpv has the defect task only
+    assert head_wins(0.1 + 0.2, 0.3, 0.7, 0.6)  # the same score summed in another order is still a tie
+
+
+def test_other_tasks_accuracy_counts_the_labelled_images_of_each_task():
+    probabilities = {
+        "defect": np.array([[0.9, 0.1], [0.1, 0.9], [0.1, 0.9]]),  # not counted: the defect is compared first
+        "severity": np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]),
+        "location": np.array([[0.3, 0.7], [0.3, 0.7], [0.8, 0.2]]),
+    }
+    labels = {
+        "defect": np.array([1, 1, 1, 1]),
+        "severity": np.array([-1, 0, 0, -1]),  # image 3 has no severity (a defect-free part)
+        "location": np.array([-1, 1, 1, 1]),
+    }
+    idx = np.array([1, 2, 3])
+    # severity: 1 of 2 labelled right; location: 2 of 3 right.
+    assert other_tasks_accuracy(probabilities, labels, idx) == pytest.approx((0.5 + 2 / 3) / 2)
+    assert other_tasks_accuracy({"defect": probabilities["defect"]}, labels, idx) is None

@@ -49,7 +49,8 @@ from visionqc.training.calibration import calibrate_confidence_thresholds, calib
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
 from visionqc.training.conv_head import SPEC as CONV_HEAD
-from visionqc.training.conv_head import try_conv_head
+from visionqc.training.conv_head import TIE as CONV_HEAD_TIE
+from visionqc.training.conv_head import other_tasks_accuracy, try_conv_head
 from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
 from visionqc.training.features import FeatureCache, choose_view_count, extract_features
@@ -390,8 +391,10 @@ def train(
         timings["phase2"] = phase2.seconds
     model.eval()
 
-    val_probs, conv_record = None, None
+    val_probs, conv_record, final_emb = None, None, None
     if plan.conv_head:
+        final_emb = _final_embeddings(model, cache, phase, tta)
+        linear = head_probabilities(model, final_emb[torch.from_numpy(val_idx)])
         conv_model, val_probs, conv_record = try_conv_head(
             phase1_model,
             cache,
@@ -403,19 +406,27 @@ def train(
             kept_score,
             compares_accuracy(cfg),
             symmetric_views=plan.views if dihedral else 0,
+            baseline_others=other_tasks_accuracy(linear, labels, val_idx),
         )
         timings["conv_head"] = conv_record["seconds"]
         if conv_model is not None:
-            scores = conv_record["validation_score_by_views"]
+            score = conv_record["validation_score_by_views"][str(conv_record["chosen_views"])]
+            how = (
+                f"({score:.4f} > {kept_score:.4f})"
+                if score > kept_score + CONV_HEAD_TIE
+                else f"({score:.4f}, a tie; severity and location {conv_record['other_tasks_validation_accuracy']:.4f}"
+                f" > {conv_record['linear_heads_other_tasks_validation_accuracy']:.4f})"
+            )
             reason += (
                 f"; then the conv head on phase 1's frozen backbone beat it on validation "
-                f"{conv_record['validation_metric']} ({scores[str(conv_record['chosen_views'])]:.4f} > "
-                f"{kept_score:.4f}) and replaced the linear heads"
+                f"{conv_record['validation_metric']} {how} and replaced the linear heads"
             )
             model, phase, tta = conv_model, 1, conv_model.tta_views
+            final_emb = None
 
     t_cal = time.perf_counter()
-    final_emb = _final_embeddings(model, cache, phase, tta)
+    if final_emb is None:
+        final_emb = _final_embeddings(model, cache, phase, tta)
     if val_probs is None:
         val_probs = head_probabilities(model, final_emb[torch.from_numpy(val_idx)])
     bank, bank_labels, calibration = _calibrate(card, model, final_emb, val_probs, labels, train_idx, val_idx, cfg)
