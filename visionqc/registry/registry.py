@@ -276,12 +276,12 @@ class ModelRegistry:
         first_start = not self.versions()
         if not first_start:
             try:
-                card = json.loads((shipped / CARD_FILE).read_text(encoding="utf-8"))
-                self.get(str(card.get("name")), str(card.get("version")))
+                card = read_card(shipped)
+                self.get(card.name, card.version)
                 return None  # registered already (or the name is taken by the lead's own model of that version)
             except RegistryError:
                 pass
-            except (OSError, ValueError):
+            except (ModelLoadError, OSError):
                 return None  # an unreadable shipped card: register() would refuse it too
         try:
             version = self.register(shipped, by="VisionQC", source="shipped")

@@ -181,13 +181,16 @@ def other_tasks_accuracy(
 TIE = 1e-9  # validation scores this close are equal (the same counts, summed in another order)
 
 
-def head_wins(score: float, baseline: float, others: float | None, baseline_others: float | None) -> bool:
-    """Whether the conv head replaces the linear heads: a better validation score on the defect, or the same score
-    and a better mean accuracy on the other tasks (:func:`other_tasks_accuracy`)."""
+def head_wins(score: float, baseline: float, others: float | None, baseline_others: float | None) -> str:
+    """Whether the conv head replaces the linear heads, and on what: ``"defect"`` for a better validation score on
+    the defect, ``"other tasks"`` for the same score and a better mean accuracy on the other tasks
+    (:func:`other_tasks_accuracy`), ``""`` (false) when it does not."""
     if score > baseline + TIE:
-        return True
+        return "defect"
     tied = abs(score - baseline) <= TIE
-    return tied and others is not None and baseline_others is not None and others > baseline_others
+    if tied and others is not None and baseline_others is not None and others > baseline_others:
+        return "other tasks"
+    return ""
 
 
 def try_conv_head(
@@ -221,11 +224,7 @@ def try_conv_head(
     others = other_tasks_accuracy(probabilities, labels, val_idx)
     metric = "accuracy" if on_accuracy else "balanced accuracy"
     won = head_wins(scores[views], baseline, others, baseline_others)
-    tie = (
-        ""
-        if not won or scores[views] > baseline + TIE
-        else f"; a tie, other tasks {others:.4f} > {baseline_others:.4f}"
-    )
+    tie = f"; a tie, other tasks {others:.4f} > {baseline_others:.4f}" if won == "other tasks" else ""
     log(
         cfg.progress,
         f"conv head: validation {metric} {scores[views]:.4f} with {views} view(s) averaged against the linear "
@@ -242,6 +241,7 @@ def try_conv_head(
         "other_tasks_validation_accuracy": None if others is None else round(others, 4),
         "linear_heads_other_tasks_validation_accuracy": None if baseline_others is None else round(baseline_others, 4),
         "kept": bool(won),
+        "kept_on": won or None,
         "rule": f"kept only if its validation {metric} (with the number of views averaged chosen on validation, ties "
         "to fewer) is above the linear-head network's (phase 1 or phase 2, as chosen above), or equal to it with a "
         "higher mean validation accuracy over the other tasks",

@@ -49,7 +49,6 @@ from visionqc.training.calibration import calibrate_confidence_thresholds, calib
 from visionqc.training.card import training_card
 from visionqc.training.config import NORMALISATION_MEAN, NORMALISATION_STD, TrainConfig
 from visionqc.training.conv_head import SPEC as CONV_HEAD
-from visionqc.training.conv_head import TIE as CONV_HEAD_TIE
 from visionqc.training.conv_head import other_tasks_accuracy, try_conv_head
 from visionqc.training.datasets import Dataset, stratified_split
 from visionqc.training.evaluation import evaluate_predictor, repeated_split_scores
@@ -394,8 +393,8 @@ def train(
     val_probs, conv_record, final_emb = None, None, None
     if plan.conv_head:
         final_emb = _final_embeddings(model, cache, phase, tta)
-        linear = head_probabilities(model, final_emb[torch.from_numpy(val_idx)])
-        conv_model, val_probs, conv_record = try_conv_head(
+        val_probs = head_probabilities(model, final_emb[torch.from_numpy(val_idx)])  # the linear heads'
+        conv_model, conv_probs, conv_record = try_conv_head(
             phase1_model,
             cache,
             labels,
@@ -406,14 +405,14 @@ def train(
             kept_score,
             compares_accuracy(cfg),
             symmetric_views=plan.views if dihedral else 0,
-            baseline_others=other_tasks_accuracy(linear, labels, val_idx),
+            baseline_others=other_tasks_accuracy(val_probs, labels, val_idx),
         )
         timings["conv_head"] = conv_record["seconds"]
         if conv_model is not None:
             score = conv_record["validation_score_by_views"][str(conv_record["chosen_views"])]
             how = (
                 f"({score:.4f} > {kept_score:.4f})"
-                if score > kept_score + CONV_HEAD_TIE
+                if conv_record["kept_on"] == "defect"
                 else f"({score:.4f}, a tie; severity and location {conv_record['other_tasks_validation_accuracy']:.4f}"
                 f" > {conv_record['linear_heads_other_tasks_validation_accuracy']:.4f})"
             )
@@ -422,7 +421,7 @@ def train(
                 f"{conv_record['validation_metric']} {how} and replaced the linear heads"
             )
             model, phase, tta = conv_model, 1, conv_model.tta_views
-            final_emb = None
+            final_emb, val_probs = None, conv_probs
 
     t_cal = time.perf_counter()
     if final_emb is None:
